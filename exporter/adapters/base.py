@@ -1,0 +1,135 @@
+"""What every adapter shares: the HealthCheck protocol, its context, and HTTP classification helpers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from exporter.credentials import CredentialError, CredentialProvider
+from exporter.model import HealthResult, HealthStatus, Reason, make_result
+
+MAX_BODY_BYTES = 256 * 1024  # a health answer is small; a bigger body is refused, not buffered
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HealthCheck(Protocol):
+    async def check(self, org_id: UUID, config: Any) -> HealthResult:
+        """Check one integration and return its result; may raise, the runner maps exceptions."""
+        ...
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What adapters are given: one shared HTTP session, the credential provider, clocks."""
+
+    session: aiohttp.ClientSession
+    credentials: CredentialProvider | None = None
+    clock: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+    state: dict[str, Any] = field(default_factory=dict)  # per-process caches (e.g. OAuth tokens), by adapter
+
+    async def secret(self, ref: str | None) -> str:
+        """Resolve a credential reference; a missing provider or reference is a CredentialError."""
+        if not ref:
+            raise CredentialError("this integration needs a credential_ref")
+        if self.credentials is None:
+            raise CredentialError("no credential provider is configured")
+        return (await self.credentials.get(ref)).get_secret_value()
+
+
+AdapterFactory = Callable[[AdapterContext], HealthCheck]
+
+
+@dataclass(frozen=True)
+class Response:
+    """The parts of an HTTP answer adapters classify; the body is capped at MAX_BODY_BYTES."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    latency_ms: float
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def fetch(ctx: AdapterContext, method: str, url: str, *, read_body: bool = True, **kwargs: Any) -> Response:
+    """Send one request on the shared session, timing it and capping the body it reads."""
+    start = ctx.monotonic()
+    async with ctx.session.request(method, url, **kwargs) as resp:
+        body = await _read_capped(resp) if read_body and method != "HEAD" else b""
+        return Response(resp.status, resp.headers, body, (ctx.monotonic() - start) * 1000)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """Read the body, refusing (before buffering it) anything over MAX_BODY_BYTES."""
+    if (resp.content_length or 0) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def classify_http(resp: Response, now: datetime, *, expected: frozenset[int] | None = None,
+                  degraded_latency_ms: int) -> HealthResult | None:
+    """Classify by status code; None means the status is acceptable and the caller checks the body."""
+    code = resp.status
+    if expected and code in expected or not expected and 200 <= code < 300:
+        return None
+    if code == 429:
+        retry = parse_retry_after(resp.headers.get("Retry-After"), now)
+        return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, "rate limited (HTTP 429)",
+                           Reason.RATE_LIMITED, retry)
+    if code in (401, 403):
+        return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"credentials rejected (HTTP {code})",
+                           Reason.AUTH)
+    if code >= 500:
+        return make_result(HealthStatus.UNREACHABLE, resp.latency_ms, now, f"server error (HTTP {code})",
+                           Reason.HTTP_5XX)
+    return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"unexpected status HTTP {code}",
+                       Reason.HTTP_4XX if code >= 400 else Reason.BAD_RESPONSE)
+
+
+def healthy_or_slow(latency_ms: float, now: datetime, degraded_latency_ms: int) -> HealthResult:
+    """Healthy, or degraded when the answer took longer than the integration's threshold."""
+    if latency_ms > degraded_latency_ms:
+        return make_result(HealthStatus.DEGRADED, latency_ms, now,
+                           f"slow: {latency_ms / 1000:.1f} s > {degraded_latency_ms / 1000:.1f} s threshold",
+                           Reason.SLOW)
+    return make_result(HealthStatus.HEALTHY, latency_ms, now)
+
+
+def bad_response(latency_ms: float, now: datetime, what: str) -> HealthResult:
+    return make_result(HealthStatus.DEGRADED, latency_ms, now, f"unexpected response: {what}", Reason.BAD_RESPONSE)

@@ -1,0 +1,70 @@
+"""Credential providers: adapters fetch secrets by reference; the framework never holds one."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import SecretStr
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class CredentialError(LookupError):
+    """A credential reference did not resolve. The message names the reference, never a secret."""
+
+
+class CredentialProvider(Protocol):
+    async def get(self, ref: str) -> SecretStr:
+        """Return the secret named by `ref`, or raise CredentialError."""
+        ...
+
+
+class StaticCredentials:
+    """Secrets from a mapping: for tests and the demo."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._secrets = {k: SecretStr(v) for k, v in secrets.items()}
+
+    async def get(self, ref: str) -> SecretStr:
+        try:
+            return self._secrets[ref]
+        except KeyError:
+            raise CredentialError(f"credential {ref!r} not found") from None
+
+
+class DirectoryCredentials:
+    """One file per secret in a mounted directory (Docker and Kubernetes secrets); trailing newline trimmed."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    async def get(self, ref: str) -> SecretStr:
+        if not _SAFE_NAME.match(ref):
+            raise CredentialError(f"credential reference {ref!r} is not a plain file name")
+        try:
+            return SecretStr((self._directory / ref).read_text().rstrip("\r\n"))
+        except OSError:
+            raise CredentialError(f"credential {ref!r} not found in {self._directory}") from None
+
+
+class CachedCredentials:
+    """Cache another provider's answers for `ttl` seconds, so rotated secrets are picked up soon."""
+
+    def __init__(self, inner: CredentialProvider, ttl: float = 300.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if ttl < 0:
+            raise ValueError("ttl must be >= 0")
+        self._inner, self._ttl, self._now = inner, ttl, monotonic
+        self._cache: dict[str, tuple[float, SecretStr]] = {}
+
+    async def get(self, ref: str) -> SecretStr:
+        hit = self._cache.get(ref)
+        if hit and self._now() < hit[0]:
+            return hit[1]
+        secret = await self._inner.get(ref)
+        self._cache[ref] = (self._now() + self._ttl, secret)
+        return secret

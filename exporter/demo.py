@@ -1,0 +1,57 @@
+"""Demo organisations and their integrations, pointed at the built-in simulator."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from exporter.simulator import Mode, SimState
+
+UPSERT_CONFIG = """
+INSERT INTO public.integration_config (org_id, integration_type, config, credential_ref)
+VALUES ($1, $2, $3::jsonb, $4)
+ON CONFLICT (org_id, integration_type) DO UPDATE
+    SET config = EXCLUDED.config, credential_ref = EXCLUDED.credential_ref, enabled = true, updated_at = now()"""
+
+
+@dataclass(frozen=True)
+class DemoIntegration:
+    org_id: UUID
+    integration_type: str
+    config: dict[str, object]
+
+
+ACME = UUID("00000000-0000-4000-a000-00000000ac3e")
+GLOBEX = UUID("00000000-0000-4000-a000-0000000610b3")
+INITECH = UUID("00000000-0000-4000-a000-000000001417")
+DEMO_ORGS = {ACME: "Acme (all healthy)", GLOBEX: "Globex (slow)", INITECH: "Initech (failing)"}
+
+
+# Simulator tenants and their modes: one healthy org, one slow (degraded), one failing (unreachable).
+TENANT_MODES = {
+    "acme-api": Mode("healthy"),
+    "globex-api": Mode("slow", ms=2500),
+    "initech-api": Mode("server_error"),
+}
+
+
+def demo_integrations(base_url: str) -> list[DemoIntegration]:
+    """The demo's integrations, pointed at a simulator listening on `base_url`."""
+    def http(org: UUID, tenant: str) -> DemoIntegration:
+        return DemoIntegration(org, "http", {"url": f"{base_url}/http/{tenant}", "method": "GET"})
+
+    return [http(ACME, "acme-api"), http(GLOBEX, "globex-api"), http(INITECH, "initech-api")]
+
+
+def simulator_state() -> SimState:
+    return SimState(modes=dict(TENANT_MODES))
+
+
+async def seed(conn: asyncpg.Connection, integrations: list[DemoIntegration]) -> None:
+    """Insert or refresh the demo rows (the simulator's port changes between runs)."""
+    await conn.executemany(UPSERT_CONFIG, [
+        (i.org_id, i.integration_type, json.dumps(i.config), None) for i in integrations
+    ])

@@ -1,0 +1,190 @@
+"""The check contract: statuses, results and the typed configuration of each integration type. No I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+DEFAULT_DEGRADED_LATENCY_MS = 2000
+MAX_ERROR_CHARS = 300
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+class Reason(StrEnum):
+    """Why a check was not healthy: a small, fixed set, so it is safe as a metric label."""
+
+    SLOW = "slow"
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    CONNECT = "connect"
+    TLS = "tls"
+    HTTP_5XX = "http_5xx"
+    HTTP_4XX = "http_4xx"
+    RATE_LIMITED = "rate_limited"
+    QUOTA = "quota"
+    AUTH = "auth"
+    BAD_RESPONSE = "bad_response"
+    INVALID_CONFIG = "invalid_config"
+    ERROR = "error"
+
+
+class HealthResult(BaseModel):
+    """The outcome of one check. Failures are values too: the runner never lets an exception escape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: HealthStatus
+    latency_ms: int = Field(ge=0)
+    checked_at: AwareDatetime
+    error: str | None = None
+    reason: Reason | None = None
+    retry_after_s: float | None = Field(default=None, ge=0)  # the vendor asked us to wait this long
+
+
+class _Base(BaseModel):
+    """Fields every integration type shares. Unknown keys are refused so a typo is reported, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credential_ref: str | None = None
+    degraded_latency_ms: int = Field(default=DEFAULT_DEGRADED_LATENCY_MS, gt=0)
+
+
+class HttpConfig(_Base):
+    """A plain HTTP(S) endpoint: HEAD (GET when the server answers 405), expected status codes."""
+
+    integration_type: Literal["http"]
+    url: HttpUrl
+    method: Literal["HEAD", "GET"] = "HEAD"
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list, max_length=50)
+    auth: Literal["none", "bearer", "basic", "header"] = "none"
+    auth_header: str = "Authorization"
+    tls_expiry_warn_days: int = Field(default=14, ge=0)
+
+
+class XledgerConfig(_Base):
+    integration_type: Literal["xledger"]
+    url: HttpUrl = HttpUrl("https://www.xledger.net/graphql")
+
+
+class Dynamics365Config(_Base):
+    integration_type: Literal["dynamics365"]
+    org_url: HttpUrl  # https://<org>.crm<N>.dynamics.com
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    token_url: HttpUrl | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
+
+
+class TripletexConfig(_Base):
+    integration_type: Literal["tripletex"]
+    url: HttpUrl = HttpUrl("https://tripletex.no/v2")
+
+
+class FikenConfig(_Base):
+    integration_type: Literal["fiken"]
+    url: HttpUrl = HttpUrl("https://api.fiken.no/api/v2")
+
+
+IntegrationConfig = Annotated[
+    HttpConfig | XledgerConfig | Dynamics365Config | TripletexConfig | FikenConfig,
+    Field(discriminator="integration_type"),
+]
+_CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(IntegrationConfig)
+
+
+class InvalidConfig(ValueError):
+    """An integration row that cannot be checked; the message names the field and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """One row of integration_config as loaded: the raw config is validated later, per integration."""
+
+    org_id: UUID
+    integration_type: str
+    config: Any
+    credential_ref: str | None = None
+    health_mode: str = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationResult:
+    org_id: UUID
+    integration_type: str
+    result: HealthResult
+
+
+def parse_config(integration: Integration) -> Any:
+    """Validate a row into its typed IntegrationConfig, or raise InvalidConfig naming the bad field."""
+    if not isinstance(integration.config, dict):
+        raise InvalidConfig(f"config must be a JSON object, got {type(integration.config).__name__}")
+    data = {**integration.config, "integration_type": integration.integration_type,
+            "credential_ref": integration.credential_ref}
+    try:
+        return _CONFIG_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidConfig(describe_validation_error(exc, integration.integration_type)) from None
+
+
+def describe_validation_error(exc: ValidationError, integration_type: str) -> str:
+    """One `config.<field>: <message>` per problem, without echoing the offending values."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        if err["type"] == "union_tag_invalid":
+            parts.append(f"integration_type: unknown type {integration_type!r}")
+            continue
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] == integration_type:  # the discriminated union prefixes the tag
+            loc = loc[1:]
+        msg = err["msg"]
+        parts.append(f"{'.'.join(['config', *loc])}: {msg[:1].lower()}{msg[1:]}")
+    return "; ".join(parts)
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s@]*@", re.IGNORECASE)
+_URL_QUERY = re.compile(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?#]*)[?#][^\s]*", re.IGNORECASE)
+_AUTH_VALUE = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def sanitize(message: str) -> str:
+    """Make an error message safe to store and show: no URL userinfo or query, no auth values, bounded."""
+    message = _URL_CREDENTIALS.sub(r"\g<scheme>", message)
+    message = _URL_QUERY.sub(r"\g<base>", message)
+    message = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} [redacted]", message)
+    message = " ".join(message.split())
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
+    return message
+
+
+def make_result(status: HealthStatus, latency_ms: float, checked_at: datetime, error: str | None = None,
+                reason: Reason | None = None, retry_after_s: float | None = None) -> HealthResult:
+    """Build a result with a sanitised error and a non-negative integer latency."""
+    return HealthResult(
+        status=status,
+        latency_ms=max(0, round(latency_ms)),
+        checked_at=checked_at,
+        error=sanitize(error) if error else None,
+        reason=reason,
+        retry_after_s=retry_after_s,
+    )

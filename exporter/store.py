@@ -1,0 +1,156 @@
+"""Postgres I/O: load integrations, persist results (status upsert + history) in one set-based statement."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from exporter.model import Integration, IntegrationResult
+
+log = logging.getLogger(__name__)
+
+SELECT_INTEGRATIONS = """
+SELECT org_id, integration_type, config, credential_ref, health_mode
+FROM public.integration_config
+WHERE enabled AND ($1::uuid IS NULL OR org_id = $1)
+ORDER BY org_id, integration_type"""
+
+# One round trip for a whole batch: unnest the arrays once, upsert the status rows (never letting an
+# older result overwrite a newer one, e.g. a delayed retry) and append the slot's history rows
+# (a re-run of the same slot adds nothing). The history trigger prunes to 96 rows per key.
+PERSIST_RESULTS = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[])
+        AS t(org_id, integration_type, status, latency_ms, checked_at, error_message)
+), upserted AS (
+    INSERT INTO public.integration_health_status AS s
+        (org_id, integration_type, status, latency_ms, checked_at, error_message)
+    SELECT org_id, integration_type, status, latency_ms, checked_at, error_message FROM input
+    ON CONFLICT (org_id, integration_type) DO UPDATE
+        SET status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms,
+            checked_at = EXCLUDED.checked_at, error_message = EXCLUDED.error_message
+        WHERE s.checked_at <= EXCLUDED.checked_at
+)
+INSERT INTO public.health_check_history
+    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message)
+SELECT org_id, integration_type, $7, status, latency_ms, checked_at, error_message FROM input
+ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
+
+SELECT_STATUS = """
+SELECT org_id, integration_type, status, latency_ms, checked_at, error_message
+FROM public.integration_health_status
+WHERE ($1::uuid IS NULL OR org_id = $1)
+ORDER BY org_id, integration_type"""
+
+SELECT_HISTORY = """
+SELECT org_id, integration_type, slot, status, latency_ms, checked_at, error_message
+FROM public.health_check_history
+WHERE org_id = $1
+ORDER BY integration_type, slot"""
+
+# Errors worth retrying: the server or the network went away for a moment, or a transaction lost a race.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class PersistError(RuntimeError):
+    """Results could not be written after the retries; the caller keeps them and tries again later."""
+
+
+def default_retrying(attempts: int = 5) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, role: str | None = "service_role", min_size: int = 1,
+                      max_size: int = 10) -> asyncpg.Pool:
+    """Open a pool whose sessions run as `role` (RLS applies), or as the DSN's user when role is None."""
+    settings = {"application_name": "integration-health"}
+    if role:
+        settings["role"] = role  # a session default, so the pool's RESET ALL keeps it
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings,
+                                     init=_init_connection)
+
+
+def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
+    """Columns for unnest, one entry per (org, type): the latest result wins if a key repeats."""
+    latest: dict[tuple[UUID, str], IntegrationResult] = {}
+    for r in results:
+        key = (r.org_id, r.integration_type)
+        if key not in latest or latest[key].result.checked_at <= r.result.checked_at:
+            latest[key] = r
+    rows = list(latest.values())
+    return [
+        [r.org_id for r in rows],
+        [r.integration_type for r in rows],
+        [r.result.status.value for r in rows],
+        [r.result.latency_ms for r in rows],
+        [r.result.checked_at for r in rows],
+        [r.result.error for r in rows],
+    ]
+
+
+class Store:
+    """The monitor's database access. Every write is one statement in one transaction, retried when transient."""
+
+    def __init__(self, pool: asyncpg.Pool, *, retrying: AsyncRetrying | None = None) -> None:
+        self.pool = pool
+        self._retrying = retrying or default_retrying()
+
+    async def load_integrations(self, org_id: UUID | None = None) -> list[Integration]:
+        rows = await self._with_retry(lambda c: c.fetch(SELECT_INTEGRATIONS, org_id))
+        return [Integration(r["org_id"], r["integration_type"], r["config"], r["credential_ref"],
+                            r["health_mode"]) for r in rows]
+
+    async def persist(self, results: Sequence[IntegrationResult], slot: datetime) -> None:
+        """Upsert status and append history for `slot`, atomically; raise PersistError when it cannot."""
+        if not results:
+            return
+        columns = _batch(results)
+        try:
+            await self._with_retry(lambda c: c.execute(PERSIST_RESULTS, *columns, slot))
+        except TRANSIENT_ERRORS as exc:
+            raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}") from exc
+
+    async def status(self, org_id: UUID | None = None) -> list[asyncpg.Record]:
+        return await self._with_retry(lambda c: c.fetch(SELECT_STATUS, org_id))
+
+    async def history(self, org_id: UUID) -> list[asyncpg.Record]:
+        return await self._with_retry(lambda c: c.fetch(SELECT_HISTORY, org_id))
+
+    async def _with_retry(self, op: Any) -> Any:
+        async for attempt in self._retrying.copy():
+            with attempt:
+                async with self.pool.acquire() as conn:
+                    return await op(conn)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover

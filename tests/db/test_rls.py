@@ -1,0 +1,112 @@
+"""Row-level security as PostgREST / Supabase run it: SET LOCAL ROLE + request.jwt.claims."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+ORG_A, ORG_B = uuid4(), uuid4()
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TABLES = ("integration_config", "integration_health_status", "health_check_history", "integration_sync_runs")
+
+
+@pytest.fixture
+async def seeded(admin: asyncpg.Connection) -> asyncpg.Connection:
+    for org in (ORG_A, ORG_B):
+        await admin.execute("INSERT INTO integration_config (org_id, integration_type, config) "
+                            "VALUES ($1, 'http', '{}')", org)
+        await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
+                            "checked_at) VALUES ($1, 'http', 'healthy', 5, $2)", org, NOW)
+        await admin.execute("INSERT INTO health_check_history (org_id, integration_type, slot, status, latency_ms, "
+                            "checked_at) VALUES ($1, 'http', $2, 'healthy', 5, $2)", org, NOW)
+        await admin.execute("INSERT INTO integration_sync_runs (org_id, integration_type, scheduled_for, outcome) "
+                            "VALUES ($1, 'http', $2, 'success')", org, NOW)
+    return admin
+
+
+async def as_role(conn: asyncpg.Connection, role: str, claims: dict[str, Any] | None, sql: str, *args: Any):
+    """Run one statement the way PostgREST does: a transaction with a local role and local JWT claims."""
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL ROLE {role}")
+        if claims is not None:
+            await conn.execute("SELECT set_config('request.jwt.claims', $1, true)", json.dumps(claims))
+        return await conn.fetch(sql, *args)
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_authenticated_user_reads_only_its_own_org(seeded, table: str) -> None:
+    rows = await as_role(seeded, "authenticated", {"sub": "u1", "org_id": str(ORG_A)}, f"SELECT org_id FROM {table}")
+    assert [r["org_id"] for r in rows] == [ORG_A]
+
+
+@pytest.mark.parametrize("claims", [
+    {"app_metadata": {"org_id": str(ORG_B)}},
+    {"app_metadata": {"org_ids": [str(ORG_B), "not-a-uuid"]}},
+])
+async def test_org_claims_in_app_metadata_are_honoured(seeded, claims) -> None:
+    rows = await as_role(seeded, "authenticated", claims, "SELECT org_id FROM integration_health_status")
+    assert [r["org_id"] for r in rows] == [ORG_B]
+
+
+async def test_a_member_of_two_orgs_sees_both(seeded) -> None:
+    claims = {"org_id": str(ORG_A), "app_metadata": {"org_ids": [str(ORG_B)]}}
+    rows = await as_role(seeded, "authenticated", claims, "SELECT org_id FROM integration_health_status")
+    assert {r["org_id"] for r in rows} == {ORG_A, ORG_B}
+
+
+@pytest.mark.parametrize("claims", [None, {}, {"org_id": "garbage"}, {"org_id": 42}, {"app_metadata": "x"}])
+async def test_authenticated_without_a_valid_org_claim_sees_nothing(seeded, claims) -> None:
+    rows = await as_role(seeded, "authenticated", claims, "SELECT * FROM integration_health_status")
+    assert rows == []
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_anon_sees_nothing(seeded, table: str) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(seeded, "anon", {"org_id": str(ORG_A)}, f"SELECT * FROM {table}")
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO integration_health_status (org_id, integration_type, status, checked_at) "
+    "VALUES ('{org}', 'fiken', 'healthy', now())",
+    "UPDATE integration_health_status SET status = 'unreachable' WHERE org_id = '{org}'",
+    "DELETE FROM health_check_history WHERE org_id = '{org}'",
+    "UPDATE integration_config SET enabled = false WHERE org_id = '{org}'",
+    "INSERT INTO integration_sync_runs (org_id, integration_type, scheduled_for, outcome) "
+    "VALUES ('{org}', 'fiken', now(), 'success')",
+])
+async def test_authenticated_user_cannot_write_even_its_own_org(seeded, sql: str) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, sql.format(org=ORG_A))
+    assert await seeded.fetchval("SELECT count(*) FROM integration_health_status WHERE status = 'healthy'") == 2
+
+
+async def test_service_role_reads_and_writes_every_org(seeded) -> None:
+    await as_role(seeded, "service_role", None,
+                  "UPDATE integration_health_status SET status = 'degraded' WHERE org_id = ANY($1::uuid[])",
+                  [ORG_A, ORG_B])
+    rows = await as_role(seeded, "service_role", None, "SELECT DISTINCT status FROM integration_health_status")
+    assert [r["status"] for r in rows] == ["degraded"]
+
+
+async def test_every_table_has_rls_enabled_and_forced(admin) -> None:
+    rows = await admin.fetch("SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
+                             "WHERE relname = ANY($1::text[])", list(TABLES))
+    assert sorted((r["relname"], r["relrowsecurity"], r["relforcerowsecurity"]) for r in rows) == sorted(
+        (t, True, True) for t in TABLES)
+
+
+async def test_claim_function_can_be_replaced_by_a_deployer(seeded) -> None:
+    """A deployer with a membership table swaps the function; every policy follows it."""
+    await seeded.execute(f"""
+        CREATE OR REPLACE FUNCTION public.integration_health_claimed_org_ids() RETURNS uuid[]
+        LANGUAGE sql STABLE AS $$ SELECT ARRAY['{ORG_B}'::uuid] $$""")
+    rows = await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, "SELECT org_id FROM integration_config")
+    assert [r["org_id"] for r in rows] == [ORG_B]
+
+

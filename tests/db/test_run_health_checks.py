@@ -1,0 +1,97 @@
+"""run_health_checks end to end: real PostgreSQL, real adapters, the loopback simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from exporter.__main__ import cmd_check
+from exporter.adapters import ADAPTERS
+from exporter.runner import Runner, run_health_checks
+from exporter.settings import Settings
+from exporter.simulator import Mode, SimState, create_app
+
+SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sim(aiohttp_server):
+    state = SimState(modes={"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
+    server = await aiohttp_server(create_app(state))
+    return str(server.make_url(""))
+
+
+async def add(admin, org, kind, config, enabled=True) -> None:
+    await admin.execute("INSERT INTO integration_config (org_id, integration_type, config, enabled) "
+                        "VALUES ($1, $2, $3::jsonb, $4)", org, kind, json.dumps(config), enabled)
+
+
+async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, sim) -> None:
+    org, other = uuid4(), uuid4()
+    await add(admin, org, "http", {"url": f"{sim}/http/ok"})
+    await add(admin, org, "sftp", {"host": "files.example"})
+    await add(admin, org, "xledger", {"url": f"{sim}/http/hang"}, enabled=False)
+    await add(admin, other, "http", {"url": f"{sim}/http/down"})
+    results = await run_health_checks(org, store=store, runner=Runner(ADAPTERS, ctx, timeout=1), slot=SLOT)
+    assert sorted((r.integration_type, r.result.status.value) for r in results) == [
+        ("http", "healthy"), ("sftp", "unreachable")]
+    rows = await admin.fetch("SELECT integration_type, status, error_message FROM integration_health_status "
+                             "ORDER BY 1")
+    assert [tuple(r) for r in rows] == [
+        ("http", "healthy", None),
+        ("sftp", "unreachable", "invalid configuration: no adapter for 'sftp'")]
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", SLOT) == 2
+
+
+async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db_dsn, admin, sim, capsys) -> None:
+    org = uuid4()
+    await add(admin, org, "http", {"url": f"{sim}/http/down"})
+    assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 1
+    out = capsys.readouterr().out
+    assert "unreachable" in out and "server error (HTTP 500)" in out
+
+
+async def test_check_command_exits_0_when_all_are_healthy(db_dsn, admin, sim, capsys) -> None:
+    org = uuid4()
+    await add(admin, org, "http", {"url": f"{sim}/http/ok"})
+    assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 0
+    assert "healthy" in capsys.readouterr().out
+
+
+async def test_check_command_exits_2_for_an_org_without_integrations(db_dsn, capsys) -> None:
+    assert await cmd_check(db_dsn, Settings(database_url=db_dsn), uuid4()) == 2
+    assert "has no enabled integrations" in capsys.readouterr().err
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_demo_shows_all_three_statuses_and_where_to_look(db_dsn) -> None:
+    proc = run_cli("demo", env={"DATABASE_URL": db_dsn})
+    assert proc.returncode == 0, proc.stderr
+    for word in ("healthy", "degraded", "unreachable", "integration-health check --org"):
+        assert word in proc.stdout
+
+
+def test_bad_setting_names_the_variable_and_exits_2(db_dsn) -> None:
+    proc = run_cli("migrate", env={"DATABASE_URL": db_dsn, "EXPORTER_CHECK_TIMEOUT_SECONDS": "-3"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("configuration error: EXPORTER_CHECK_TIMEOUT_SECONDS: "
+                                   "Input should be greater than 0")
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path) -> None:
+    from exporter.localpg import free_port
+
+    proc = run_cli("migrate", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: database: ")
+    assert "Traceback" not in proc.stderr

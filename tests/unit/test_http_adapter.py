@@ -1,0 +1,142 @@
+"""The generic http adapter against the loopback simulator and small aiohttp servers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+import pytest
+from aiohttp import web
+
+from exporter.adapters import ADAPTERS, AdapterContext
+from exporter.adapters.base import parse_retry_after
+from exporter.credentials import StaticCredentials
+from exporter.model import HealthStatus, Integration, Reason
+from exporter.runner import Runner
+from exporter.simulator import Mode, SimState, create_app
+
+ORG = UUID("33333333-3333-4333-8333-333333333333")
+
+
+@pytest.fixture
+async def sim(aiohttp_server):
+    state = SimState()
+    server = await aiohttp_server(create_app(state))
+    return state, str(server.make_url(""))
+
+
+async def check(ctx: AdapterContext, config: dict, timeout: float = 2.0):
+    [r] = await Runner(ADAPTERS, ctx, timeout=timeout).run([Integration(ORG, "http", config)])
+    return r.result
+
+
+@pytest.mark.parametrize(("mode", "status", "reason", "error"), [
+    (Mode("healthy"), HealthStatus.HEALTHY, None, None),
+    (Mode("rate_limited", retry_after=120), HealthStatus.DEGRADED, Reason.RATE_LIMITED, "rate limited (HTTP 429)"),
+    (Mode("unauthorized"), HealthStatus.DEGRADED, Reason.AUTH, "credentials rejected (HTTP 401)"),
+    (Mode("server_error"), HealthStatus.UNREACHABLE, Reason.HTTP_5XX, "server error (HTTP 500)"),
+    (Mode("reset"), HealthStatus.UNREACHABLE, Reason.CONNECT, "connection closed or reset by the server"),
+    (Mode("redirect_loop"), HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"),
+    (Mode("oversized"), HealthStatus.DEGRADED, Reason.BAD_RESPONSE,
+     "unexpected response: response body larger than 256 KiB"),
+    (Mode("hang"), HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out after 0.5 s"),
+])
+async def test_each_simulator_mode_maps_to_its_documented_status(sim, ctx, mode, status, reason, error) -> None:
+    state, base = sim
+    state.modes["t"] = mode
+    result = await check(ctx, {"url": f"{base}/http/t", "method": "GET"}, timeout=0.5)
+    assert (result.status, result.reason, result.error) == (status, reason, error)
+
+
+async def test_retry_after_is_carried_into_the_result(sim, ctx) -> None:
+    state, base = sim
+    state.modes["t"] = Mode("rate_limited", retry_after=120)
+    result = await check(ctx, {"url": f"{base}/http/t"})
+    assert result.retry_after_s == 120
+
+
+async def test_slower_than_threshold_is_degraded_with_latency_recorded(sim, ctx) -> None:
+    state, base = sim
+    state.modes["t"] = Mode("slow", ms=60)
+    result = await check(ctx, {"url": f"{base}/http/t", "degraded_latency_ms": 50})
+    assert result.status == HealthStatus.DEGRADED
+    assert result.reason == Reason.SLOW
+    assert result.latency_ms >= 60
+
+
+async def test_head_not_allowed_falls_back_to_get(aiohttp_server, ctx) -> None:
+    seen: list[str] = []
+
+    async def only_get(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/h", only_get, allow_head=False)
+    server = await aiohttp_server(app)
+    result = await check(ctx, {"url": str(server.make_url("/h"))})
+    assert result.status == HealthStatus.HEALTHY
+    assert seen == ["GET"]  # the HEAD got aiohttp's 405 before reaching the handler
+
+
+async def test_expected_status_overrides_the_2xx_rule(aiohttp_server, ctx) -> None:
+    app = web.Application()
+    async def teapot(request: web.Request) -> web.Response:
+        return web.Response(status=418)
+
+    app.router.add_get("/teapot", teapot)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/teapot"))
+    assert (await check(ctx, {"url": url, "method": "GET", "expected_status": [418]})).status == HealthStatus.HEALTHY
+    result = await check(ctx, {"url": url, "method": "GET"})
+    assert (result.status, result.reason) == (HealthStatus.DEGRADED, Reason.HTTP_4XX)
+
+
+@pytest.mark.parametrize(("auth", "header", "value"), [
+    ("bearer", "Authorization", "Bearer tok-9"),
+    ("basic", "Authorization", "Basic dTpwdw=="),
+    ("header", "X-Api-Key", "tok-9"),
+])
+async def test_auth_header_is_built_from_the_credential(aiohttp_server, http_session, auth, header, value) -> None:
+    got: dict[str, str] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        got[header] = request.headers.get(header, "")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/a", handler)
+    server = await aiohttp_server(app)
+    ctx = AdapterContext(session=http_session,
+                         credentials=StaticCredentials({"ref": "u:pw" if auth == "basic" else "tok-9"}))
+    config = {"url": str(server.make_url("/a")), "method": "GET", "auth": auth, "auth_header": header}
+    [r] = await Runner(ADAPTERS, ctx).run([Integration(ORG, "http", config, credential_ref="ref")])
+    assert r.result.status == HealthStatus.HEALTHY
+    assert got[header] == value
+
+
+async def test_auth_without_a_credential_ref_is_degraded_auth(ctx) -> None:
+    result = await check(ctx, {"url": "http://127.0.0.1:9/", "auth": "bearer"})
+    assert (result.status, result.reason) == (HealthStatus.DEGRADED, Reason.AUTH)
+    assert result.error == "credential unavailable: this integration needs a credential_ref"
+
+
+async def test_unresolvable_host_is_a_dns_failure(ctx) -> None:
+    result = await check(ctx, {"url": "http://no-such-host.invalid/health"}, timeout=5)
+    assert (result.status, result.reason) == (HealthStatus.UNREACHABLE, Reason.DNS)
+    assert result.error == "DNS lookup failed for no-such-host.invalid"
+
+
+async def test_closed_port_is_a_connect_failure(ctx) -> None:
+    from exporter.localpg import free_port
+
+    result = await check(ctx, {"url": f"http://127.0.0.1:{free_port()}/"})
+    assert (result.status, result.reason) == (HealthStatus.UNREACHABLE, Reason.CONNECT)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("120", 120.0), ("Sun, 22 Nov 2026 12:01:00 GMT", 60.0), ("garbage", None), (None, None),
+    ("Sun, 22 Nov 2026 11:00:00 GMT", 0.0),
+])
+def test_retry_after_accepts_seconds_and_http_dates(value, seconds) -> None:
+    assert parse_retry_after(value, datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) == seconds

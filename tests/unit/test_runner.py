@@ -1,0 +1,189 @@
+"""The runner: concurrency, deadlines, and every failure mapped to a result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from uuid import UUID
+
+import aiohttp
+import pytest
+
+from exporter.adapters.base import AdapterContext, BodyTooLarge
+from exporter.credentials import CredentialError
+from exporter.model import HealthResult, HealthStatus, Integration, Reason, make_result
+from exporter.runner import Runner, describe_exception
+
+ORG = UUID("11111111-1111-4111-8111-111111111111")
+HTTP_CONFIG = {"url": "http://127.0.0.1:1/x"}
+
+
+def integration(kind: str, config: object = None) -> Integration:
+    return Integration(ORG, kind, HTTP_CONFIG if config is None else config)
+
+
+class Recorder:
+    """Fake adapters keyed by type; each records its start/end on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    def sleeper(self, name: str, seconds: float):
+        recorder = self
+
+        class Sleeper:
+            def __init__(self, ctx: AdapterContext) -> None:
+                self.ctx = ctx
+
+            async def check(self, org_id: UUID, config: object) -> HealthResult:
+                start = time.monotonic()
+                await asyncio.sleep(seconds)
+                recorder.spans[name] = (start, time.monotonic())
+                return make_result(HealthStatus.HEALTHY, seconds * 1000, datetime.now(UTC))
+
+        return Sleeper
+
+
+def adapter_raising(exc: BaseException):
+    class Raising:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            raise exc
+
+    return Raising
+
+
+class Stubborn:
+    """Catches CancelledError and keeps sleeping: the runner must not wait for it."""
+
+    def __init__(self, ctx: AdapterContext) -> None:
+        pass
+
+    async def check(self, org_id: UUID, config: object) -> HealthResult:
+        for _ in range(3):
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                continue
+        raise RuntimeError("stubborn check finally gave up")
+
+
+async def test_checks_overlap_in_time_rather_than_running_one_after_another(ctx: AdapterContext) -> None:
+    rec = Recorder()
+    slow, fast = rec.sleeper("slow", 0.4), rec.sleeper("fast", 0.1)
+    runner = Runner({"http": slow, "xledger": fast}, ctx)
+    results = await runner.run([integration("http"), integration("xledger", {})])
+    assert all(r.result.status == HealthStatus.HEALTHY for r in results)
+    (s_start, s_end), (f_start, f_end) = rec.spans["slow"], rec.spans["fast"]
+    assert f_start < s_end and s_start < f_end, "the two checks did not overlap"
+    assert f_end < s_end, "the fast check waited for the slow one"
+
+
+async def test_check_slower_than_the_timeout_is_cancelled_and_unreachable(ctx: AdapterContext) -> None:
+    rec = Recorder()
+    runner = Runner({"http": rec.sleeper("slow", 30)}, ctx, timeout=0.2)
+    [r] = await runner.run([integration("http")])
+    assert r.result.status == HealthStatus.UNREACHABLE
+    assert r.result.reason == Reason.TIMEOUT
+    assert r.result.error == "timed out after 0.2 s"
+    assert r.result.latency_ms == 200
+    assert "slow" not in rec.spans, "the slow check ran to completion instead of being cancelled"
+
+
+async def test_check_that_ignores_cancellation_is_still_cut_at_timeout(ctx: AdapterContext) -> None:
+    rec = Recorder()
+    runner = Runner({"http": Stubborn, "xledger": rec.sleeper("fast", 0.05)}, ctx, timeout=0.3)
+    results = await runner.run([integration("http"), integration("xledger", {})])
+    by_type = {r.integration_type: r.result for r in results}
+    assert by_type["http"].reason == Reason.TIMEOUT
+    assert by_type["xledger"].status == HealthStatus.HEALTHY
+    # run() returned while the stubborn task is still alive: it was abandoned, not awaited.
+    assert len(runner.abandoned) == 1
+    task = next(iter(runner.abandoned))
+    assert not task.done()
+    task.cancel()  # tidy up: the stubborn check absorbs a few cancellations, then ends
+    for _ in range(3):
+        task.cancel()
+        await asyncio.sleep(0)
+
+
+async def test_raising_check_is_mapped_with_its_message(ctx: AdapterContext) -> None:
+    runner = Runner({"http": adapter_raising(RuntimeError("vendor exploded"))}, ctx)
+    [r] = await runner.run([integration("http")])
+    assert r.result.status == HealthStatus.UNREACHABLE
+    assert r.result.reason == Reason.ERROR
+    assert r.result.error == "RuntimeError: vendor exploded"
+
+
+async def test_one_bad_config_row_does_not_affect_the_others(ctx: AdapterContext) -> None:
+    rec = Recorder()
+    runner = Runner({"http": rec.sleeper("ok", 0.01), "xledger": rec.sleeper("x", 0.01)}, ctx)
+    results = await runner.run([
+        integration("http", {"url": "not a url"}),
+        integration("xledger", {}),
+        integration("ftp", {}),
+        integration("http", ["not", "an", "object"]),
+    ])
+    statuses = [(r.integration_type, r.result.status, r.result.reason) for r in results]
+    assert statuses == [
+        ("http", HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG),
+        ("xledger", HealthStatus.HEALTHY, None),
+        ("ftp", HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG),
+        ("http", HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG),
+    ]
+    assert results[0].result.error == (
+        "invalid configuration: config.url: input should be a valid URL, relative URL without a base")
+    assert results[2].result.error == "invalid configuration: no adapter for 'ftp'"
+    assert results[3].result.error == "invalid configuration: config must be a JSON object, got list"
+
+
+async def test_adapter_returning_something_else_is_an_error_not_a_crash(ctx: AdapterContext) -> None:
+    class Wrong:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> object:
+            return {"status": "healthy"}
+
+    [r] = await Runner({"http": Wrong}, ctx).run([integration("http")])
+    assert r.result.status == HealthStatus.UNREACHABLE
+    assert r.result.error == "adapter returned dict, not a HealthResult"
+
+
+async def test_cancelling_the_run_cancels_the_checks(ctx: AdapterContext) -> None:
+    rec = Recorder()
+    runner = Runner({"http": rec.sleeper("slow", 30)}, ctx, timeout=60)
+    task = asyncio.ensure_future(runner.run([integration("http")]))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert runner.abandoned == set()
+
+
+def test_timeout_must_be_positive(ctx: AdapterContext) -> None:
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        Runner({}, ctx, timeout=0)
+
+
+class _ConnKey:
+    host, port, ssl = "vendor.example", 443, True
+
+
+@pytest.mark.parametrize(("exc", "status", "reason", "message"), [
+    (CredentialError("credential 'x' not found"), HealthStatus.DEGRADED, Reason.AUTH,
+     "credential unavailable: credential 'x' not found"),
+    (TimeoutError(), HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"),
+    (aiohttp.ClientConnectorError(_ConnKey(), ConnectionRefusedError(111, "Connection refused")),
+     HealthStatus.UNREACHABLE, Reason.CONNECT, "cannot connect to vendor.example:443: Connection refused"),
+    (aiohttp.ServerDisconnectedError(), HealthStatus.UNREACHABLE, Reason.CONNECT,
+     "connection closed or reset by the server"),
+    (BodyTooLarge("response body larger than 256 KiB"), HealthStatus.DEGRADED, Reason.BAD_RESPONSE,
+     "unexpected response: response body larger than 256 KiB"),
+    (aiohttp.InvalidURL("nope"), HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG, "invalid configuration: nope"),
+])
+def test_exceptions_map_to_status_reason_and_message(exc, status, reason, message) -> None:
+    assert describe_exception(exc) == (status, reason, message)
