@@ -67,15 +67,23 @@ LANGUAGE plpgsql
 SET search_path = public, pg_temp
 AS $$
 BEGIN
+    -- First the cutoff per key (its 96th newest slot, read backwards from the unique index: ~96 index
+    -- entries per key), materialised so it is computed once per key; then the older rows of each key
+    -- are deleted by index range. Never a scan of the whole table, never a DELETE per row.
+    WITH cutoff AS MATERIALIZED (
+        SELECT k.org_id, k.integration_type, (
+            SELECT x.slot FROM health_check_history x
+            WHERE x.org_id = k.org_id AND x.integration_type = k.integration_type
+            ORDER BY x.slot DESC
+            OFFSET 95 LIMIT 1) AS slot
+        FROM (SELECT DISTINCT org_id, integration_type FROM inserted) k
+    )
     DELETE FROM health_check_history h
-    USING (SELECT DISTINCT org_id, integration_type FROM inserted) k
-    WHERE h.org_id = k.org_id
-      AND h.integration_type = k.integration_type
-      AND h.slot < (
-          SELECT x.slot FROM health_check_history x
-          WHERE x.org_id = k.org_id AND x.integration_type = k.integration_type
-          ORDER BY x.slot DESC
-          OFFSET 95 LIMIT 1);
+    USING cutoff c
+    WHERE c.slot IS NOT NULL
+      AND h.org_id = c.org_id
+      AND h.integration_type = c.integration_type
+      AND h.slot < c.slot;
     RETURN NULL;
 END
 $$;
