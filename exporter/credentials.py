@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -49,6 +49,33 @@ class DirectoryCredentials:
             return SecretStr((self._directory / ref).read_text().rstrip("\r\n"))
         except OSError:
             raise CredentialError(f"credential {ref!r} not found in {self._directory}") from None
+
+
+VAULT_LOOKUP = """
+SELECT decrypted_secret FROM vault.decrypted_secrets
+WHERE name = $1 OR id::text = $1
+ORDER BY (name = $1) DESC
+LIMIT 1"""
+
+
+class SupabaseVaultCredentials:
+    """Secrets from Supabase Vault (`vault.decrypted_secrets`), by secret name or id.
+
+    Reads over the service's own pool; the pool's role needs SELECT on vault.decrypted_secrets.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def get(self, ref: str) -> SecretStr:
+        try:
+            async with self._pool.acquire() as conn:
+                value = await conn.fetchval(VAULT_LOOKUP, ref)
+        except Exception as exc:  # asyncpg errors name the relation, never a secret value
+            raise CredentialError(f"vault lookup for {ref!r} failed: {type(exc).__name__}") from None
+        if value is None:
+            raise CredentialError(f"credential {ref!r} not found in the vault")
+        return SecretStr(value)
 
 
 class CachedCredentials:

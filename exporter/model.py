@@ -59,6 +59,7 @@ class HealthResult(BaseModel):
     error: str | None = None
     reason: Reason | None = None
     retry_after_s: float | None = Field(default=None, ge=0)  # the vendor asked us to wait this long
+    tls_expires_at: AwareDatetime | None = None  # notAfter of the server certificate, for https targets
 
 
 class _Base(BaseModel):
@@ -79,28 +80,42 @@ class HttpConfig(_Base):
     expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list, max_length=50)
     auth: Literal["none", "bearer", "basic", "header"] = "none"
     auth_header: str = "Authorization"
-    tls_expiry_warn_days: int = Field(default=14, ge=0)
+    body_contains: str | None = Field(default=None, min_length=1)  # GET only: the answer must contain this
 
 
 class XledgerConfig(_Base):
+    """Xledger GraphQL; the credential is the API token (sent as `Authorization: token …`)."""
+
     integration_type: Literal["xledger"]
-    url: HttpUrl = HttpUrl("https://www.xledger.net/graphql")
+    url: HttpUrl = HttpUrl("https://www.xledger.net/graphql")  # demo company: https://demo.xledger.net/graphql
 
 
 class Dynamics365Config(_Base):
+    """Dynamics 365 Web API via OAuth2 client credentials; the credential is the client secret."""
+
     integration_type: Literal["dynamics365"]
     org_url: HttpUrl  # https://<org>.crm<N>.dynamics.com
-    tenant_id: str = Field(min_length=1)
+    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
     client_id: str = Field(min_length=1)
     token_url: HttpUrl | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
 
+    @property
+    def effective_token_url(self) -> str:
+        if self.token_url:
+            return str(self.token_url)
+        return f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
+
 
 class TripletexConfig(_Base):
+    """Tripletex v2; the credential is JSON `{"consumer_token": …, "employee_token": …}`."""
+
     integration_type: Literal["tripletex"]
     url: HttpUrl = HttpUrl("https://tripletex.no/v2")
 
 
 class FikenConfig(_Base):
+    """Fiken v2; the credential is a personal API token or OAuth access token (Bearer)."""
+
     integration_type: Literal["fiken"]
     url: HttpUrl = HttpUrl("https://api.fiken.no/api/v2")
 
@@ -163,13 +178,15 @@ def describe_validation_error(exc: ValidationError, integration_type: str) -> st
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s@]*@", re.IGNORECASE)
 _URL_QUERY = re.compile(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?#]*)[?#][^\s]*", re.IGNORECASE)
-_AUTH_VALUE = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_AUTH_VALUE = re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+_AUTH_HEADER = re.compile(r"\b(authorization\s*[:=]\s*)(\w+\s+)?[^\s,;]+", re.IGNORECASE)
 
 
 def sanitize(message: str) -> str:
     """Make an error message safe to store and show: no URL userinfo or query, no auth values, bounded."""
     message = _URL_CREDENTIALS.sub(r"\g<scheme>", message)
     message = _URL_QUERY.sub(r"\g<base>", message)
+    message = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}[redacted]", message)
     message = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} [redacted]", message)
     message = " ".join(message.split())
     if len(message) > MAX_ERROR_CHARS:
@@ -178,7 +195,8 @@ def sanitize(message: str) -> str:
 
 
 def make_result(status: HealthStatus, latency_ms: float, checked_at: datetime, error: str | None = None,
-                reason: Reason | None = None, retry_after_s: float | None = None) -> HealthResult:
+                reason: Reason | None = None, retry_after_s: float | None = None,
+                tls_expires_at: datetime | None = None) -> HealthResult:
     """Build a result with a sanitised error and a non-negative integer latency."""
     return HealthResult(
         status=status,
@@ -187,4 +205,5 @@ def make_result(status: HealthStatus, latency_ms: float, checked_at: datetime, e
         error=sanitize(error) if error else None,
         reason=reason,
         retry_after_s=retry_after_s,
+        tls_expires_at=tls_expires_at,
     )

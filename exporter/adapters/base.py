@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,10 +62,60 @@ class Response:
     headers: CIMultiDictProxy[str]
     body: bytes
     latency_ms: float
+    tls_expires_at: datetime | None = None
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None when it is not one (an HTML error page, say)."""
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class CertRecordingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that notes each TLS peer's certificate expiry as it connects.
+
+    aiohttp releases a connection as soon as a small body has arrived, before an adapter could look at
+    its transport, so the certificate is read here, once per new connection (reuse costs nothing).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cert_expiry: dict[tuple[str | None, int | None], datetime] = {}
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        proto = await super()._create_connection(req, traces, timeout)
+        cert = proto.transport.get_extra_info("peercert") if proto.transport else None
+        if cert and "notAfter" in cert:
+            expiry = datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), UTC)
+            self.cert_expiry[(req.url.host, req.url.port)] = expiry
+        return proto
+
+
+def make_session(*, limit: int = 256, connect_timeout: float = 5.0, ssl_context: ssl.SSLContext | None = None,
+                 force_close: bool = False) -> aiohttp.ClientSession:
+    """The one HTTP session a process shares: pooled connections, bounded sockets, explicit timeouts.
+
+    The runner enforces each check's overall deadline; these timeouts only stop a single socket from
+    waiting forever. `force_close` opens a fresh connection per request (benchmarks compare both).
+    """
+    connector = CertRecordingConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300, ssl=ssl_context or True,
+                                     force_close=force_close)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        headers={"User-Agent": "integration-health/0.1 (+health check)"},
+        auto_decompress=True,
+    )
 
 
 async def fetch(ctx: AdapterContext, method: str, url: str, *, read_body: bool = True, **kwargs: Any) -> Response:
@@ -70,7 +123,10 @@ async def fetch(ctx: AdapterContext, method: str, url: str, *, read_body: bool =
     start = ctx.monotonic()
     async with ctx.session.request(method, url, **kwargs) as resp:
         body = await _read_capped(resp) if read_body and method != "HEAD" else b""
-        return Response(resp.status, resp.headers, body, (ctx.monotonic() - start) * 1000)
+        connector = ctx.session.connector
+        expires = connector.cert_expiry.get((resp.url.host, resp.url.port)) if isinstance(
+            connector, CertRecordingConnector) else None
+        return Response(resp.status, resp.headers, body, (ctx.monotonic() - start) * 1000, expires)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
@@ -102,8 +158,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def classify_http(resp: Response, now: datetime, *, expected: frozenset[int] | None = None,
-                  degraded_latency_ms: int) -> HealthResult | None:
+def classify_http(resp: Response, now: datetime, *, expected: frozenset[int] | None = None) -> HealthResult | None:
     """Classify by status code; None means the status is acceptable and the caller checks the body."""
     code = resp.status
     if expected and code in expected or not expected and 200 <= code < 300:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 from uuid import UUID
 
-from exporter.adapters.base import AdapterContext, classify_http, fetch, healthy_or_slow
+from exporter.adapters.base import (
+    AdapterContext,
+    bad_response,
+    basic_auth_header,
+    classify_http,
+    fetch,
+    healthy_or_slow,
+)
 from exporter.model import HealthResult, HttpConfig
 
 
@@ -16,13 +22,17 @@ class HttpCheck:
     async def check(self, org_id: UUID, config: HttpConfig) -> HealthResult:
         headers = await self._auth_headers(config)
         url = str(config.url)
-        resp = await fetch(self.ctx, config.method, url, headers=headers)
-        if config.method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET
+        method = "GET" if config.body_contains else config.method
+        resp = await fetch(self.ctx, method, url, headers=headers)
+        if method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET
             resp = await fetch(self.ctx, "GET", url, headers=headers)
         now = self.ctx.clock()
         expected = frozenset(config.expected_status) or None
-        return (classify_http(resp, now, expected=expected, degraded_latency_ms=config.degraded_latency_ms)
-                or healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms))
+        result = classify_http(resp, now, expected=expected)
+        if result is None and config.body_contains and config.body_contains.encode() not in resp.body:
+            result = bad_response(resp.latency_ms, now, "the body lacks the expected text")
+        result = result or healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
+        return result.model_copy(update={"tls_expires_at": resp.tls_expires_at}) if resp.tls_expires_at else result
 
     async def _auth_headers(self, config: HttpConfig) -> dict[str, str]:
         if config.auth == "none":
@@ -31,5 +41,6 @@ class HttpCheck:
         if config.auth == "bearer":
             return {"Authorization": f"Bearer {secret}"}
         if config.auth == "basic":  # the secret is "user:password"
-            return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+            user, _, password = secret.partition(":")
+            return {"Authorization": basic_auth_header(user, password)}
         return {config.auth_header: secret}

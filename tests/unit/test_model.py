@@ -68,7 +68,7 @@ def test_result_serialises_checked_at_as_iso_8601() -> None:
     result = make_result(HealthStatus.DEGRADED, 5, NOW, "rate limited", Reason.RATE_LIMITED, 30)
     assert result.model_dump(mode="json") == {
         "status": "degraded", "latency_ms": 5, "checked_at": "2026-11-22T12:00:00Z",
-        "error": "rate limited", "reason": "rate_limited", "retry_after_s": 30.0,
+        "error": "rate limited", "reason": "rate_limited", "retry_after_s": 30.0, "tls_expires_at": None,
     }
 
 
