@@ -10,6 +10,22 @@ import asyncpg
 
 from exporter.simulator import Mode, SimState
 
+# A stand-in for Supabase Vault on plain PostgreSQL (the demo's embedded server, tests): same view name
+# and columns the SupabaseVaultCredentials provider reads. Never created on a database that has a vault.
+VAULT_STAND_IN = """
+CREATE SCHEMA IF NOT EXISTS vault;
+CREATE TABLE IF NOT EXISTS vault.secrets (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text UNIQUE, secret text NOT NULL);
+CREATE OR REPLACE VIEW vault.decrypted_secrets AS SELECT id, name, secret AS decrypted_secret FROM vault.secrets;
+REVOKE ALL ON SCHEMA vault FROM PUBLIC;
+GRANT USAGE ON SCHEMA vault TO service_role;
+GRANT SELECT ON vault.decrypted_secrets TO service_role;
+"""
+UPSERT_SECRET = """
+INSERT INTO vault.secrets (name, secret) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret
+RETURNING id"""
+
 UPSERT_CONFIG = """
 INSERT INTO public.integration_config (org_id, integration_type, config, credential_ref)
 VALUES ($1, $2, $3::jsonb, $4)
@@ -48,6 +64,16 @@ def demo_integrations(base_url: str) -> list[DemoIntegration]:
 
 def simulator_state() -> SimState:
     return SimState(modes=dict(TENANT_MODES))
+
+
+async def install_vault_stand_in(conn: asyncpg.Connection, secrets: dict[str, str]) -> dict[str, UUID]:
+    """Create the vault stand-in unless a real vault exists, store `secrets` by name, return their ids."""
+    has_vault = await conn.fetchval("SELECT to_regclass('vault.decrypted_secrets') IS NOT NULL")
+    real = has_vault and await conn.fetchval("SELECT to_regclass('vault.secrets') IS NULL")
+    if real:
+        raise RuntimeError("this database has a real vault: store demo secrets there with vault.create_secret()")
+    await conn.execute(VAULT_STAND_IN)
+    return {name: await conn.fetchval(UPSERT_SECRET, name, value) for name, value in secrets.items()}
 
 
 async def seed(conn: asyncpg.Connection, integrations: list[DemoIntegration]) -> None:

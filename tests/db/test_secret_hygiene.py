@@ -1,0 +1,84 @@
+"""Secrets never leave the adapter: plant distinctive ones, run every mode, search every output."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+
+from exporter.adapters import ADAPTERS, AdapterContext
+from exporter.adapters.base import make_session
+from exporter.credentials import SupabaseVaultCredentials
+from exporter.runner import Runner, run_health_checks
+from exporter.simulator import MODES, Mode, SimState, create_app
+from exporter.store import Store
+from exporter.demo import install_vault_stand_in
+
+PLANTED = {
+    "xl": "PLANTED-xledger-4f9d1c7e",
+    "d365": "PLANTED-dynamics-a83b20ff",
+    "tt-consumer": "PLANTED-ttconsumer-19c0",
+    "tt-employee": "PLANTED-ttemployee-77e2",
+    "fk": "PLANTED-fiken-5b6a9e01",
+    "http": "PLANTED-httpbearer-c3d4",
+    "url-password": "PLANTED-urlpass-0e1f",
+    "url-query": "PLANTED-urlquery-9a8b",
+}
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def configs(base: str) -> dict[str, dict]:
+    host = base.split("://", 1)[1]
+    return {
+        "xledger": {"url": f"{base}/xledger/xledger/graphql"},
+        "dynamics365": {"org_url": f"{base}/dynamics/dynamics365", "tenant_id": "t", "client_id": "cid",
+                        "token_url": f"{base}/login/dynamics365/oauth2/v2.0/token"},
+        "tripletex": {"url": f"{base}/tripletex/tripletex/v2"},
+        "fiken": {"url": f"{base}/fiken/fiken/api/v2"},
+        "http": {"url": f"http://user:{PLANTED['url-password']}@{host}/http/http?key={PLANTED['url-query']}",
+                 "method": "GET", "auth": "header", "auth_header": "X-Api-Key"},
+    }
+
+
+REFS = {"xledger": "xl", "dynamics365": "d365", "tripletex": "tt", "fiken": "fk", "http": "http"}
+
+
+@pytest.mark.parametrize("wrong_secrets", [False, True], ids=["right-secrets", "wrong-secrets"])
+async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
+        aiohttp_server, admin, store: Store, caplog, wrong_secrets: bool) -> None:
+    caplog.set_level(logging.DEBUG)
+    tripletex = json.dumps({"consumer_token": PLANTED["tt-consumer"], "employee_token": PLANTED["tt-employee"]})
+    await install_vault_stand_in(admin, {"xl": PLANTED["xl"], "d365": PLANTED["d365"], "tt": tripletex,
+                                "fk": PLANTED["fk"], "http": PLANTED["http"]})
+    state = SimState(secrets={} if not wrong_secrets else {k: "other/other" for k in REFS})
+    if not wrong_secrets:
+        state.secrets.update({"xledger": PLANTED["xl"], "dynamics365": PLANTED["d365"], "fiken": PLANTED["fk"],
+                              "tripletex": f"{PLANTED['tt-consumer']}/{PLANTED['tt-employee']}"})
+    server = await aiohttp_server(create_app(state), access_log=None)  # the vendor's own log is not ours
+    org = uuid4()
+    for kind, config in configs(str(server.make_url("")).rstrip("/")).items():
+        await admin.execute("INSERT INTO integration_config (org_id, integration_type, config, credential_ref) "
+                            "VALUES ($1, $2, $3::jsonb, $4)", org, kind, json.dumps(config), REFS[kind])
+    outputs: list[str] = []
+    async with make_session() as session:
+        ctx = AdapterContext(session=session, credentials=SupabaseVaultCredentials(store.pool))
+        runner = Runner(ADAPTERS, ctx, timeout=0.5)
+        for i, mode in enumerate(MODES):
+            state.modes = {k: Mode(mode, ms=5) for k in REFS}
+            results = await run_health_checks(org, store=store, runner=runner, slot=T0 + i * timedelta(minutes=15))
+            outputs += [r.result.model_dump_json() for r in results]
+            outputs += [repr(r) for r in results]
+    assert len(outputs) == 2 * len(MODES) * len(REFS)
+    for table in ("integration_health_status", "health_check_history"):
+        outputs += [json.dumps([dict(r) for r in await admin.fetch(f"SELECT * FROM {table}")], default=str)]
+    outputs += [caplog.text]
+    outputs += [f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records]
+    everything = "\n".join(outputs)
+    leaked = [name for name, secret in PLANTED.items() if secret in everything]
+    assert leaked == []
+    # and the checks did run: the right-secrets run saw healthy answers, the wrong-secrets run auth failures
+    statuses = await admin.fetch("SELECT DISTINCT status FROM health_check_history")
+    assert {"healthy", "degraded", "unreachable"} & {r["status"] for r in statuses}
