@@ -1,78 +1,85 @@
-"""integration-health: migrate | check | demo | simulate."""
+"""integration-health: serve | migrate | check | demo | simulate."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import secrets
+import signal
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-import aiohttp
 import asyncpg
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from exporter import demo
-from exporter.adapters import ADAPTERS, AdapterContext
-from exporter.credentials import CachedCredentials, CredentialProvider, DirectoryCredentials
+from exporter import demo, logs
+from exporter.adapters import ADAPTERS
+from exporter.adapters.base import make_session
 from exporter.database import database_dsn
 from exporter.localpg import LocalPostgresError
 from exporter.migrate import MigrationError, migrate
 from exporter.model import HealthStatus, IntegrationResult
 from exporter.report import format_table
-from exporter.runner import Runner, run_health_checks
 from exporter.settings import Settings, describe_settings_error
-from exporter.simulator import SimState, create_app as create_simulator
-from exporter.store import PersistError, Store, create_pool
+from exporter.simulator import SimState
+from exporter.simulator import create_app as create_simulator
+from exporter.store import PersistError, create_pool
+from exporter.web import SERVICES, build_services, create_app
 
+log = logging.getLogger("exporter")
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
-SLOT_SECONDS = 900
+DEMO_INTERVAL_S = 30
 
 
-def current_slot(now: datetime, interval: int = SLOT_SECONDS) -> datetime:
-    return datetime.fromtimestamp(int(now.timestamp()) // interval * interval, UTC)
+class UsageError(Exception):
+    """A problem the user fixes by changing a setting or the command line; printed as one line."""
 
 
 def exit_code(results: Sequence[IntegrationResult]) -> int:
     return EXIT_OK if all(r.result.status == HealthStatus.HEALTHY for r in results) else EXIT_UNHEALTHY
 
 
-def credential_provider(settings: Settings) -> CredentialProvider | None:
-    if settings.credentials_dir:
-        return CachedCredentials(DirectoryCredentials(settings.credentials_dir))
-    return None
-
-
-async def check_orgs(dsn: str, settings: Settings, org_ids: Sequence[UUID]) -> list[IntegrationResult]:
-    """Run each org's checks once, persist them, and return all results."""
-    pool = await create_pool(dsn, role=settings.db_role or None)
+async def apply_migrations(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
     try:
-        async with aiohttp.ClientSession() as session:
-            ctx = AdapterContext(session=session, credentials=credential_provider(settings))
-            runner = Runner(ADAPTERS, ctx, timeout=settings.check_timeout_seconds)
-            store, slot = Store(pool), current_slot(datetime.now(UTC))
-            batches = await asyncio.gather(*(run_health_checks(o, store=store, runner=runner, slot=slot)
-                                             for o in org_ids))
-            return [r for batch in batches for r in batch]
+        return await migrate(conn)
     finally:
-        await pool.close()
+        await conn.close()
+
+
+async def require_schema(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('public.integration_health_status') IS NOT NULL"):
+            raise UsageError("the database has no integration-health schema yet: run `integration-health migrate`")
+    finally:
+        await conn.close()
 
 
 async def cmd_migrate(dsn: str, settings: Settings) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        applied = await migrate(conn)
-    finally:
-        await conn.close()
+    applied = await apply_migrations(dsn)
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "database is up to date")
     return EXIT_OK
 
 
 async def cmd_check(dsn: str, settings: Settings, org_id: UUID) -> int:
-    results = await check_orgs(dsn, settings, [org_id])
+    """Check one org now, through the same scheduler the service uses, so backoff state stays right."""
+    pool = await create_pool(dsn, role=settings.db_role or None)
+    try:
+        async with make_session() as session:
+            services = build_services(settings, pool, session, ADAPTERS)
+            services.scheduler.restore(await services.store.last_results(org_id))
+            results = await services.scheduler.run_org_now(org_id)
+            if not await services.outbox.flush():
+                raise PersistError(f"{services.outbox.pending} results could not be written")
+    finally:
+        await pool.close()
     if not results:
         print(f"org {org_id} has no enabled integrations", file=sys.stderr)
         return EXIT_USAGE
@@ -80,39 +87,111 @@ async def cmd_check(dsn: str, settings: Settings, org_id: UUID) -> int:
     return exit_code(results)
 
 
-async def cmd_demo(dsn: str, settings: Settings) -> int:
-    conn = await asyncpg.connect(dsn)
+async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
     try:
-        await migrate(conn)
-        runner, port = await start_simulator(demo.simulator_state())
-        await demo.seed(conn, demo.demo_integrations(f"http://127.0.0.1:{port}"))
-    finally:
-        await conn.close()
-    try:
-        print(f"simulator on http://127.0.0.1:{port}; checking {len(demo.DEMO_ORGS)} demo organisations…")
-        results = await check_orgs(dsn, settings, list(demo.DEMO_ORGS))
-    finally:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
         await runner.cleanup()
-    print(format_table(results))
-    print(f"\nstored in {'the embedded PostgreSQL under ' + str(settings.data_dir) if not settings.database_url else 'DATABASE_URL'}"
-          f"; run again any time, or: integration-health check --org {demo.GLOBEX}")
-    return EXIT_OK
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}): set EXPORTER_PORT to a free port") from None
+    return runner
 
 
 async def start_simulator(state: SimState | None = None, port: int = 0) -> tuple[web.AppRunner, int]:
     """Serve the simulator on 127.0.0.1 (port 0: any free one) and return its runner and port."""
-    runner = web.AppRunner(create_simulator(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner = await start_site(create_simulator(state), "127.0.0.1", port)
     return runner, runner.addresses[0][1]
+
+
+async def until_signal() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | None = None,
+                banner: Callable[[web.Application], None] | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT; shutdown lets the running cycle finish and flushes results."""
+    app = create_app(settings, dsn, on_cycle=on_cycle)
+    runner = await start_site(app, settings.host, settings.port)
+    log.info("serving on http://%s:%d (/metrics, /healthz, /readyz, /api/v1)", settings.host, settings.port)
+    if banner:
+        banner(app)
+    try:
+        await until_signal()
+        log.info("stopping: no new cycles; waiting for checks in flight, then writing results")
+    finally:
+        await runner.cleanup()
+    return EXIT_OK
+
+
+async def cmd_serve(dsn: str, settings: Settings, embedded: bool) -> int:
+    if embedded:
+        await apply_migrations(dsn)
+    else:
+        await require_schema(dsn)
+    return await serve(settings, dsn)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's overrides: loopback, a fast interval, every type on it, an API token to try."""
+    return settings.model_copy(update={
+        "host": "127.0.0.1", "check_interval": DEMO_INTERVAL_S, "allow_fast_interval": True, "type_intervals": {},
+        "credential_provider": "supabase-vault", "run_now_min_interval_seconds": 10,
+        "api_token": settings.api_token or SecretStr(secrets.token_urlsafe(18))})
+
+
+async def cmd_demo(dsn: str, settings: Settings) -> int:
+    settings = demo_settings(settings)
+    await apply_migrations(dsn)
+    sim, sim_port = await start_simulator(demo.simulator_state())
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await demo.seed(conn, f"http://127.0.0.1:{sim_port}")
+        finally:
+            await conn.close()
+        app_ref: list[web.Application] = []
+
+        def show(slot: datetime, results: Sequence[IntegrationResult]) -> None:
+            snapshot = app_ref[0][SERVICES].snapshot
+            print(f"\n── cycle {slot:%H:%M:%S} UTC: {len(results)} checked "
+                  f"(next in {DEMO_INTERVAL_S} s; Ctrl-C to stop) ──")
+            print(format_table(list(snapshot.results.values()), demo.DEMO_ORGS), flush=True)
+
+        def banner(app: web.Application) -> None:
+            app_ref.append(app)
+            base = f"http://127.0.0.1:{settings.port}"
+            token = settings.api_token.get_secret_value() if settings.api_token else ""
+            print(f"""
+integration-health demo: {len(demo.DEMO)} integrations in {len(demo.DEMO_ORGS)} organisations, checked every \
+{DEMO_INTERVAL_S} s against the built-in vendor simulator (http://127.0.0.1:{sim_port}).
+
+  metrics     {base}/metrics
+  health      curl -H 'Authorization: Bearer {token}' {base}/api/v1/orgs/{demo.GLOBEX}/health
+  history     curl -H 'Authorization: Bearer {token}' {base}/api/v1/orgs/{demo.GLOBEX}/health/history
+  run now     curl -X POST -H 'Authorization: Bearer {token}' {base}/api/v1/orgs/{demo.ACME}/checks
+  break one   curl -X PUT -d '{{"mode": "hang"}}' http://127.0.0.1:{sim_port}/_sim/tenants/acme-fiken
+  prometheus  scrape_configs: [{{job_name: integration-health, scrape_interval: 15s, \
+static_configs: [{{targets: ['127.0.0.1:{settings.port}']}}]}}]
+
+Data is kept in {settings.data_dir if not settings.database_url else 'DATABASE_URL'}; run the demo again to \
+continue where it stopped.""", flush=True)
+
+        return await serve(settings, dsn, on_cycle=show, banner=banner)
+    finally:
+        await sim.cleanup()
 
 
 async def cmd_simulate(port: int) -> int:
     runner, port = await start_simulator(port=port)
-    print(f"simulator listening on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    print(f"simulator listening on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
     try:
-        await asyncio.Event().wait()
+        await until_signal()
     finally:
         await runner.cleanup()
     return EXIT_OK
@@ -121,13 +200,29 @@ async def cmd_simulate(port: int) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="integration-health", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the exporter: scheduled checks, /metrics, the HTTP API")
     sub.add_parser("migrate", help="apply pending database migrations")
     check = sub.add_parser("check", help="run one organisation's checks now and print them")
     check.add_argument("--org", required=True, type=UUID, metavar="ORG_ID", help="organisation id (UUID)")
-    sub.add_parser("demo", help="embedded PostgreSQL + simulator + demo organisations, one round of checks")
+    sub.add_parser("demo", help="embedded PostgreSQL + simulator + demo organisations, served live")
     sim = sub.add_parser("simulate", help="serve the vendor API simulator on loopback")
     sim.add_argument("--port", type=int, default=8081)
     return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "simulate":
+        return asyncio.run(cmd_simulate(args.port))
+    with database_dsn(settings) as dsn:
+        match args.command:
+            case "migrate":
+                return asyncio.run(cmd_migrate(dsn, settings))
+            case "check":
+                return asyncio.run(cmd_check(dsn, settings, args.org))
+            case "serve":
+                return asyncio.run(cmd_serve(dsn, settings, embedded=not settings.database_url))
+            case _:
+                return asyncio.run(cmd_demo(dsn, settings))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,23 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"configuration error: {describe_settings_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "simulate":
-        return asyncio.run(cmd_simulate(args.port))
+    logs.configure(settings.log_level, settings.log_format)
     try:
-        with database_dsn(settings) as dsn:
-            if args.command == "migrate":
-                return asyncio.run(cmd_migrate(dsn, settings))
-            if args.command == "check":
-                return asyncio.run(cmd_check(dsn, settings, args.org))
-            return asyncio.run(cmd_demo(dsn, settings))
-    except (LocalPostgresError, MigrationError, PersistError) as exc:
+        return run(args, settings)
+    except (UsageError, LocalPostgresError, MigrationError, PersistError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"error: database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -37,33 +37,57 @@ ON CONFLICT (org_id, integration_type) DO UPDATE
 class DemoIntegration:
     org_id: UUID
     integration_type: str
-    config: dict[str, object]
+    tenant: str  # the simulator tenant, and the vault secret's name
+    mode: Mode
 
 
 ACME = UUID("00000000-0000-4000-a000-00000000ac3e")
 GLOBEX = UUID("00000000-0000-4000-a000-0000000610b3")
 INITECH = UUID("00000000-0000-4000-a000-000000001417")
-DEMO_ORGS = {ACME: "Acme (all healthy)", GLOBEX: "Globex (slow)", INITECH: "Initech (failing)"}
+DEMO_ORGS = {ACME: "Acme (all healthy)", GLOBEX: "Globex (slow Dynamics)", INITECH: "Initech (failing Xledger)"}
+
+DEMO = [
+    *(DemoIntegration(ACME, kind, f"acme-{kind}", Mode("healthy"))
+      for kind in ("xledger", "dynamics365", "tripletex", "fiken", "http")),
+    DemoIntegration(GLOBEX, "dynamics365", "globex-dynamics365", Mode("slow", ms=2500)),
+    DemoIntegration(GLOBEX, "fiken", "globex-fiken", Mode("healthy")),
+    DemoIntegration(INITECH, "xledger", "initech-xledger", Mode("server_error")),
+    DemoIntegration(INITECH, "http", "initech-http", Mode("healthy")),
+]
 
 
-# Simulator tenants and their modes: one healthy org, one slow (degraded), one failing (unreachable).
-TENANT_MODES = {
-    "acme-api": Mode("healthy"),
-    "globex-api": Mode("slow", ms=2500),
-    "initech-api": Mode("server_error"),
-}
+def secret_of(i: DemoIntegration) -> str:
+    """The credential stored in the vault stand-in (Tripletex's is JSON with two tokens)."""
+    if i.integration_type == "tripletex":
+        return json.dumps({"consumer_token": f"{i.tenant}-consumer", "employee_token": f"{i.tenant}-employee"})
+    return f"{i.tenant}-secret"
 
 
-def demo_integrations(base_url: str) -> list[DemoIntegration]:
-    """The demo's integrations, pointed at a simulator listening on `base_url`."""
-    def http(org: UUID, tenant: str) -> DemoIntegration:
-        return DemoIntegration(org, "http", {"url": f"{base_url}/http/{tenant}", "method": "GET"})
+def simulator_secret(i: DemoIntegration) -> str:
+    if i.integration_type == "tripletex":
+        return f"{i.tenant}-consumer/{i.tenant}-employee"
+    return f"{i.tenant}-secret"
 
-    return [http(ACME, "acme-api"), http(GLOBEX, "globex-api"), http(INITECH, "initech-api")]
+
+def config_of(i: DemoIntegration, base: str) -> dict[str, object]:
+    """Each integration's config, pointed at the simulator on `base` instead of the vendor."""
+    t = i.tenant
+    match i.integration_type:
+        case "xledger":
+            return {"url": f"{base}/xledger/{t}/graphql"}
+        case "dynamics365":
+            return {"org_url": f"{base}/dynamics/{t}", "tenant_id": t, "client_id": f"{t}-client",
+                    "token_url": f"{base}/login/{t}/oauth2/v2.0/token"}
+        case "tripletex":
+            return {"url": f"{base}/tripletex/{t}/v2"}
+        case "fiken":
+            return {"url": f"{base}/fiken/{t}/api/v2"}
+        case _:
+            return {"url": f"{base}/http/{t}", "method": "GET", "auth": "bearer", "body_contains": "ok"}
 
 
 def simulator_state() -> SimState:
-    return SimState(modes=dict(TENANT_MODES))
+    return SimState(modes={i.tenant: i.mode for i in DEMO}, secrets={i.tenant: simulator_secret(i) for i in DEMO})
 
 
 async def install_vault_stand_in(conn: asyncpg.Connection, secrets: dict[str, str]) -> dict[str, UUID]:
@@ -76,8 +100,8 @@ async def install_vault_stand_in(conn: asyncpg.Connection, secrets: dict[str, st
     return {name: await conn.fetchval(UPSERT_SECRET, name, value) for name, value in secrets.items()}
 
 
-async def seed(conn: asyncpg.Connection, integrations: list[DemoIntegration]) -> None:
-    """Insert or refresh the demo rows (the simulator's port changes between runs)."""
+async def seed(conn: asyncpg.Connection, base: str) -> None:
+    """Insert or refresh the demo rows and their secrets (the simulator's port changes between runs)."""
+    await install_vault_stand_in(conn, {i.tenant: secret_of(i) for i in DEMO})
     await conn.executemany(UPSERT_CONFIG, [
-        (i.org_id, i.integration_type, json.dumps(i.config), None) for i in integrations
-    ])
+        (i.org_id, i.integration_type, json.dumps(config_of(i, base)), i.tenant) for i in DEMO])

@@ -144,9 +144,13 @@ class Integration:
 
 @dataclass(frozen=True, slots=True)
 class IntegrationResult:
+    """A result with its integration's key and the scheduler's state after it (persisted together)."""
+
     org_id: UUID
     integration_type: str
     result: HealthResult
+    consecutive_failures: int = 0
+    next_check_at: datetime | None = None  # a deferral (backoff, Retry-After); None: the normal schedule
 
 
 def parse_config(integration: Integration) -> Any:

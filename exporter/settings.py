@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exporter.schedule import DEFAULT_TYPE_INTERVALS, validate_interval
 
 
 class Settings(BaseSettings):
@@ -17,17 +19,45 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN; unset means the embedded PostgreSQL in data_dir")
     db_role: str | None = Field(default="service_role", description="role the service's sessions SET; empty: none")
     data_dir: Path = Field(default=Path(".data"), description="where the embedded PostgreSQL keeps its files")
+    host: str = "0.0.0.0"
+    port: int = Field(default=9464, ge=1, le=65535)
+    check_interval: int = Field(default=900, description="seconds between cycles, aligned to the wall clock")
+    allow_fast_interval: bool = False
+    type_intervals: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_TYPE_INTERVALS))
     check_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    max_concurrency: int = Field(default=256, ge=1, le=10_000)
+    api_token: SecretStr | None = None
+    run_now_min_interval_seconds: float = Field(default=60.0, ge=0)
+    persist_queue_max: int = Field(default=100_000, ge=1)
+    credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"
     credentials_dir: Path | None = Field(default=None, description="directory of secret files (one per ref)")
+    credential_cache_seconds: float = Field(default=300.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        try:
+            validate_interval(self.check_interval, self.allow_fast_interval)
+        except ValueError as exc:
+            raise ValueError(f"check_interval: {exc}") from None
+        if self.credential_provider == "directory" and not self.credentials_dir:
+            raise ValueError("credentials_dir: required when EXPORTER_CREDENTIAL_PROVIDER=directory")
+        return self
 
 
 def describe_settings_error(exc: ValidationError) -> str:
     """One line per bad variable: its environment name and what to put there."""
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
-        name = str(err["loc"][0]).upper() if err["loc"] else "?"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            name = str(err["loc"][0]).upper()
+        elif ": " in msg:  # a model-level check names its field first
+            name, msg = msg.split(": ", 1)
+            name = name.upper()
+        else:
+            name = "?"
         env = name if name == "DATABASE_URL" else f"EXPORTER_{name}"
-        lines.append(f"{env}: {err['msg']}")
+        lines.append(f"{env}: {msg}")
     return "; ".join(lines)

@@ -18,7 +18,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from exporter.model import Integration, IntegrationResult
+from exporter.model import HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +33,38 @@ ORDER BY org_id, integration_type"""
 # (a re-run of the same slot adds nothing). The history trigger prunes to 96 rows per key.
 PERSIST_RESULTS = """
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[])
-        AS t(org_id, integration_type, status, latency_ms, checked_at, error_message)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
+                         $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
+        AS t(org_id, integration_type, status, latency_ms, checked_at, error_message,
+             reason, consecutive_failures, next_check_at, tls_expires_at)
 ), upserted AS (
     INSERT INTO public.integration_health_status AS s
-        (org_id, integration_type, status, latency_ms, checked_at, error_message)
-    SELECT org_id, integration_type, status, latency_ms, checked_at, error_message FROM input
+        (org_id, integration_type, status, latency_ms, checked_at, error_message,
+         reason, consecutive_failures, next_check_at, tls_expires_at)
+    SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
+           reason, consecutive_failures, next_check_at, tls_expires_at FROM input
     ON CONFLICT (org_id, integration_type) DO UPDATE
         SET status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms,
-            checked_at = EXCLUDED.checked_at, error_message = EXCLUDED.error_message
+            checked_at = EXCLUDED.checked_at, error_message = EXCLUDED.error_message,
+            reason = EXCLUDED.reason, consecutive_failures = EXCLUDED.consecutive_failures,
+            next_check_at = EXCLUDED.next_check_at,
+            tls_expires_at = coalesce(EXCLUDED.tls_expires_at, s.tls_expires_at)
         WHERE s.checked_at <= EXCLUDED.checked_at
 )
 INSERT INTO public.health_check_history
-    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message)
-SELECT org_id, integration_type, $7, status, latency_ms, checked_at, error_message FROM input
+    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason)
+SELECT org_id, integration_type, $11, status, latency_ms, checked_at, error_message, reason FROM input
 ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
 
 SELECT_STATUS = """
-SELECT org_id, integration_type, status, latency_ms, checked_at, error_message
+SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
+       reason, consecutive_failures, next_check_at, tls_expires_at
 FROM public.integration_health_status
 WHERE ($1::uuid IS NULL OR org_id = $1)
 ORDER BY org_id, integration_type"""
 
 SELECT_HISTORY = """
-SELECT org_id, integration_type, slot, status, latency_ms, checked_at, error_message
+SELECT org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason
 FROM public.health_check_history
 WHERE org_id = $1
 ORDER BY integration_type, slot"""
@@ -117,7 +125,20 @@ def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
         [r.result.latency_ms for r in rows],
         [r.result.checked_at for r in rows],
         [r.result.error for r in rows],
+        [r.result.reason.value if r.result.reason else None for r in rows],
+        [r.consecutive_failures for r in rows],
+        [r.next_check_at for r in rows],
+        [r.result.tls_expires_at for r in rows],
     ]
+
+
+def result_from_row(row: asyncpg.Record) -> IntegrationResult:
+    reason = row["reason"] if row["reason"] in Reason.__members__.values() else None
+    result = HealthResult(status=HealthStatus(row["status"]), latency_ms=row["latency_ms"] or 0,
+                          checked_at=row["checked_at"], error=row["error_message"],
+                          reason=Reason(reason) if reason else None, tls_expires_at=row["tls_expires_at"])
+    return IntegrationResult(row["org_id"], row["integration_type"], result, row["consecutive_failures"],
+                             row["next_check_at"])
 
 
 class Store:
@@ -144,6 +165,10 @@ class Store:
 
     async def status(self, org_id: UUID | None = None) -> list[asyncpg.Record]:
         return await self._with_retry(lambda c: c.fetch(SELECT_STATUS, org_id))
+
+    async def last_results(self, org_id: UUID | None = None) -> list[IntegrationResult]:
+        """The stored status rows as results: what the service restores into its snapshot at start-up."""
+        return [result_from_row(r) for r in await self.status(org_id)]
 
     async def history(self, org_id: UUID) -> list[asyncpg.Record]:
         return await self._with_retry(lambda c: c.fetch(SELECT_HISTORY, org_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -74,11 +75,30 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
                           env={**os.environ, **env}, timeout=120, stdin=subprocess.DEVNULL)
 
 
-def test_demo_shows_all_three_statuses_and_where_to_look(db_dsn) -> None:
-    proc = run_cli("demo", env={"DATABASE_URL": db_dsn})
-    assert proc.returncode == 0, proc.stderr
-    for word in ("healthy", "degraded", "unreachable", "integration-health check --org"):
-        assert word in proc.stdout
+def test_demo_serves_all_three_statuses_prints_where_to_look_and_stops_on_ctrl_c(db_dsn) -> None:
+    from exporter.localpg import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "DATABASE_URL": db_dsn, "EXPORTER_PORT": str(port)})
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("Initech (failing Xledger)") and "xledger" in line:
+                break  # the last row of the first table
+        text = "".join(seen)
+        assert f"http://127.0.0.1:{port}/metrics" in text
+        assert "Authorization: Bearer " in text
+        for status in ("healthy", "degraded", "unreachable"):
+            assert status in text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(seen) + out
+    assert "stopping" in out
 
 
 def test_bad_setting_names_the_variable_and_exits_2(db_dsn) -> None:

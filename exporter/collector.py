@@ -1,0 +1,109 @@
+"""Prometheus metrics: a Collector that renders the snapshot, and the service's own counters.
+
+Sample of what the collector renders, per integration:
+
+    integration_health_status{org_id="6f1c…",integration_type="xledger",status="healthy"} 1.0
+    integration_health_status{org_id="6f1c…",integration_type="xledger",status="degraded"} 0.0
+    integration_health_status{org_id="6f1c…",integration_type="xledger",status="unreachable"} 0.0
+    integration_health_latency_seconds{org_id="6f1c…",integration_type="xledger"} 0.182
+    integration_health_last_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
+    integration_health_consecutive_failures{org_id="6f1c…",integration_type="xledger"} 0.0
+    integration_health_next_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
+    integration_health_failure_reason{org_id="6f1c…",integration_type="fiken",reason="rate_limited"} 1.0
+    integration_health_tls_cert_expiry_timestamp_seconds{org_id="6f1c…",integration_type="http"} 1.79e+09
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.model import HealthStatus, IntegrationResult
+from exporter.snapshot import Snapshot
+
+LABELS = ["org_id", "integration_type"]
+STATUSES = [s.value for s in HealthStatus]
+
+
+class SnapshotCollector:
+    """Builds fresh per-integration families from the snapshot on each scrape; never awaits or queries."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        status, latency, last, failures, next_, reason, tls = families = self._families()
+        for r in self.snapshot.results.values():
+            key = [str(r.org_id), r.integration_type]
+            for s in STATUSES:
+                status.add_metric([*key, s], 1.0 if r.result.status == s else 0.0)
+            latency.add_metric(key, r.result.latency_ms / 1000)
+            last.add_metric(key, r.result.checked_at.timestamp())
+            failures.add_metric(key, r.consecutive_failures)
+            if r.next_check_at:
+                next_.add_metric(key, r.next_check_at.timestamp())
+            if r.result.reason:
+                reason.add_metric([*key, r.result.reason.value], 1.0)
+            if r.result.tls_expires_at:
+                tls.add_metric(key, r.result.tls_expires_at.timestamp())
+        yield from families
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily("integration_health_status", "1 for the integration's current status, 0 for the others",
+                              labels=[*LABELS, "status"]),
+            GaugeMetricFamily("integration_health_latency_seconds", "Latency of the latest check", labels=LABELS),
+            GaugeMetricFamily("integration_health_last_check_timestamp_seconds", "When the latest check finished",
+                              labels=LABELS),
+            GaugeMetricFamily("integration_health_consecutive_failures",
+                              "Failed checks in a row (unreachable, throttled or credentials rejected)", labels=LABELS),
+            GaugeMetricFamily("integration_health_next_check_timestamp_seconds",
+                              "When the integration is next due (later than its interval while backing off)",
+                              labels=LABELS),
+            GaugeMetricFamily("integration_health_failure_reason",
+                              "1 for the reason of the latest non-healthy check", labels=[*LABELS, "reason"]),
+            GaugeMetricFamily("integration_health_tls_cert_expiry_timestamp_seconds",
+                              "notAfter of the server certificate (https targets)", labels=LABELS),
+        )
+
+
+class Metrics:
+    """The service's metrics in one registry of its own (one per app, one per test)."""
+
+    def __init__(self, registry: CollectorRegistry, snapshot: Snapshot, version: str,
+                 known_types: Collection[str] = ()) -> None:
+        self.registry = registry
+        self.known_types = frozenset(known_types)
+        registry.register(SnapshotCollector(snapshot))
+        kw = {"registry": registry}
+        self.checks = Counter("integration_health_checks", "Checks run, by type and resulting status",
+                              ["integration_type", "status"], **kw)
+        self.check_duration = Histogram("integration_health_check_duration_seconds", "Duration of checks",
+                                        ["integration_type"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), **kw)
+        self.cycle_duration = Gauge("integration_health_cycle_duration_seconds", "Duration of the latest cycle", **kw)
+        self.cycle_drift = Gauge("integration_health_cycle_drift_seconds",
+                                 "How late the latest cycle started after it was due", **kw)
+        self.cycle_last_success = Gauge("integration_health_cycle_last_success_timestamp_seconds",
+                                        "When the latest successful cycle finished", **kw)
+        self.cycles = Counter("integration_health_cycles", "Cycles run, by outcome", ["outcome"], **kw)
+        self.persist_errors = Counter("integration_health_persist_errors",
+                                      "Attempts to write results that failed (results are kept and retried)", **kw)
+        self.persist_queue = Gauge("integration_health_persist_queue_results",
+                                   "Results waiting to be written to the database", **kw)
+        self.persist_dropped = Counter("integration_health_persist_dropped_results",
+                                       "Results dropped because the write queue was full", **kw)
+        Gauge("integration_health_build_info", "Build information", ["version"], **kw).labels(version).set(1)
+        for outcome in ("success", "failure"):
+            self.cycles.labels(outcome)
+
+    def observe(self, results: Sequence[IntegrationResult]) -> None:
+        for r in results:
+            kind = r.integration_type if r.integration_type in self.known_types else "other"  # bounded labels
+            self.checks.labels(kind, r.result.status.value).inc()
+            self.check_duration.labels(kind).observe(r.result.latency_ms / 1000)

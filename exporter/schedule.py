@@ -1,0 +1,113 @@
+"""Scheduling decisions, pure: wall-clock slots, which integrations are due, backoff after failures."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tenacity import RetryCallState, wait_exponential
+
+from exporter.model import HealthResult, HealthStatus, Integration, Reason
+
+MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
+DEFAULT_TYPE_INTERVALS: Mapping[str, int] = {"xledger": 3600}  # Xledger bills requests: hourly by default
+BACKOFF_CAP_S = 4 * 3600
+MAX_RETRY_AFTER_S = 24 * 3600  # a vendor's Retry-After is honoured up to a day, never longer
+FAILURE_REASONS = frozenset({Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH})  # degraded, but back off too
+
+
+def slot_start(now: datetime, interval_s: int) -> datetime:
+    """The start of the wall-clock-aligned slot containing `now` (slots at :00, :15, :30, :45 for 900 s)."""
+    ts = now.timestamp()
+    return datetime.fromtimestamp(ts - ts % interval_s, UTC)
+
+
+def next_slot(now: datetime, interval_s: int) -> datetime:
+    return slot_start(now, interval_s) + timedelta(seconds=interval_s)
+
+
+def validate_interval(interval_s: int, allow_fast: bool) -> None:
+    """Refuse intervals that divide no day evenly or that would burn vendor quota."""
+    if interval_s <= 0 or 86400 % interval_s:
+        raise ValueError(f"check interval {interval_s} s must divide a day evenly (e.g. 300, 900, 1800, 3600)")
+    if interval_s < MIN_INTERVAL_S and not allow_fast:
+        raise ValueError(f"check interval {interval_s} s is below {MIN_INTERVAL_S} s, and every check costs "
+                         "vendor API quota; set EXPORTER_ALLOW_FAST_INTERVAL=true to allow it (demo, tests)")
+
+
+def interval_for(integration: Integration, base_s: int, type_intervals: Mapping[str, int]) -> int:
+    """The integration's own interval: its config, else its type's default, else the base; a multiple of base."""
+    config = integration.config if isinstance(integration.config, dict) else {}
+    wanted = config.get("check_interval_seconds") or type_intervals.get(integration.integration_type) or base_s
+    try:
+        wanted = int(wanted)
+    except (TypeError, ValueError):
+        wanted = base_s  # the runner reports the invalid config; scheduling falls back to the base
+    return max(base_s, math.ceil(wanted / base_s) * base_s)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """What the scheduler remembers about an integration between checks (persisted in the status row)."""
+
+    consecutive_failures: int = 0
+    next_check_at: datetime | None = None  # when next due: its next slot, or later while backing off
+
+
+def is_due(slot: datetime, interval_s: int, state: CheckState | None) -> bool:
+    """Due when the slot falls on the integration's interval and no deferral reaches past the slot."""
+    if int(slot.timestamp()) % interval_s:
+        return False
+    return state is None or state.next_check_at is None or state.next_check_at <= slot
+
+
+def due(integrations: Iterable[Integration], slot: datetime, base_s: int, type_intervals: Mapping[str, int],
+        states: Mapping[tuple, CheckState]) -> list[Integration]:
+    """The integrations to check in `slot`."""
+    return [i for i in integrations
+            if is_due(slot, interval_for(i, base_s, type_intervals), states.get((i.org_id, i.integration_type)))]
+
+
+def counts_as_failure(result: HealthResult) -> bool:
+    """Unreachable, or refused in a way a retry soon would not fix (throttled, out of quota, bad credentials)."""
+    return result.status == HealthStatus.UNREACHABLE or result.reason in FAILURE_REASONS
+
+
+def backoff_s(failures: int, interval_s: int, cap_s: int = BACKOFF_CAP_S,
+              rng: Callable[[], float] = random.random) -> int:
+    """Delay before the next check after `failures` consecutive failures, in whole slots.
+
+    interval × 2^(n-1) (tenacity's exponential wait: 15 min → 30 → 60 → … capped at 4 h), plus jitter of
+    up to a quarter of that, rounded down to whole slots: checks only run on slot boundaries, so sub-slot
+    jitter would just round up and skew the progression; whole-slot jitter spreads a fleet that failed
+    together without delaying the first retries.
+    """
+    if failures <= 0:
+        return 0
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = failures
+    base = wait_exponential(multiplier=interval_s, max=cap_s)(state)
+    jitter_slots = int(base * 0.25 * rng() // interval_s)
+    return int(min(cap_s, base + jitter_slots * interval_s))
+
+
+def after_check(previous: CheckState | None, result: HealthResult, slot: datetime, interval_s: int,
+                rng: Callable[[], float] = random.random) -> CheckState:
+    """The state after a check: a success resets; a failure counts and defers (never sooner than Retry-After).
+
+    `next_check_at` is always the first slot on the integration's own interval at or after the delay.
+    """
+    if not counts_as_failure(result):
+        return CheckState(0, next_slot(slot, interval_s))
+    failures = (previous.consecutive_failures if previous else 0) + 1
+    delay = max(backoff_s(failures, interval_s, rng=rng), min(result.retry_after_s or 0, MAX_RETRY_AFTER_S))
+    return CheckState(failures, max(next_slot(slot, interval_s), _ceil_slot(slot + timedelta(seconds=delay),
+                                                                            interval_s)))
+
+
+def _ceil_slot(when: datetime, interval_s: int) -> datetime:
+    start = slot_start(when, interval_s)
+    return start if start == when else start + timedelta(seconds=interval_s)
