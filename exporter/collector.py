@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.model import HealthStatus, IntegrationResult
@@ -78,6 +78,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, snapshot: Snapshot, version: str,
                  known_types: Collection[str] = ()) -> None:
+        disable_created_metrics()  # `_created` series double the output and say nothing to an operator
         self.registry = registry
         self.known_types = frozenset(known_types)
         registry.register(SnapshotCollector(snapshot))

@@ -4,6 +4,7 @@ migrated database per test (cloned from a template, so each test starts clean in
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,17 @@ from exporter.migrate import migrate
 from exporter.store import Store, create_pool
 
 TEMPLATE = "ih_template"
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a command-line tool; missing under CI=true fails the test, elsewhere skips with a hint."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} not found: apt-get install {package}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def _bin_dir() -> Path:

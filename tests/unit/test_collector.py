@@ -1,0 +1,66 @@
+"""/metrics exposition: a golden file, and promtool's linter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import Metrics
+from exporter.model import HealthStatus, IntegrationResult, Reason, make_result
+from exporter.snapshot import Snapshot
+from tests.conftest import require_tool
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "metrics.txt"
+A, B = UUID("aaaaaaaa-0000-4000-8000-000000000001"), UUID("bbbbbbbb-0000-4000-8000-000000000002")
+T = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def sample_metrics() -> tuple[Metrics, Snapshot]:
+    snapshot = Snapshot()
+    results = [
+        IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T), 0, datetime(2026, 11, 22, 13, 0,
+                                                                                                tzinfo=UTC)),
+        IntegrationResult(A, "http", make_result(HealthStatus.HEALTHY, 40, T,
+                                                 tls_expires_at=datetime(2027, 1, 1, tzinfo=UTC)), 0, T),
+        IntegrationResult(B, "fiken", make_result(HealthStatus.DEGRADED, 12, T, "rate limited (HTTP 429)",
+                                                  Reason.RATE_LIMITED, 120), 2,
+                          datetime(2026, 11, 22, 12, 30, tzinfo=UTC)),
+    ]
+    snapshot.update(results)
+    metrics = Metrics(CollectorRegistry(), snapshot, "0.1.0", known_types={"xledger", "http", "fiken"})
+    metrics.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
+    return metrics, snapshot
+
+
+def test_metrics_exposition_matches_the_golden_file() -> None:
+    metrics, _ = sample_metrics()
+    text = generate_latest(metrics.registry).decode()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_a_removed_integration_simply_disappears() -> None:
+    metrics, snapshot = sample_metrics()
+    snapshot.retain({(A, "xledger"), (A, "http")})
+    text = generate_latest(metrics.registry).decode()
+    assert 'org_id="bbbbbbbb' not in text.split("# HELP integration_health_checks_total")[0]
+
+
+def test_unknown_types_share_one_label_value_to_bound_cardinality() -> None:
+    text = generate_latest(sample_metrics()[0].registry).decode()
+    assert 'integration_health_checks_total{integration_type="other",status="unreachable"} 1.0' in text
+    assert "sftp" not in text
+
+
+def test_promtool_check_metrics_is_clean() -> None:
+    promtool = require_tool("promtool", "prometheus")
+    text = generate_latest(sample_metrics()[0].registry)
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    assert proc.stdout.decode() + proc.stderr.decode() == ""
+    assert proc.returncode == 0
