@@ -1,0 +1,215 @@
+"""The real service on loopback against real PostgreSQL and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.localpg import LocalPostgres, free_port
+from exporter.migrate import migrate
+from exporter.settings import Settings
+from exporter.simulator import Mode, SimState, create_app as create_simulator
+from exporter.web import SERVICES, create_app
+from tests.conftest import _bin_dir
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def settings_for(dsn: str, **overrides) -> Settings:
+    base = {"database_url": dsn, "check_interval": 86400, "api_token": TOKEN, "credential_provider": "none",
+            "check_timeout_seconds": 2, "type_intervals": {}}
+    return Settings(**(base | overrides))
+
+
+@pytest.fixture
+async def sim(aiohttp_server):
+    state = SimState()
+    server = await aiohttp_server(create_simulator(state), access_log=None)
+    return state, str(server.make_url("")).rstrip("/")
+
+
+async def add_http(conn: asyncpg.Connection, org: UUID, tenant: str, base: str, kind: str = "http") -> None:
+    config = {"url": f"{base}/http/{tenant}", "method": "GET"} if kind == "http" else {"url": f"{base}/fiken/x"}
+    await conn.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES ($1, $2, $3::jsonb)",
+                       org, kind, json.dumps(config))
+
+
+async def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def gauges(text: str) -> dict[str, dict[tuple, float]]:
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+async def test_a_cycle_runs_and_database_rows_and_gauges_agree(db_dsn, admin, sim, aiohttp_client) -> None:
+    state, base = sim
+    state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error")})
+    for tenant in ("ok", "down"):
+        await add_http(admin, uuid4(), tenant, base)
+    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    services = client.app[SERVICES]
+    await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
+    metrics = gauges(await (await client.get("/metrics")).text())
+    rows = await admin.fetch("SELECT org_id, integration_type, status, latency_ms FROM integration_health_status")
+    assert len(rows) == 2
+    for row in rows:
+        key = (("integration_type", row["integration_type"]), ("org_id", str(row["org_id"])))
+        for status in ("healthy", "degraded", "unreachable"):
+            labels = tuple(sorted((*key, ("status", status))))
+            assert metrics["integration_health_status"][labels] == (1.0 if status == row["status"] else 0.0)
+        assert metrics["integration_health_latency_seconds"][key] == row["latency_ms"] / 1000
+    assert {r["status"] for r in rows} == {"healthy", "unreachable"}
+    assert metrics["integration_health_cycles_total"][(("outcome", "success"),)] == 1.0
+
+
+async def test_restart_restores_gauges_before_the_first_cycle(db_dsn, admin, sim, aiohttp_client) -> None:
+    state, base = sim
+    org = uuid4()
+    await add_http(admin, org, "ok", base)
+    now = datetime.now(UTC)
+    await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
+                        "checked_at, error_message, reason, consecutive_failures) "
+                        "VALUES ($1, 'http', 'unreachable', 10000, $2, 'timed out', 'timeout', 3)", org, now)
+    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    metrics = gauges(await (await client.get("/metrics")).text())
+    key = (("integration_type", "http"), ("org_id", str(org)))
+    assert metrics["integration_health_status"][tuple(sorted((*key, ("status", "unreachable"))))] == 1.0
+    assert metrics["integration_health_consecutive_failures"][key] == 3.0
+    await asyncio.sleep(0.3)
+    assert state.requests == {}, "the slot was already checked: no cycle should have run"
+
+
+@pytest.fixture
+async def api(db_dsn, admin, sim, aiohttp_client):
+    state, base = sim
+    org = uuid4()
+    await add_http(admin, org, "ok", base)
+    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
+    return client, org
+
+
+async def test_api_returns_current_status_and_history(api) -> None:
+    client, org = api
+    health = await (await client.get(f"/api/v1/orgs/{org}/health", headers=AUTH)).json()
+    assert health["org_id"] == str(org)
+    assert [(i["integration_type"], i["status"]) for i in health["integrations"]] == [("http", "healthy")]
+    history = await (await client.get(f"/api/v1/orgs/{org}/health/history", headers=AUTH)).json()
+    assert [len(i["slots"]) for i in history["integrations"]] == [1]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status", "error"), [
+    ("GET", "/api/v1/orgs/not-a-uuid/health", AUTH, 400, "org_id must be a UUID"),
+    ("GET", "/api/v1/orgs/{org}/health", {}, 401, "missing or wrong bearer token"),
+    ("GET", "/api/v1/orgs/{org}/health", {"Authorization": "Bearer wrong"}, 401, "missing or wrong bearer token"),
+    ("GET", f"/api/v1/orgs/{uuid4()}/health", AUTH, 404, "unknown organisation"),
+    ("GET", f"/api/v1/orgs/{uuid4()}/health/history", AUTH, 404, "unknown organisation"),
+    ("POST", f"/api/v1/orgs/{uuid4()}/checks", AUTH, 404, "has no enabled active integrations"),
+    ("GET", "/api/v1/nope", AUTH, 404, "Not Found"),
+])
+async def test_api_errors_are_json_with_a_reason(api, method, path, headers, status, error) -> None:
+    client, org = api
+    resp = await client.request(method, path.format(org=org), headers=headers)
+    assert resp.status == status
+    body = await resp.json()
+    assert error in body["error"]
+    assert "Traceback" not in json.dumps(body)
+
+
+async def test_run_now_runs_persists_and_is_rate_limited_per_org(api, admin) -> None:
+    client, org = api
+    first = await client.post(f"/api/v1/orgs/{org}/checks", headers=AUTH)
+    assert first.status == 200
+    assert (await first.json())["integrations"][0]["status"] == "healthy"
+    second = await client.post(f"/api/v1/orgs/{org}/checks", headers=AUTH)
+    assert second.status == 429
+    assert 0 < int(second.headers["Retry-After"]) <= 60
+    assert await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE org_id = $1", org) == 1
+
+
+async def test_without_a_token_configured_the_api_is_disabled_but_metrics_work(db_dsn, aiohttp_client) -> None:
+    client = await aiohttp_client(create_app(settings_for(db_dsn, api_token=None), db_dsn))
+    resp = await client.get(f"/api/v1/orgs/{uuid4()}/health")
+    assert (resp.status, (await resp.json())["error"]) == (503, "the API is disabled: set EXPORTER_API_TOKEN")
+    assert (await client.get("/metrics")).status == 200
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/api/v1/openapi.json")).status == 200
+
+
+async def test_readyz_reports_database_and_scheduler(api) -> None:
+    client, _ = api
+    resp = await client.get("/readyz")
+    assert (resp.status, (await resp.json())["status"]) == (200, "ready")
+
+
+async def test_sigterm_mid_cycle_loses_no_result_and_exits_0(db_dsn, admin, sim) -> None:
+    state, base = sim
+    org = uuid4()
+    state.modes.update({"slow": Mode("hang"), "ok": Mode("healthy")})
+    await add_http(admin, org, "slow", base)
+    await add_http(admin, org, "ok", base, kind="fiken")
+    env = {**os.environ, "DATABASE_URL": db_dsn, "EXPORTER_PORT": str(free_port()), "EXPORTER_CHECK_INTERVAL": "86400",
+           "EXPORTER_CHECK_TIMEOUT_SECONDS": "3", "EXPORTER_CREDENTIAL_PROVIDER": "none"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "exporter", "serve", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    await wait_until(lambda: state.requests.get("slow"), what="the hanging check to start")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, out.decode()
+    rows = {r["integration_type"]: r["error_message"] for r in await admin.fetch(
+        "SELECT integration_type, error_message FROM integration_health_status WHERE org_id = $1", org)}
+    assert rows == {"http": "timed out after 3 s",
+                    "fiken": "credential unavailable: this integration needs a credential_ref"}
+
+
+async def test_database_stopped_mid_cycle_and_started_again_loses_no_result(tmp_path: Path, aiohttp_client,
+                                                                            sim) -> None:
+    state, base = sim
+    server = LocalPostgres(tmp_path / "pg", _bin_dir(), fast=True)
+    dsn = server.start()
+    try:
+        conn = await asyncpg.connect(dsn)
+        await migrate(conn)
+        org = uuid4()
+        await add_http(conn, org, "ok", base)
+        await conn.close()
+        client = await aiohttp_client(create_app(settings_for(dsn), dsn))
+        services = client.app[SERVICES]
+        services.outbox.retry_min_s = 0.2
+        await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
+        server.stop()
+        slot = datetime(2030, 1, 1, tzinfo=UTC)  # a later slot, run by hand while the database is down
+        results = await services.scheduler.run_cycle(slot, slot)
+        assert len(results) == 1 and services.outbox.pending == 1
+        text = await (await client.get("/metrics")).text()
+        assert "integration_health_persist_queue_results 1.0" in text
+        assert (await client.get("/readyz")).status == 503
+        server.start()
+        await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queue to drain")
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", slot) == 1
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
