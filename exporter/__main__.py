@@ -187,8 +187,8 @@ continue where it stopped.""", flush=True)
         await sim.cleanup()
 
 
-async def cmd_simulate(port: int) -> int:
-    runner, port = await start_simulator(port=port)
+async def cmd_simulate(port: int, latency_ms: int) -> int:
+    runner, port = await start_simulator(SimState(latency_ms=latency_ms), port=port)
     print(f"simulator listening on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
     try:
         await until_signal()
@@ -207,12 +207,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub.add_parser("demo", help="embedded PostgreSQL + simulator + demo organisations, served live")
     sim = sub.add_parser("simulate", help="serve the vendor API simulator on loopback")
     sim.add_argument("--port", type=int, default=8081)
+    sim.add_argument("--latency-ms", type=int, default=0, help="added to every answer")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "simulate":
-        return asyncio.run(cmd_simulate(args.port))
+        return asyncio.run(cmd_simulate(args.port, args.latency_ms))
     with database_dsn(settings) as dsn:
         match args.command:
             case "migrate":

@@ -15,9 +15,17 @@ Sample of what the collector renders, per integration:
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Collection, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.model import HealthStatus, IntegrationResult
@@ -74,14 +82,21 @@ class SnapshotCollector:
 
 
 class Metrics:
-    """The service's metrics in one registry of its own (one per app, one per test)."""
+    """The service's metrics, in registries of its own (one pair per app, one per test).
+
+    `fleet` holds the per-integration series (tens of thousands at scale), which change only when the
+    snapshot does: they are rendered once per snapshot version and served from that cache. `registry`
+    holds the service's own few counters and gauges, rendered on every scrape.
+    """
 
     def __init__(self, registry: CollectorRegistry, snapshot: Snapshot, version: str,
                  known_types: Collection[str] = ()) -> None:
         disable_created_metrics()  # `_created` series double the output and say nothing to an operator
-        self.registry = registry
+        self.registry, self.snapshot = registry, snapshot
         self.known_types = frozenset(known_types)
-        registry.register(SnapshotCollector(snapshot))
+        self.fleet = CollectorRegistry(auto_describe=True)
+        self.fleet.register(SnapshotCollector(snapshot))
+        self._cache: tuple[int, bytes, bytes] | None = None
         kw = {"registry": registry}
         self.checks = Counter("integration_health_checks", "Checks run, by type and resulting status",
                               ["integration_type", "status"], **kw)
@@ -102,6 +117,16 @@ class Metrics:
         Gauge("integration_health_build_info", "Build information", ["version"], **kw).labels(version).set(1)
         for outcome in ("success", "failure"):
             self.cycles.labels(outcome)
+
+    def render(self, compressed: bool = False) -> bytes:
+        """The exposition text (or a multi-member gzip of it): cached fleet part + fresh service part."""
+        if self._cache is None or self._cache[0] != self.snapshot.version:
+            fleet = generate_latest(self.fleet)
+            self._cache = (self.snapshot.version, fleet, gzip.compress(fleet, compresslevel=5))
+        own = generate_latest(self.registry)
+        if compressed:  # gzip members concatenate into one valid stream (RFC 1952), so the cache is reused
+            return self._cache[2] + gzip.compress(own, compresslevel=5)
+        return self._cache[1] + own
 
     def observe(self, results: Sequence[IntegrationResult]) -> None:
         for r in results:

@@ -40,6 +40,10 @@ class Scheduler:
         self.last_slot: datetime | None = None
         self.cycle_task: asyncio.Task[None] | None = None
 
+    def _last_latency(self, integration: Integration) -> int:
+        last = self.snapshot.results.get((integration.org_id, integration.integration_type))
+        return last.result.latency_ms if last else 0
+
     def _interval(self, integration: Integration) -> int:
         return schedule.interval_for(integration, self.interval_s, self.type_intervals)
 
@@ -58,6 +62,7 @@ class Scheduler:
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
         active = [i for i in self.integrations if i.health_mode == "active"]
         todo = schedule.due(active, slot, self.interval_s, self.type_intervals, self.snapshot.states())
+        todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
         results = await self.check(todo, slot)
         duration = (self.clock() - started).total_seconds()
         self.metrics.cycle_duration.set(duration)

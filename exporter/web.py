@@ -17,7 +17,7 @@ from uuid import UUID
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
 from exporter.adapters import ADAPTERS, AdapterContext, AdapterFactory
@@ -218,11 +218,12 @@ async def post_checks(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[SERVICES].metrics.registry)
-    response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        response.enable_compression()
-    return response
+    """Render the snapshot (never the database); gzip when asked, from a cache that lives per snapshot."""
+    gz = "gzip" in request.headers.get("Accept-Encoding", "")
+    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=request.app[SERVICES].metrics.render(compressed=gz), headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

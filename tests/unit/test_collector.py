@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from exporter.collector import Metrics
 from exporter.model import HealthStatus, IntegrationResult, Reason, make_result
@@ -39,7 +40,7 @@ def sample_metrics() -> tuple[Metrics, Snapshot]:
 
 def test_metrics_exposition_matches_the_golden_file() -> None:
     metrics, _ = sample_metrics()
-    text = generate_latest(metrics.registry).decode()
+    text = metrics.render().decode()
     if os.environ.get("UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
@@ -47,20 +48,28 @@ def test_metrics_exposition_matches_the_golden_file() -> None:
 
 def test_a_removed_integration_simply_disappears() -> None:
     metrics, snapshot = sample_metrics()
+    metrics.render()
     snapshot.retain({(A, "xledger"), (A, "http")})
-    text = generate_latest(metrics.registry).decode()
+    text = metrics.render().decode()
     assert 'org_id="bbbbbbbb' not in text.split("# HELP integration_health_checks_total")[0]
 
 
 def test_unknown_types_share_one_label_value_to_bound_cardinality() -> None:
-    text = generate_latest(sample_metrics()[0].registry).decode()
+    text = sample_metrics()[0].render().decode()
     assert 'integration_health_checks_total{integration_type="other",status="unreachable"} 1.0' in text
     assert "sftp" not in text
 
 
+def test_gzip_body_is_the_same_text_and_the_cache_follows_the_snapshot() -> None:
+    metrics, snapshot = sample_metrics()
+    assert gzip.decompress(metrics.render(compressed=True)) == metrics.render()
+    snapshot.update([IntegrationResult(A, "fiken", make_result(HealthStatus.UNREACHABLE, 5, T))])
+    assert 'integration_type="fiken",org_id="aaaaaaaa' in gzip.decompress(metrics.render(compressed=True)).decode()
+
+
 def test_promtool_check_metrics_is_clean() -> None:
     promtool = require_tool("promtool", "prometheus")
-    text = generate_latest(sample_metrics()[0].registry)
+    text = sample_metrics()[0].render()
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert proc.stdout.decode() + proc.stderr.decode() == ""
     assert proc.returncode == 0
