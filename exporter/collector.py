@@ -30,9 +30,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.model import HealthStatus, IntegrationResult
 from exporter.snapshot import Snapshot
+from exporter.syncs import SyncState
 
 LABELS = ["org_id", "integration_type"]
 STATUSES = [s.value for s in HealthStatus]
+SYNC_STATES = [s.value for s in SyncState]
+MODES = ("active", "passive")
 
 
 class SnapshotCollector:
@@ -45,21 +48,39 @@ class SnapshotCollector:
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        status, latency, last, failures, next_, reason, tls = families = self._families()
+        status, latency, last, failures, next_, reason, tls, mode, *sync = families = self._families()
         for r in self.snapshot.results.values():
             key = [str(r.org_id), r.integration_type]
             for s in STATUSES:
                 status.add_metric([*key, s], 1.0 if r.result.status == s else 0.0)
             latency.add_metric(key, r.result.latency_ms / 1000)
             last.add_metric(key, r.result.checked_at.timestamp())
-            failures.add_metric(key, r.consecutive_failures)
-            if r.next_check_at:
-                next_.add_metric(key, r.next_check_at.timestamp())
+            failures.add_metric(key, r.state.consecutive_failures)
+            if r.state.next_check_at:
+                next_.add_metric(key, r.state.next_check_at.timestamp())
             if r.result.reason:
                 reason.add_metric([*key, r.result.reason.value], 1.0)
             if r.result.tls_expires_at:
                 tls.add_metric(key, r.result.tls_expires_at.timestamp())
+        for (org_id, kind), m in self.snapshot.modes.items():
+            for value in MODES:
+                mode.add_metric([str(org_id), kind, value], 1.0 if m == value else 0.0)
+        self._collect_syncs(*sync)
         yield from families
+
+    def _collect_syncs(self, state: GaugeMetricFamily, drift: GaugeMetricFamily, success: GaugeMetricFamily,
+                       expected: GaugeMetricFamily, lateness: GaugeMetricFamily) -> None:
+        for (org_id, kind), a in self.snapshot.syncs.items():
+            key = [str(org_id), kind]
+            for value in SYNC_STATES:
+                state.add_metric([*key, value], 1.0 if a.state == value else 0.0)
+            if a.last_run and a.last_run.drift_s is not None:
+                drift.add_metric(key, a.last_run.drift_s)
+            if a.last_success:
+                success.add_metric(key, a.last_success.timestamp())
+            if a.next_expected:
+                expected.add_metric(key, a.next_expected.timestamp())
+            lateness.add_metric(key, a.lateness_s)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -78,6 +99,19 @@ class SnapshotCollector:
                               "1 for the reason of the latest non-healthy check", labels=[*LABELS, "reason"]),
             GaugeMetricFamily("integration_health_tls_cert_expiry_timestamp_seconds",
                               "notAfter of the server certificate (https targets)", labels=LABELS),
+            GaugeMetricFamily("integration_health_mode", "1 for how the integration's health is judged now: "
+                              "active (pinged) or passive (from its sync runs)", labels=[*LABELS, "mode"]),
+            GaugeMetricFamily("integration_health_sync_state", "1 for the state of the integration's scheduled syncs",
+                              labels=[*LABELS, "state"]),
+            GaugeMetricFamily("integration_health_sync_drift_seconds",
+                              "Start of the latest sync run minus its scheduled time", labels=LABELS),
+            GaugeMetricFamily("integration_health_sync_last_success_timestamp_seconds",
+                              "When the latest successful sync finished", labels=LABELS),
+            GaugeMetricFamily("integration_health_sync_next_expected_timestamp_seconds",
+                              "When the next sync is expected to start", labels=LABELS),
+            GaugeMetricFamily("integration_health_sync_lateness_seconds",
+                              "How long the oldest outstanding expected sync is overdue (0 when none is)",
+                              labels=LABELS),
         )
 
 

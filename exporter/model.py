@@ -34,6 +34,9 @@ class Reason(StrEnum):
     """Why a check was not healthy: a small, fixed set, so it is safe as a metric label."""
 
     SLOW = "slow"
+    SYNC_FAILED = "sync_failed"
+    SYNC_LATE = "sync_late"
+    SYNC_MISSED = "sync_missed"
     TIMEOUT = "timeout"
     DNS = "dns"
     CONNECT = "connect"
@@ -140,6 +143,17 @@ class Integration:
     config: Any
     credential_ref: str | None = None
     health_mode: str = "active"
+    sync: dict[str, Any] | None = None  # the expected sync schedule's columns, when one is set
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """What the scheduler remembers about an integration between checks (persisted in its status row)."""
+
+    consecutive_failures: int = 0
+    next_check_at: datetime | None = None  # when next due: its next slot, or later while backing off
+    rate_limited_streak: int = 0  # throttled or out of quota, in a row
+    passive_until: datetime | None = None  # switched to passive health after repeated throttling
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +163,7 @@ class IntegrationResult:
     org_id: UUID
     integration_type: str
     result: HealthResult
-    consecutive_failures: int = 0
-    next_check_at: datetime | None = None  # a deferral (backoff, Retry-After); None: the normal schedule
+    state: CheckState = CheckState()
 
 
 def parse_config(integration: Integration) -> Any:
@@ -165,7 +178,7 @@ def parse_config(integration: Integration) -> Any:
         raise InvalidConfig(describe_validation_error(exc, integration.integration_type)) from None
 
 
-def describe_validation_error(exc: ValidationError, integration_type: str) -> str:
+def describe_validation_error(exc: ValidationError, integration_type: str, root: str = "config") -> str:
     """One `config.<field>: <message>` per problem, without echoing the offending values."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
@@ -175,8 +188,9 @@ def describe_validation_error(exc: ValidationError, integration_type: str) -> st
         loc = [str(p) for p in err["loc"]]
         if loc and loc[0] == integration_type:  # the discriminated union prefixes the tag
             loc = loc[1:]
-        msg = err["msg"]
-        parts.append(f"{'.'.join(['config', *loc])}: {msg[:1].lower()}{msg[1:]}")
+        msg = err["msg"].removeprefix("Value error, ")
+        prefix = ".".join([root, *loc]) if root else ".".join(loc)
+        parts.append(f"{prefix}: {msg[:1].lower()}{msg[1:]}" if prefix else f"{msg[:1].lower()}{msg[1:]}")
     return "; ".join(parts)
 
 

@@ -36,6 +36,19 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/orgs/{org_id}/health/history": {"get": {
             "summary": "The 96-slot (24 h) history per integration", "parameters": [_ORG],
             "responses": {"200": {"description": "history"}, "400": _ERROR, "401": _ERROR, "404": _ERROR}}},
+        "/api/v1/sync-runs": {"post": {
+            "summary": "Report a sync run; the same period again updates it (idempotent)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["org_id", "integration_type", "scheduled_for", "outcome"],
+                "additionalProperties": False, "properties": {
+                    "org_id": {"type": "string", "format": "uuid"}, "integration_type": {"type": "string"},
+                    "scheduled_for": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": ["string", "null"], "format": "date-time"},
+                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                    "outcome": {"enum": ["success", "failure", "running"]},
+                    "error_message": {"type": ["string", "null"]}}}}}},
+            "responses": {"200": {"description": "stored"}, "400": _ERROR, "401": _ERROR,
+                          "409": {"description": "that period already finished with another outcome"}}}},
         "/api/v1/orgs/{org_id}/checks": {"post": {
             "summary": "Run the organisation's checks now (test connection); at most once a minute per org",
             "parameters": [_ORG],

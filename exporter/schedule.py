@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tenacity import RetryCallState, wait_exponential
 
-from exporter.model import HealthResult, HealthStatus, Integration, Reason
+from exporter.model import CheckState, HealthResult, HealthStatus, Integration, Reason
 
 MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
 DEFAULT_TYPE_INTERVALS: Mapping[str, int] = {"xledger": 3600}  # Xledger bills requests: hourly by default
@@ -47,14 +46,6 @@ def interval_for(integration: Integration, base_s: int, type_intervals: Mapping[
     except (TypeError, ValueError):
         wanted = base_s  # the runner reports the invalid config; scheduling falls back to the base
     return max(base_s, math.ceil(wanted / base_s) * base_s)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckState:
-    """What the scheduler remembers about an integration between checks (persisted in the status row)."""
-
-    consecutive_failures: int = 0
-    next_check_at: datetime | None = None  # when next due: its next slot, or later while backing off
 
 
 def is_due(slot: datetime, interval_s: int, state: CheckState | None) -> bool:
@@ -100,12 +91,15 @@ def after_check(previous: CheckState | None, result: HealthResult, slot: datetim
 
     `next_check_at` is always the first slot on the integration's own interval at or after the delay.
     """
+    previous = previous or CheckState()
+    throttled = result.reason in (Reason.RATE_LIMITED, Reason.QUOTA)
+    streak = previous.rate_limited_streak + 1 if throttled else 0
     if not counts_as_failure(result):
-        return CheckState(0, next_slot(slot, interval_s))
-    failures = (previous.consecutive_failures if previous else 0) + 1
+        return CheckState(0, next_slot(slot, interval_s), streak, previous.passive_until)
+    failures = previous.consecutive_failures + 1
     delay = max(backoff_s(failures, interval_s, rng=rng), min(result.retry_after_s or 0, MAX_RETRY_AFTER_S))
-    return CheckState(failures, max(next_slot(slot, interval_s), _ceil_slot(slot + timedelta(seconds=delay),
-                                                                            interval_s)))
+    next_at = max(next_slot(slot, interval_s), _ceil_slot(slot + timedelta(seconds=delay), interval_s))
+    return CheckState(failures, next_at, streak, previous.passive_until)
 
 
 def _ceil_slot(when: datetime, interval_s: int) -> datetime:

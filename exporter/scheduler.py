@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from exporter import schedule
+from exporter import schedule, syncs
 from exporter.collector import Metrics
-from exporter.model import Integration, IntegrationResult
+from exporter.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason, make_result
 from exporter.outbox import Outbox
 from exporter.runner import Runner
 from exporter.snapshot import Snapshot
 from exporter.store import TRANSIENT_ERRORS, Store
 
 log = logging.getLogger(__name__)
+
+
+def _key(i: Integration) -> tuple[UUID, str]:
+    return (i.org_id, i.integration_type)
 
 
 def utcnow() -> datetime:
@@ -32,7 +37,11 @@ class Scheduler:
                  interval_s: int, type_intervals: Mapping[str, int] = schedule.DEFAULT_TYPE_INTERVALS,
                  clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
+                 passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
                  ) -> None:
+        self.passive_types, self.fallback_after = frozenset(passive_types), fallback_after
+        self.passive_cooldown_s = passive_cooldown_s
+        self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
         self.store, self.runner, self.snapshot, self.metrics, self.outbox = store, runner, snapshot, metrics, outbox
         self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals, clock, rng
         self.on_cycle = on_cycle
@@ -60,10 +69,16 @@ class Scheduler:
             log.warning("cannot load integrations (%s); checking the %d known from the last cycle",
                         type(exc).__name__, len(self.integrations))
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
-        active = [i for i in self.integrations if i.health_mode == "active"]
-        todo = schedule.due(active, slot, self.interval_s, self.type_intervals, self.snapshot.states())
+        states = self.snapshot.states()
+        modes = {_key(i): "passive" if self.is_passive(i, states.get(_key(i)), slot) else "active"
+                 for i in self.integrations}
+        self.snapshot.modes = modes
+        passive = [i for i in self.integrations if modes[_key(i)] == "passive"]
+        active = [i for i in self.integrations if modes[_key(i)] == "active"]
+        todo = schedule.due(active, slot, self.interval_s, self.type_intervals, states)
         todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
-        results = await self.check(todo, slot)
+        passive_results = await self.assess_syncs(passive, slot)
+        results = await self.check(todo, slot) + passive_results
         duration = (self.clock() - started).total_seconds()
         self.metrics.cycle_duration.set(duration)
         self.metrics.cycles.labels("success").inc()
@@ -77,6 +92,11 @@ class Scheduler:
                 await outcome
         return results
 
+    def is_passive(self, i: Integration, state: CheckState | None, slot: datetime) -> bool:
+        """Passive by its row, by its type (EXPORTER_PASSIVE_TYPES), or for a cool-down after throttling."""
+        cooling = state is not None and state.passive_until is not None and slot < state.passive_until
+        return i.health_mode == "passive" or i.integration_type in self.passive_types or cooling
+
     async def check(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
         """Check, attach the next backoff state, publish to the snapshot and hand to the outbox."""
         results = await self.runner.run(integrations)
@@ -86,16 +106,75 @@ class Scheduler:
         for r in results:
             key = (r.org_id, r.integration_type)
             state = schedule.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng)
-            stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state.consecutive_failures,
-                                            state.next_check_at))
-        self.snapshot.update(stated)
-        self.metrics.observe(stated)
-        await self.outbox.submit(stated, slot)
+            if self.fallback_after and state.rate_limited_streak >= self.fallback_after:
+                until = slot + timedelta(seconds=self.passive_cooldown_s)
+                log.warning("throttled %d times in a row: passive health until %s", state.rate_limited_streak,
+                            until.isoformat(), extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
+                state = replace(state, rate_limited_streak=0, passive_until=until)
+            stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state))
+        await self.publish(stated, slot)
         return stated
 
+    async def publish(self, results: list[IntegrationResult], slot: datetime) -> None:
+        self.snapshot.update(results)
+        self.metrics.observe(results)
+        await self.outbox.submit(results, slot)
+
+    async def assess_syncs(self, passive: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
+        """Judge every integration's syncs (drift and state for all; health for the passive ones)."""
+        try:
+            runs = await self.store.recent_sync_runs()
+        except TRANSIENT_ERRORS as exc:
+            log.warning("cannot load sync runs (%s); passive integrations keep their status", type(exc).__name__)
+            return []
+        now, states, passive_keys = self.clock(), self.snapshot.states(), {_key(i) for i in passive}
+        assessments, results = {}, []
+        for i in self.integrations:
+            key = _key(i)
+            try:
+                sched = syncs.schedule_from_columns(i.sync)
+            except ValueError as exc:
+                if key in passive_keys:
+                    results.append(self._passive(i, make_result(
+                        HealthStatus.UNREACHABLE, 0, now, f"invalid configuration: sync schedule: {exc}",
+                        Reason.INVALID_CONFIG), states.get(key), slot))
+                continue
+            if sched is None and key not in runs:
+                continue
+            assessment = syncs.assess(sched, runs.get(key, []), now)
+            assessments[key] = assessment
+            self._log_new_run(i, assessment.last_run)
+            if key in passive_keys and (result := syncs.passive_result(assessment, now)):
+                results.append(self._passive(i, result, states.get(key), slot))
+        self.snapshot.syncs = assessments
+        return results
+
+    def _passive(self, i: Integration, result: HealthResult, previous: CheckState | None,
+                 slot: datetime) -> IntegrationResult:
+        previous = previous or CheckState()
+        failures = previous.consecutive_failures + 1 if schedule.counts_as_failure(result) else 0
+        state = CheckState(failures, schedule.next_slot(slot, self.interval_s), 0, previous.passive_until)
+        return IntegrationResult(i.org_id, i.integration_type, result, state)
+
+    def _log_new_run(self, i: Integration, run: syncs.SyncRun | None) -> None:
+        """Log each run once (scheduled vs actual), when first seen and again when it finishes."""
+        if run is None or self._seen_runs.get(_key(i)) == (run.scheduled_for, run.outcome):
+            return
+        self._seen_runs[_key(i)] = (run.scheduled_for, run.outcome)
+        log.info("sync run %s: scheduled %s, started %s, finished %s, drift %s s", run.outcome,
+                 run.scheduled_for.isoformat(), run.started_at.isoformat() if run.started_at else "-",
+                 run.finished_at.isoformat() if run.finished_at else "-",
+                 f"{run.drift_s:.0f}" if run.drift_s is not None else "-",
+                 extra={"org_id": str(i.org_id), "integration_type": i.integration_type})
+
     async def run_org_now(self, org_id: UUID) -> list[IntegrationResult]:
-        """'Test connection': check every enabled active integration of one org now, whatever its schedule."""
-        integrations = [i for i in await self.store.load_integrations(org_id) if i.health_mode == "active"]
+        """'Test connection': check every active integration of one org now, whatever its schedule.
+
+        An integration passive by its row or type is not pinged; one cooling down after throttling is
+        (an admin pressing the button after fixing a quota is exactly who should learn it works again).
+        """
+        integrations = [i for i in await self.store.load_integrations(org_id)
+                        if i.health_mode == "active" and i.integration_type not in self.passive_types]
         return await self.check(integrations, schedule.slot_start(self.clock(), self.interval_s))
 
     async def run_forever(self, stop: asyncio.Event) -> None:

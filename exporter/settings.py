@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.schedule import DEFAULT_TYPE_INTERVALS, validate_interval
 
@@ -32,8 +32,16 @@ class Settings(BaseSettings):
     credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"
     credentials_dir: Path | None = Field(default=None, description="directory of secret files (one per ref)")
     credential_cache_seconds: float = Field(default=300.0, ge=0)
+    passive_types: Annotated[frozenset[str], NoDecode] = frozenset()  # e.g. xledger,dynamics365: never pinged
+    rate_limit_fallback_after: int = Field(default=3, ge=0, description="throttled N times in a row → passive; 0: never")
+    passive_cooldown_seconds: int = Field(default=86400, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("passive_types", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return frozenset(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from exporter.model import IntegrationResult
-from exporter.schedule import CheckState
+from exporter.model import CheckState, IntegrationResult
+from exporter.syncs import SyncAssessment
 
 Key = tuple[UUID, str]
 
@@ -16,6 +16,8 @@ Key = tuple[UUID, str]
 class Snapshot:
     results: dict[Key, IntegrationResult] = field(default_factory=dict)
     version: int = 0  # bumped on every change, so renderers can cache per version
+    syncs: dict[Key, SyncAssessment] = field(default_factory=dict)  # schedule adherence, where known
+    modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
 
     def update(self, results: Iterable[IntegrationResult]) -> None:
         """Record newer results; an older one (a late run-now, a restore) never replaces a newer one."""
@@ -35,4 +37,4 @@ class Snapshot:
             self.version += 1
 
     def states(self) -> dict[Key, CheckState]:
-        return {k: CheckState(r.consecutive_failures, r.next_check_at) for k, r in self.results.items()}
+        return {k: r.state for k, r in self.results.items()}

@@ -12,11 +12,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
@@ -29,7 +30,7 @@ from exporter.credentials import (
     DirectoryCredentials,
     SupabaseVaultCredentials,
 )
-from exporter.model import IntegrationResult
+from exporter.model import IntegrationResult, describe_validation_error
 from exporter.openapi import OPENAPI
 from exporter.outbox import Outbox
 from exporter.runner import Runner
@@ -37,6 +38,7 @@ from exporter.scheduler import Scheduler
 from exporter.settings import Settings
 from exporter.snapshot import Snapshot
 from exporter.store import Store, create_pool
+from exporter.syncs import SyncRun
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,9 @@ def build_services(settings: Settings, pool: Any, session: Any, adapters: Mappin
     outbox = Outbox(store, metrics, max_results=settings.persist_queue_max)
     scheduler = Scheduler(store=store, runner=runner, snapshot=snapshot, metrics=metrics, outbox=outbox,
                           interval_s=settings.check_interval, type_intervals=settings.type_intervals,
-                          on_cycle=on_cycle)
+                          on_cycle=on_cycle, passive_types=settings.passive_types,
+                          fallback_after=settings.rate_limit_fallback_after,
+                          passive_cooldown_s=settings.passive_cooldown_seconds)
     return Services(store, scheduler, snapshot, metrics, outbox)
 
 
@@ -173,7 +177,7 @@ def result_json(r: IntegrationResult) -> dict[str, Any]:
     return {"integration_type": r.integration_type, "status": r.result.status.value,
             "latency_ms": r.result.latency_ms, "checked_at": iso(r.result.checked_at), "error": r.result.error,
             "reason": r.result.reason.value if r.result.reason else None,
-            "consecutive_failures": r.consecutive_failures, "next_check_at": iso(r.next_check_at),
+            "consecutive_failures": r.state.consecutive_failures, "next_check_at": iso(r.state.next_check_at),
             "tls_expires_at": iso(r.result.tls_expires_at)}
 
 
@@ -215,6 +219,47 @@ async def post_checks(request: web.Request) -> web.Response:
         services.run_now_at.pop(org_id, None)
         raise web.HTTPNotFound(reason=f"organisation {org_id} has no enabled active integrations")
     return web.json_response({"org_id": str(org_id), "integrations": [result_json(r) for r in results]})
+
+
+class SyncRunReport(BaseModel):
+    """A sync scheduler's report of one run; (org_id, integration_type, scheduled_for) is its period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    org_id: UUID
+    integration_type: str = Field(min_length=1, max_length=64)
+    scheduled_for: AwareDatetime
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    outcome: Literal["success", "failure", "running"]
+    error_message: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyncRunReport:
+        if self.started_at and self.finished_at and self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        if self.outcome == "running" and self.finished_at:
+            raise ValueError("a running run has no finished_at")
+        return self
+
+
+def run_json(run: SyncRun) -> dict[str, Any]:
+    return {"scheduled_for": iso(run.scheduled_for), "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at), "outcome": run.outcome, "error_message": run.error_message}
+
+
+async def post_sync_run(request: web.Request) -> web.Response:
+    """Record a sync run idempotently: the same period again updates it; a changed finished outcome is 409."""
+    try:
+        report = SyncRunReport.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return error_json(400, f"invalid sync run: {describe_validation_error(exc, '', root='')}")
+    run = SyncRun(report.scheduled_for, report.outcome, report.started_at, report.finished_at, report.error_message)
+    accepted, stored = await request.app[SERVICES].store.report_sync_run(report.org_id, report.integration_type, run)
+    if not accepted:
+        return web.json_response({"error": f"the run for {iso(report.scheduled_for)} already finished with "
+                                           f"outcome {stored.outcome!r}", "run": run_json(stored)}, status=409)
+    return web.json_response({"run": run_json(stored)})
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -265,4 +310,5 @@ def create_app(settings: Settings, dsn: str, *, adapters: Mapping[str, AdapterFa
     app.router.add_get("/api/v1/orgs/{org_id}/health", get_health)
     app.router.add_get("/api/v1/orgs/{org_id}/health/history", get_history)
     app.router.add_post("/api/v1/orgs/{org_id}/checks", post_checks)
+    app.router.add_post("/api/v1/sync-runs", post_sync_run)
     return app

@@ -12,7 +12,7 @@ from uuid import UUID
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import Metrics
-from exporter.model import HealthStatus, IntegrationResult, Reason, make_result
+from exporter.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
 from exporter.snapshot import Snapshot
 from tests.conftest import require_tool
 
@@ -24,13 +24,13 @@ T = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 def sample_metrics() -> tuple[Metrics, Snapshot]:
     snapshot = Snapshot()
     results = [
-        IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T), 0, datetime(2026, 11, 22, 13, 0,
-                                                                                                tzinfo=UTC)),
+        IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T),
+                          CheckState(0, datetime(2026, 11, 22, 13, 0, tzinfo=UTC))),
         IntegrationResult(A, "http", make_result(HealthStatus.HEALTHY, 40, T,
-                                                 tls_expires_at=datetime(2027, 1, 1, tzinfo=UTC)), 0, T),
+                                                 tls_expires_at=datetime(2027, 1, 1, tzinfo=UTC)), CheckState(0, T)),
         IntegrationResult(B, "fiken", make_result(HealthStatus.DEGRADED, 12, T, "rate limited (HTTP 429)",
-                                                  Reason.RATE_LIMITED, 120), 2,
-                          datetime(2026, 11, 22, 12, 30, tzinfo=UTC)),
+                                                  Reason.RATE_LIMITED, 120),
+                          CheckState(2, datetime(2026, 11, 22, 12, 30, tzinfo=UTC))),
     ]
     snapshot.update(results)
     metrics = Metrics(CollectorRegistry(), snapshot, "0.1.0", known_types={"xledger", "http", "fiken"})

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.model import HealthStatus, Integration, Reason, make_result
+from exporter.model import CheckState, HealthStatus, Integration, Reason, make_result
 from exporter.schedule import (
-    CheckState,
     after_check,
     backoff_s,
     due,
@@ -93,6 +92,14 @@ def test_failures_defer_exponentially_and_a_success_resets() -> None:
     assert seen == [(15, 1), (30, 2), (60, 3), (120, 4)]
     healthy = make_result(HealthStatus.HEALTHY, 5, T)
     assert after_check(state, healthy, slot, 900) == CheckState(0, slot + 15 * MIN)
+
+
+def test_throttling_counts_a_streak_that_other_outcomes_reset() -> None:
+    state = None
+    for _ in range(3):
+        state = after_check(state, failure(Reason.RATE_LIMITED), at(0), 900, rng=lambda: 0.0)
+    assert state.rate_limited_streak == 3
+    assert after_check(state, failure(Reason.TIMEOUT), at(0), 900).rate_limited_streak == 0
 
 
 def test_slow_degraded_is_not_a_failure_but_throttling_and_rejected_credentials_are() -> None:
