@@ -78,6 +78,8 @@ class Scheduler:
         todo = schedule.due(active, slot, self.interval_s, self.type_intervals, states)
         todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
         passive_results = await self.assess_syncs(passive, slot)
+        if passive_results:
+            await self.publish(passive_results, slot)
         results = await self.check(todo, slot) + passive_results
         duration = (self.clock() - started).total_seconds()
         self.metrics.cycle_duration.set(duration)
