@@ -149,6 +149,8 @@ class Metrics:
         self.persist_dropped = Counter("integration_health_persist_dropped_results",
                                        "Results dropped because the write queue was full", **kw)
         Gauge("integration_health_build_info", "Build information", ["version"], **kw).labels(version).set(1)
+        self.interval = Gauge("integration_health_check_interval_seconds",
+                              "The cycle's interval (alert rules scale their staleness thresholds by it)", **kw)
         for outcome in ("success", "failure"):
             self.cycles.labels(outcome)
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+log = logging.getLogger(__name__)
 MODES = ("healthy", "slow", "hang", "rate_limited", "graphql_throttle", "graphql_quota", "unauthorized",
          "server_error", "reset", "invalid_body", "redirect_loop", "oversized")
 GRAPHQL_CODES = {"graphql_throttle": "BAD_REQUEST.BURST_RATE_LIMIT_REACHED",
@@ -52,6 +54,7 @@ class SimState:
     token_requests: dict[str, int] = field(default_factory=dict)  # tenant → tokens/sessions issued
     issued: dict[str, str] = field(default_factory=dict)  # access/session token → tenant
     latency_ms: int = 0  # added to every answer (benchmarks use 50 ms)
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # Alertmanager webhook posts received
     token_lifetime_s: int = 3599
 
     def mode(self, tenant: str) -> Mode:
@@ -198,6 +201,20 @@ async def put_tenant(request: web.Request) -> web.Response:
     return web.json_response(vars(mode))
 
 
+async def post_alerts(request: web.Request) -> web.Response:
+    """A webhook receiver for Alertmanager, so the compose stack's alerts land somewhere visible."""
+    payload = await request.json()
+    request.app[STATE].alerts.append(payload)
+    for alert in payload.get("alerts", []):
+        log.warning("alert %s: %s %s", alert.get("status"), alert.get("labels", {}).get("alertname"),
+                    alert.get("annotations", {}).get("summary", ""))
+    return web.json_response({"received": len(payload.get("alerts", []))})
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].alerts)
+
+
 def create_app(state: SimState | None = None) -> web.Application:
     app = web.Application()
     app[STATE] = state or SimState()
@@ -208,5 +225,7 @@ def create_app(state: SimState | None = None) -> web.Application:
     app.router.add_route("*", "/tripletex/{tenant}/v2/token/session/{action}", tripletex_session)
     app.router.add_get("/fiken/{tenant}/api/v2/user", fiken_user)
     app.router.add_get("/_sim/tenants", get_tenants)
+    app.router.add_post("/_sim/alerts", post_alerts)
+    app.router.add_get("/_sim/alerts", get_alerts)
     app.router.add_put("/_sim/tenants/{tenant}", put_tenant)
     return app

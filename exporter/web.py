@@ -80,6 +80,7 @@ def build_services(settings: Settings, pool: Any, session: Any, adapters: Mappin
     runner = Runner(adapters, ctx, timeout=settings.check_timeout_seconds,
                     limiter=asyncio.Semaphore(settings.max_concurrency))
     metrics = Metrics(CollectorRegistry(), snapshot, __version__, known_types=adapters.keys())
+    metrics.interval.set(settings.check_interval)
     outbox = Outbox(store, metrics, max_results=settings.persist_queue_max)
     scheduler = Scheduler(store=store, runner=runner, snapshot=snapshot, metrics=metrics, outbox=outbox,
                           interval_s=settings.check_interval, type_intervals=settings.type_intervals,
