@@ -68,6 +68,16 @@ async def cmd_migrate(dsn: str, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def cmd_seed_demo(dsn: str, simulator_url: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await demo.seed(conn, simulator_url.rstrip("/"))
+    finally:
+        await conn.close()
+    print(f"seeded {len(demo.DEMO)} demo integrations in {len(demo.DEMO_ORGS)} organisations → {simulator_url}")
+    return EXIT_OK
+
+
 async def cmd_check(dsn: str, settings: Settings, org_id: UUID) -> int:
     """Check one org now, through the same scheduler the service uses, so backoff state stays right."""
     pool = await create_pool(dsn, role=settings.db_role or None)
@@ -98,9 +108,10 @@ async def start_site(app: web.Application, host: str, port: int) -> web.AppRunne
     return runner
 
 
-async def start_simulator(state: SimState | None = None, port: int = 0) -> tuple[web.AppRunner, int]:
-    """Serve the simulator on 127.0.0.1 (port 0: any free one) and return its runner and port."""
-    runner = await start_site(create_simulator(state), "127.0.0.1", port)
+async def start_simulator(state: SimState | None = None, port: int = 0,
+                          host: str = "127.0.0.1") -> tuple[web.AppRunner, int]:
+    """Serve the simulator (port 0: any free one) and return its runner and port."""
+    runner = await start_site(create_simulator(state), host, port)
     return runner, runner.addresses[0][1]
 
 
@@ -187,9 +198,11 @@ continue where it stopped.""", flush=True)
         await sim.cleanup()
 
 
-async def cmd_simulate(port: int, latency_ms: int) -> int:
-    runner, port = await start_simulator(SimState(latency_ms=latency_ms), port=port)
-    print(f"simulator listening on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
+async def cmd_simulate(host: str, port: int, latency_ms: int, with_demo: bool) -> int:
+    state = demo.simulator_state() if with_demo else SimState()
+    state.latency_ms = latency_ms
+    runner, port = await start_simulator(state, port=port, host=host)
+    print(f"simulator listening on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     try:
         await until_signal()
     finally:
@@ -205,21 +218,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check = sub.add_parser("check", help="run one organisation's checks now and print them")
     check.add_argument("--org", required=True, type=UUID, metavar="ORG_ID", help="organisation id (UUID)")
     sub.add_parser("demo", help="embedded PostgreSQL + simulator + demo organisations, served live")
+    seed = sub.add_parser("seed-demo", help="insert the demo organisations, pointed at a running simulator")
+    seed.add_argument("--simulator-url", required=True, help="e.g. http://simulator:8081")
     sim = sub.add_parser("simulate", help="serve the vendor API simulator on loopback")
+    sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8081)
+    sim.add_argument("--demo", action="store_true", help="preload the demo tenants' modes and secrets")
     sim.add_argument("--latency-ms", type=int, default=0, help="added to every answer")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "simulate":
-        return asyncio.run(cmd_simulate(args.port, args.latency_ms))
+        return asyncio.run(cmd_simulate(args.host, args.port, args.latency_ms, args.demo))
     with database_dsn(settings) as dsn:
         match args.command:
             case "migrate":
                 return asyncio.run(cmd_migrate(dsn, settings))
             case "check":
                 return asyncio.run(cmd_check(dsn, settings, args.org))
+            case "seed-demo":
+                return asyncio.run(cmd_seed_demo(dsn, args.simulator_url))
             case "serve":
                 return asyncio.run(cmd_serve(dsn, settings, embedded=not settings.database_url))
             case _:
