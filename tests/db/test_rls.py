@@ -110,3 +110,25 @@ async def test_claim_function_can_be_replaced_by_a_deployer(seeded) -> None:
     assert [r["org_id"] for r in rows] == [ORG_B]
 
 
+
+
+async def test_the_reporting_role_reads_status_and_history_of_every_org_but_not_config(seeded) -> None:
+    rows = await as_role(seeded, "integration_health_reader", None, "SELECT DISTINCT org_id FROM health_check_history")
+    assert {r["org_id"] for r in rows} == {ORG_A, ORG_B}
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(seeded, "integration_health_reader", None, "SELECT * FROM integration_config")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(seeded, "integration_health_reader", None, "DELETE FROM integration_health_status")
+
+
+async def test_every_table_in_the_schema_has_row_level_security(admin) -> None:
+    """A new table added without RLS fails here."""
+    rows = await admin.fetch("SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class c "
+                             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                             "AND c.relkind = 'r' ORDER BY relname")
+    assert len(rows) == 5
+    for r in rows:
+        forced = r["relname"] != "integration_health_migrations"  # the owner must still migrate
+        assert (r["relrowsecurity"], r["relforcerowsecurity"]) == (True, forced), r["relname"]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(admin, "authenticated", {}, "SELECT * FROM integration_health_migrations")

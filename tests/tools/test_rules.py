@@ -42,3 +42,14 @@ def test_every_alert_has_a_unit_test_and_the_annotations_an_operator_needs() -> 
 def test_amtool_accepts_the_alertmanager_config() -> None:
     proc = run(require_tool("amtool", "prometheus-alertmanager"), "check-config", "alertmanager.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_runbook_url_points_at_a_readme_section() -> None:
+    import re
+
+    readme = (ALERTS.parent / "README.md").read_text()
+    anchors = {h.strip().lower().replace(" ", "-") for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+    rules = yaml.safe_load((ALERTS / "integration-health.rules.yml").read_text())
+    for rule in (r for g in rules["groups"] for r in g["rules"] if "alert" in r):
+        anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        assert anchor in anchors, f"{rule['alert']}: README has no section #{anchor}"
