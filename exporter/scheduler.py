@@ -12,6 +12,7 @@ from uuid import UUID
 
 from exporter import schedule, syncs
 from exporter.collector import Metrics
+from exporter.leases import ShardLeases
 from exporter.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason, make_result
 from exporter.outbox import Outbox
 from exporter.runner import Runner
@@ -38,7 +39,8 @@ class Scheduler:
                  clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
-                 ) -> None:
+                 shards: ShardLeases | None = None) -> None:
+        self.shards = shards  # None: this replica checks every organisation
         self.passive_types, self.fallback_after = frozenset(passive_types), fallback_after
         self.passive_cooldown_s = passive_cooldown_s
         self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
@@ -64,7 +66,11 @@ class Scheduler:
         log.info("cycle start", extra={"slot": slot.isoformat(), "due_at": due_at.isoformat(),
                                        "started_at": started.isoformat(), "drift_s": round(drift, 3)})
         try:
-            self.integrations = await self.store.load_integrations()
+            loaded = await self.store.load_integrations()
+            if self.shards is not None:
+                await self.shards.maintain()
+                loaded = [i for i in loaded if self.shards.owns(i.org_id)]
+            self.integrations = loaded
         except TRANSIENT_ERRORS as exc:
             log.warning("cannot load integrations (%s); checking the %d known from the last cycle",
                         type(exc).__name__, len(self.integrations))
@@ -203,6 +209,8 @@ class Scheduler:
 
     def restore(self, results: Sequence[IntegrationResult]) -> None:
         """Load the last known results (from the database) so a restart neither blanks nor re-checks."""
+        if self.shards is not None:
+            results = [r for r in results if self.shards.owns(r.org_id)]
         self.snapshot.update(results)
         if results:
             newest = max(r.result.checked_at for r in results)

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     passive_types: Annotated[frozenset[str], NoDecode] = frozenset()  # e.g. xledger,dynamics365: never pinged
     rate_limit_fallback_after: int = Field(default=3, ge=0, description="throttled N times in a row → passive; 0: never")
     passive_cooldown_seconds: int = Field(default=86400, ge=0)
+    replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
+    lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -30,6 +30,7 @@ from exporter.credentials import (
     DirectoryCredentials,
     SupabaseVaultCredentials,
 )
+from exporter.leases import ShardLeases
 from exporter.model import IntegrationResult, describe_validation_error
 from exporter.openapi import OPENAPI
 from exporter.outbox import Outbox
@@ -73,7 +74,7 @@ def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | N
 
 
 def build_services(settings: Settings, pool: Any, session: Any, adapters: Mapping[str, AdapterFactory],
-                   on_cycle: Callable[..., Any] | None = None) -> Services:
+                   on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None) -> Services:
     """Wire the store, runner, snapshot, metrics, outbox and scheduler together (no I/O)."""
     store, snapshot = Store(pool), Snapshot()
     ctx = AdapterContext(session=session, credentials=credential_provider(settings, pool))
@@ -86,7 +87,7 @@ def build_services(settings: Settings, pool: Any, session: Any, adapters: Mappin
                           interval_s=settings.check_interval, type_intervals=settings.type_intervals,
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
-                          passive_cooldown_s=settings.passive_cooldown_seconds)
+                          passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards)
     return Services(store, scheduler, snapshot, metrics, outbox)
 
 
@@ -96,18 +97,31 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await create_pool(app[DSN], role=settings.db_role or None, max_size=10)
     session = make_session(limit=settings.max_concurrency)
     try:
-        services = build_services(settings, pool, session, app[ADAPTERS_KEY], app.get(ON_CYCLE))  # type: ignore[arg-type]
+        shards = ShardLeases(pool, settings.replica_id, settings.lease_ttl_seconds)
+        await shards.maintain()
+        services = build_services(settings, pool, session, app[ADAPTERS_KEY], app.get(ON_CYCLE),  # type: ignore[arg-type]
+                                  shards=shards)
         restored = await services.store.last_results()
         services.scheduler.restore(restored)
         log.info("restored the last known status of %d integrations", len(restored))
         app[SERVICES] = services
         services.loop_task = asyncio.create_task(services.scheduler.run_forever(services.stop))
         retry_task = asyncio.create_task(services.outbox.retry_forever())
+        lease_task = asyncio.create_task(renew_forever(shards))
         yield
+        lease_task.cancel()
         await shutdown(services, retry_task, grace_s=settings.check_timeout_seconds + 5)
+        await shards.release_all()
     finally:
         await session.close()
         await pool.close()
+
+
+async def renew_forever(shards: ShardLeases) -> None:
+    """Renew (and rebalance) the leases every third of their TTL, between cycles too."""
+    while True:
+        await asyncio.sleep(shards.ttl_s / 3)
+        await shards.maintain()
 
 
 async def shutdown(services: Services, retry_task: asyncio.Task[None], grace_s: float) -> None:
