@@ -54,7 +54,7 @@ class AdapterContext:
 AdapterFactory = Callable[[AdapterContext], HealthCheck]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Response:
     """The parts of an HTTP answer adapters classify; the body is capped at MAX_BODY_BYTES."""
 
@@ -123,16 +123,18 @@ async def fetch(ctx: AdapterContext, method: str, url: str, *, read_body: bool =
     start = ctx.monotonic()
     async with ctx.session.request(method, url, **kwargs) as resp:
         body = await _read_capped(resp) if read_body and method != "HEAD" else b""
-        connector = ctx.session.connector
-        expires = connector.cert_expiry.get((resp.url.host, resp.url.port)) if isinstance(
-            connector, CertRecordingConnector) else None
+        expires = None
+        if resp.url.scheme == "https" and isinstance(ctx.session.connector, CertRecordingConnector):
+            expires = ctx.session.connector.cert_expiry.get((resp.url.host, resp.url.port))
         return Response(resp.status, resp.headers, body, (ctx.monotonic() - start) * 1000, expires)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     """Read the body, refusing (before buffering it) anything over MAX_BODY_BYTES."""
-    if (resp.content_length or 0) > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+    if resp.content_length is not None:  # the common case: the size is announced, read it in one go
+        if resp.content_length > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+        return await resp.read()
     chunks, size = [], 0
     async for chunk in resp.content.iter_any():
         size += len(chunk)
