@@ -17,7 +17,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import start_process, start_simulator  # noqa: E402
 from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.base import make_session  # noqa: E402
 from exporter.localpg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
@@ -47,16 +47,6 @@ BLACKBOX_CONFIG = """modules:
       method: GET
       preferred_ip_protocol: ip4
 """
-
-
-def start(cmd: list[str], ready: str | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if ready:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if ready in line:
-                break
-    return proc
 
 
 def cpu_s(proc: psutil.Process) -> float:
@@ -108,10 +98,9 @@ async def main(n: int, runs: int, concurrency: int, latency_ms: int) -> None:
     server = LocalPostgres(tmp / "pg", embedded_bin_dir(), fast=True)
     dsn = server.start()
     sim_port, bb_port = free_port(), free_port()
-    sim = start([sys.executable, "-m", "exporter", "simulate", "--port", str(sim_port), "--latency-ms",
-                 str(latency_ms)], ready="listening")
+    sim = start_simulator(sim_port, latency_ms)
     (tmp / "bb.yml").write_text(BLACKBOX_CONFIG)
-    bb_proc = start([binary, f"--config.file={tmp / 'bb.yml'}", f"--web.listen-address=127.0.0.1:{bb_port}"])
+    bb_proc = start_process([binary, f"--config.file={tmp / 'bb.yml'}", f"--web.listen-address=127.0.0.1:{bb_port}"])
     base, bb_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{bb_port}"
     try:
         conn = await asyncpg.connect(dsn)

@@ -15,7 +15,6 @@ import gzip
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import print_table, start_simulator  # noqa: E402
 from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.base import make_session  # noqa: E402
 from exporter.demo import install_vault_stand_in  # noqa: E402
@@ -50,14 +50,6 @@ def config(kind: str, base: str, tenant: str) -> dict:
         "dynamics365": {"org_url": f"{base}/dynamics/{tenant}", "tenant_id": "t", "client_id": "c",
                         "token_url": f"{base}/login/{tenant}/oauth2/v2.0/token"},
     }[kind]
-
-
-def start_simulator(port: int, latency_ms: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--port", str(port), "--latency-ms",
-                             str(latency_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    proc.stdout.readline()  # "simulator listening on …"
-    return proc
 
 
 async def seed(conn: asyncpg.Connection, base: str, integrations: int, orgs: int, hang: set[int]) -> list[str]:
@@ -147,10 +139,7 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int) -> None
          f"{statistics.median(render[1:]):.2f}, {statistics.median(render_gz[1:]):.2f} ms", "goal: median ≤ 25 ms"),
         ("last cycle's statuses", json.dumps(statuses), ""),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'figure'.ljust(width)}  {'median':>12}  note")
-    for name, value, note in rows:
-        print(f"{name.ljust(width)}  {value:>12}  {note}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aiohttp import web  # noqa: E402
+
+from bench.common import print_table  # noqa: E402
 from exporter.adapters import ADAPTERS, AdapterContext  # noqa: E402
 from exporter.localpg import LocalPostgres, embedded_bin_dir  # noqa: E402
 from exporter.migrate import migrate  # noqa: E402
@@ -33,7 +36,6 @@ from exporter.runner import Runner, run_health_checks  # noqa: E402
 from exporter.simulator import Mode, SimState  # noqa: E402
 from exporter.simulator import create_app as create_simulator  # noqa: E402
 from exporter.store import Store, create_pool  # noqa: E402
-from aiohttp import web  # noqa: E402
 
 SLOT = timedelta(minutes=15)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -126,10 +128,7 @@ async def main(runs: int, scale: int) -> None:
     finally:
         server.stop()
 
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'figure'.ljust(width)}  {'median':>10}  target / note")
-    for name, value, note in rows:
-        print(f"{name.ljust(width)}  {value:>10}  {note}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

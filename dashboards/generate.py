@@ -21,7 +21,6 @@ from grafana_foundation_sdk.models.dashboard import (
     DataTransformerConfig,
     DynamicConfigValue,
     Threshold,
-    ThresholdsConfig,
     ThresholdsMode,
     ValueMap,
     ValueMappingResult,
@@ -112,7 +111,7 @@ def current_status_table() -> table.Panel:
 
 
 def overview() -> dashboard.Dashboard:
-    per_integration = f"{{{{org_id}}}} {{{{integration_type}}}}"
+    per_integration = "{{org_id}} {{integration_type}}"
     status_code = (f'max by (org_id, integration_type) (integration_health_status{{status="degraded",{SEL}}}) '
                    f'+ 2 * max by (org_id, integration_type) (integration_health_status{{status="unreachable",{SEL}}})')
     sync_code = " + ".join(

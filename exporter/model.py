@@ -17,7 +17,6 @@ from pydantic import (
     HttpUrl,
     TypeAdapter,
     ValidationError,
-    field_validator,
 )
 
 DEFAULT_DEGRADED_LATENCY_MS = 2000

@@ -73,7 +73,7 @@ class Runner:
     async def run(self, integrations: Sequence[Integration]) -> list[IntegrationResult]:
         """Check all concurrently, like Promise.allSettled: one failure never aborts the others."""
         results = await asyncio.gather(*(self._run_one(i) for i in integrations))
-        return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results)]
+        return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
 
     async def _run_one(self, integration: Integration) -> HealthResult:
         factory = self.adapters.get(integration.integration_type)

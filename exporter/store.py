@@ -18,8 +18,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from exporter.syncs import SyncRun
 from exporter.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
+from exporter.syncs import SyncRun
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ import pytest
 from exporter.adapters import ADAPTERS, AdapterContext
 from exporter.localpg import LocalPostgres, embedded_bin_dir
 from exporter.migrate import migrate
+from exporter.simulator import SimState
+from exporter.simulator import create_app as create_simulator
 from exporter.store import Store, create_pool
 
 TEMPLATE = "ih_template"
@@ -132,3 +134,11 @@ def ctx(http_session: aiohttp.ClientSession) -> AdapterContext:
 @pytest.fixture
 def adapters() -> dict:
     return dict(ADAPTERS)
+
+
+@pytest.fixture
+async def sim(aiohttp_server) -> tuple[SimState, str]:
+    """The vendor simulator on a loopback port: its state (modes, secrets, counts) and its base URL."""
+    state = SimState()
+    server = await aiohttp_server(create_simulator(state), access_log=None)  # the vendor's log is not ours
+    return state, str(server.make_url("")).rstrip("/")

@@ -8,6 +8,7 @@ from exporter.credentials import CredentialError, SupabaseVaultCredentials
 from exporter.demo import install_vault_stand_in
 from exporter.store import create_pool
 
+
 @pytest.fixture
 async def vault_pool(db_dsn):
     pool = await create_pool(db_dsn, role="service_role")

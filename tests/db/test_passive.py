@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -11,7 +10,7 @@ import pytest
 from exporter.simulator import Mode
 from exporter.store import REPORT_SYNC_RUN
 from exporter.web import SERVICES, create_app
-from tests.db.test_service import AUTH, add_http, gauges, settings_for, sim, wait_until  # noqa: F401
+from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

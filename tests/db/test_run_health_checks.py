@@ -10,22 +10,13 @@ import sys
 from datetime import UTC, datetime
 from uuid import uuid4
 
-import pytest
-
 from exporter.__main__ import cmd_check
 from exporter.adapters import ADAPTERS
 from exporter.runner import Runner, run_health_checks
 from exporter.settings import Settings
-from exporter.simulator import Mode, SimState, create_app
+from exporter.simulator import Mode
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def sim(aiohttp_server):
-    state = SimState(modes={"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
-    server = await aiohttp_server(create_app(state))
-    return str(server.make_url(""))
 
 
 async def add(admin, org, kind, config, enabled=True) -> None:
@@ -34,6 +25,8 @@ async def add(admin, org, kind, config, enabled=True) -> None:
 
 
 async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, sim) -> None:
+    state, sim = sim
+    state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
     org, other = uuid4(), uuid4()
     await add(admin, org, "http", {"url": f"{sim}/http/ok"})
     await add(admin, org, "sftp", {"host": "files.example"})
@@ -51,6 +44,8 @@ async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, 
 
 
 async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db_dsn, admin, sim, capsys) -> None:
+    state, sim = sim
+    state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
     org = uuid4()
     await add(admin, org, "http", {"url": f"{sim}/http/down"})
     assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 1
@@ -59,6 +54,8 @@ async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db
 
 
 async def test_check_command_exits_0_when_all_are_healthy(db_dsn, admin, sim, capsys) -> None:
+    state, sim = sim
+    state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
     org = uuid4()
     await add(admin, org, "http", {"url": f"{sim}/http/ok"})
     assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 0

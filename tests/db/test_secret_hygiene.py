@@ -12,10 +12,10 @@ import pytest
 from exporter.adapters import ADAPTERS, AdapterContext
 from exporter.adapters.base import make_session
 from exporter.credentials import SupabaseVaultCredentials
+from exporter.demo import install_vault_stand_in
 from exporter.runner import Runner, run_health_checks
 from exporter.simulator import MODES, Mode, SimState, create_app
 from exporter.store import Store
-from exporter.demo import install_vault_stand_in
 
 PLANTED = {
     "xl": "PLANTED-xledger-4f9d1c7e",

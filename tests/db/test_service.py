@@ -9,56 +9,17 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import asyncpg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.localpg import LocalPostgres, free_port
 from exporter.migrate import migrate
-from exporter.settings import Settings
-from exporter.simulator import Mode, SimState, create_app as create_simulator
+from exporter.simulator import Mode
 from exporter.web import SERVICES, create_app
 from tests.conftest import _bin_dir
-
-TOKEN = "test-token-123"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def settings_for(dsn: str, **overrides) -> Settings:
-    base = {"database_url": dsn, "check_interval": 86400, "api_token": TOKEN, "credential_provider": "none",
-            "check_timeout_seconds": 2, "type_intervals": {}}
-    return Settings(**(base | overrides))
-
-
-@pytest.fixture
-async def sim(aiohttp_server):
-    state = SimState()
-    server = await aiohttp_server(create_simulator(state), access_log=None)
-    return state, str(server.make_url("")).rstrip("/")
-
-
-async def add_http(conn: asyncpg.Connection, org: UUID, tenant: str, base: str, kind: str = "http") -> None:
-    config = {"url": f"{base}/http/{tenant}", "method": "GET"} if kind == "http" else {"url": f"{base}/fiken/x"}
-    await conn.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES ($1, $2, $3::jsonb)",
-                       org, kind, json.dumps(config))
-
-
-async def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def gauges(text: str) -> dict[str, dict[tuple, float]]:
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
+from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
 
 async def test_a_cycle_runs_and_database_rows_and_gauges_agree(db_dsn, admin, sim, aiohttp_client) -> None:

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from exporter.localpg import free_port
-from exporter.simulator import Mode, SimState, create_app as create_simulator
+from exporter.simulator import Mode, SimState
+from exporter.simulator import create_app as create_simulator
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

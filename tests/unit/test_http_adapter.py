@@ -13,16 +13,9 @@ from exporter.adapters.base import parse_retry_after
 from exporter.credentials import StaticCredentials
 from exporter.model import HealthStatus, Integration, Reason
 from exporter.runner import Runner
-from exporter.simulator import Mode, SimState, create_app
+from exporter.simulator import Mode
 
 ORG = UUID("33333333-3333-4333-8333-333333333333")
-
-
-@pytest.fixture
-async def sim(aiohttp_server):
-    state = SimState()
-    server = await aiohttp_server(create_app(state))
-    return state, str(server.make_url(""))
 
 
 async def check(ctx: AdapterContext, config: dict, timeout: float = 2.0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
@@ -57,13 +57,6 @@ EXCEPTIONS = {
     ("xledger", "graphql_quota"): (D, Reason.QUOTA),
     ("http", "invalid_body"): (H, None),  # a plain target has no body to expect unless body_contains is set
 }
-
-
-@pytest.fixture
-async def sim(aiohttp_server):
-    state = SimState()
-    server = await aiohttp_server(create_app(state))
-    return state, str(server.make_url("")).rstrip("/")
 
 
 def vendor_ctx(session, vendor: Vendor, **kwargs) -> AdapterContext:
