@@ -83,6 +83,7 @@ class HttpConfig(_Base):
     auth: Literal["none", "bearer", "basic", "header"] = "none"
     auth_header: str = "Authorization"
     body_contains: str | None = Field(default=None, min_length=1)  # GET only: the answer must contain this
+    tls_verify: bool = True  # false trusts any certificate (self-signed, expired): an explicit, per-integration choice
 
 
 class XledgerConfig(_Base):

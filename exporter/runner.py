@@ -13,7 +13,7 @@ from uuid import UUID
 
 import aiohttp
 
-from exporter.adapters.base import AdapterContext, AdapterFactory, BodyTooLarge
+from exporter.adapters.base import AdapterContext, AdapterFactory, BodyTooLarge, TooManyRedirects
 from exporter.credentials import CredentialError
 from exporter.model import (
     HealthResult,
@@ -52,12 +52,17 @@ def describe_exception(exc: BaseException) -> Failure:
             return HealthStatus.UNREACHABLE, Reason.CONNECT, "connection closed or reset by the server"
         case TimeoutError():
             return HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"
-        case aiohttp.TooManyRedirects():
+        case aiohttp.TooManyRedirects() | TooManyRedirects():
             return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"
-        case BodyTooLarge() | aiohttp.ClientPayloadError() | aiohttp.ContentTypeError() | ValueError():
+        case aiohttp.ClientPayloadError():
+            return HealthStatus.UNREACHABLE, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"
+        case aiohttp.ClientResponseError() if not isinstance(exc, aiohttp.ContentTypeError):
+            # A parse failure of the status line or headers; its text quotes the bytes received, so not here.
+            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"
+        case BodyTooLarge() | aiohttp.ContentTypeError() | ValueError():
             return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, f"unexpected response: {exc}"
-        case _:
-            return HealthStatus.UNREACHABLE, Reason.ERROR, f"{type(exc).__name__}: {exc}"
+        case _:  # the text of an unforeseen exception may quote what the server sent: only its type leaves
+            return HealthStatus.UNREACHABLE, Reason.ERROR, f"unexpected {type(exc).__name__} in the check"
 
 
 class Runner:

@@ -77,6 +77,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class TooManyRedirects(Exception):
+    pass
+
+
 def basic_auth_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -119,9 +123,14 @@ def make_session(*, limit: int = 256, connect_timeout: float = 5.0, ssl_context:
 
 
 async def fetch(ctx: AdapterContext, method: str, url: str, *, read_body: bool = True, **kwargs: Any) -> Response:
-    """Send one request on the shared session, timing it and capping the body it reads."""
+    """Send one request on the shared session, timing it and capping the body it reads.
+
+    Redirects are never followed here: aiohttp would re-send a 307's body (an OAuth client secret, say)
+    to whatever host it names. Vendor APIs do not redirect, so a 3xx is classified as unexpected; the
+    http adapter follows redirects itself, keeping credentials on their origin.
+    """
     start = ctx.monotonic()
-    async with ctx.session.request(method, url, **kwargs) as resp:
+    async with ctx.session.request(method, url, allow_redirects=False, **kwargs) as resp:
         body = await _read_capped(resp) if read_body and method != "HEAD" else b""
         expires = None
         if resp.url.scheme == "https" and isinstance(ctx.session.connector, CertRecordingConnector):

@@ -1,11 +1,21 @@
-"""The generic HTTP(S) probe: HEAD (GET when HEAD is not allowed), expected status, latency threshold."""
+"""The generic HTTP(S) probe: HEAD (GET when HEAD is not allowed), expected status, latency threshold.
+
+Redirects are followed here, up to MAX_REDIRECTS, but credentials stay on their origin: a redirect to
+another host is not followed when the probe carries credentials (curl's rule without --location-trusted).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
 from uuid import UUID
+
+from yarl import URL
 
 from exporter.adapters.base import (
     AdapterContext,
+    Response,
+    TooManyRedirects,
     bad_response,
     basic_auth_header,
     classify_http,
@@ -13,6 +23,13 @@ from exporter.adapters.base import (
     healthy_or_slow,
 )
 from exporter.model import HealthResult, HttpConfig
+
+MAX_REDIRECTS = 10
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+class RedirectNotFollowed(Exception):
+    """A redirect to another origin while the probe carries credentials."""
 
 
 class HttpCheck:
@@ -23,9 +40,13 @@ class HttpCheck:
         headers = await self._auth_headers(config)
         url = str(config.url)
         method = "GET" if config.body_contains else config.method
-        resp = await fetch(self.ctx, method, url, headers=headers)
-        if method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET
-            resp = await fetch(self.ctx, "GET", url, headers=headers)
+        options: dict[str, Any] = {} if config.tls_verify else {"ssl": False}
+        try:
+            resp = await self._follow(method, url, headers, options)
+            if method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET
+                resp = await self._follow("GET", url, headers, options)
+        except RedirectNotFollowed as exc:
+            return bad_response(0, self.ctx.clock(), str(exc))
         now = self.ctx.clock()
         expected = frozenset(config.expected_status) or None
         result = classify_http(resp, now, expected=expected)
@@ -33,6 +54,22 @@ class HttpCheck:
             result = bad_response(resp.latency_ms, now, "the body lacks the expected text")
         result = result or healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
         return result.model_copy(update={"tls_expires_at": resp.tls_expires_at}) if resp.tls_expires_at else result
+
+    async def _follow(self, method: str, url: str, headers: dict[str, str], options: dict[str, Any]) -> Response:
+        """Fetch, following redirects on the same origin; another origin only without credentials."""
+        total_ms = 0.0
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await fetch(self.ctx, method, url, headers=headers, **options)
+            total_ms += resp.latency_ms
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_CODES or not location:
+                return dataclasses.replace(resp, latency_ms=total_ms)
+            here, there = URL(url), URL(url).join(URL(location))
+            if headers and there.origin() != here.origin():
+                raise RedirectNotFollowed(f"redirect to another host ({there.host}) not followed with credentials")
+            method = "GET" if resp.status == 303 else method
+            url = str(there)
+        raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects (redirect loop?)")
 
     async def _auth_headers(self, config: HttpConfig) -> dict[str, str]:
         if config.auth == "none":

@@ -110,12 +110,12 @@ async def test_check_that_ignores_cancellation_is_still_cut_at_timeout(ctx: Adap
         await asyncio.sleep(0)
 
 
-async def test_raising_check_is_mapped_with_its_message(ctx: AdapterContext) -> None:
-    runner = Runner({"http": adapter_raising(RuntimeError("vendor exploded"))}, ctx)
+async def test_an_unforeseen_exception_is_mapped_by_its_type_alone(ctx: AdapterContext) -> None:
+    runner = Runner({"http": adapter_raising(RuntimeError("vendor echoed PLANTED-secret"))}, ctx)
     [r] = await runner.run([integration("http")])
     assert r.result.status == HealthStatus.UNREACHABLE
     assert r.result.reason == Reason.ERROR
-    assert r.result.error == "RuntimeError: vendor exploded"
+    assert r.result.error == "unexpected RuntimeError in the check"
 
 
 async def test_one_bad_config_row_does_not_affect_the_others(ctx: AdapterContext) -> None:

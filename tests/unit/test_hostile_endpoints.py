@@ -1,0 +1,182 @@
+"""Hostile endpoints: each fault gets its documented status and reason by its deadline, memory stays
+bounded, the other org's check is unaffected, and the planted credential appears in no output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+import trustme
+from aiohttp import web
+
+from exporter.adapters import ADAPTERS, AdapterContext
+from exporter.adapters.base import make_session
+from exporter.credentials import StaticCredentials
+from exporter.faults import FaultServer
+from exporter.model import HealthStatus, Integration, IntegrationResult, Reason
+from exporter.runner import Runner
+
+H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
+SECRET = "PLANTED-hostile-7c1e2a9b"
+DEADLINE = 1.5
+BYSTANDER = UUID("99999999-9999-4999-8999-999999999999")
+
+
+def rss_peak_mb() -> float:
+    return int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def reset_rss_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
+
+
+@pytest.fixture
+async def faults():
+    server = await FaultServer().start()
+    server.away_url = f"http://localhost:{server.port}/ok"  # another origin (host differs), same process
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def session():
+    async with make_session() as s:
+        yield s
+
+
+async def run_beside_a_bystander(session, config: dict, faults: FaultServer, caplog,
+                                 timeout: float = DEADLINE) -> IntegrationResult:
+    """Check the hostile target and, in the same run, another org's healthy one; return the hostile result."""
+    caplog.set_level(logging.DEBUG)
+    ctx = AdapterContext(session=session, credentials=StaticCredentials({"ref": SECRET}))
+    hostile = Integration(uuid4(), "http", config, credential_ref="ref")
+    bystander = Integration(BYSTANDER, "http", {"url": f"{faults.url}/ok", "method": "GET"})
+    # A hang guard only, far beyond the deadline: the assertion is on the result, not on the time.
+    hostile_result, other = await asyncio.wait_for(Runner(ADAPTERS, ctx, timeout=timeout).run([hostile, bystander]),
+                                                   timeout * 10)
+    assert other.result.status == H, other.result
+    outputs = [caplog.text, hostile_result.result.model_dump_json()]
+    outputs += [str(headers) for path, headers in faults.requests if path == "/ok"]  # where a redirect led
+    assert not [o for o in outputs if SECRET in o], "the planted secret leaked"
+    return hostile_result
+
+
+HOSTILE = [  # path, status, reason, error (exact)
+    ("/hang", U, Reason.TIMEOUT, f"timed out after {DEADLINE:g} s"),
+    ("/stall-body", U, Reason.TIMEOUT, f"timed out after {DEADLINE:g} s"),
+    ("/drip", U, Reason.TIMEOUT, f"timed out after {DEADLINE:g} s"),
+    ("/huge", D, Reason.BAD_RESPONSE, "unexpected response: response body larger than 256 KiB"),
+    ("/huge-chunked", D, Reason.BAD_RESPONSE, "unexpected response: response body larger than 256 KiB"),
+    ("/redirect-loop", D, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"),
+    ("/redirect-away", D, Reason.BAD_RESPONSE,
+     "unexpected response: redirect to another host (localhost) not followed with credentials"),
+    ("/http10", H, None, None),
+    ("/garbage", D, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"),
+    ("/reset-mid-body", U, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "reason", "error"), HOSTILE, ids=[h[0] for h in HOSTILE])
+async def test_each_hostile_endpoint_gets_its_documented_status(faults, session, caplog, path, status, reason,
+                                                                error) -> None:
+    reset_rss_peak()
+    before = rss_peak_mb()
+    # A custom header, so only keeping the secret out (not redacting a recognisable "Bearer …") passes.
+    config = {"url": faults.url + path, "method": "GET", "auth": "header", "auth_header": "X-Api-Key"}
+    r = await run_beside_a_bystander(session, config, faults, caplog)
+    assert (r.result.status, r.result.reason, r.result.error) == (status, reason, error)
+    assert r.result.latency_ms <= DEADLINE * 1000
+    assert rss_peak_mb() - before < 32, "memory grew with the hostile answer"
+
+
+async def test_a_redirect_to_another_host_is_followed_when_no_credentials_ride_along(faults, session,
+                                                                                     caplog) -> None:
+    r = await run_beside_a_bystander(session, {"url": f"{faults.url}/redirect-away", "method": "GET"}, faults, caplog)
+    assert r.result.status == H
+    assert [p for p, _ in faults.requests].count("/ok") == 2  # the bystander's and the followed redirect
+
+
+async def test_credentials_never_reach_the_host_a_redirect_names(faults, session, caplog) -> None:
+    for auth in ("bearer", "header"):
+        await run_beside_a_bystander(session, {"url": f"{faults.url}/redirect-away", "method": "GET", "auth": auth,
+                                               "auth_header": "X-Api-Key"}, faults, caplog)
+    followed = [h for path, h in faults.requests if path == "/ok" and "localhost" in h.get("Host", "")]
+    assert followed == []
+
+
+async def test_an_unresolvable_name_is_a_dns_failure(faults, session, caplog) -> None:
+    r = await run_beside_a_bystander(session, {"url": "http://no-such-host.invalid/health", "auth": "bearer"},
+                                     faults, caplog, timeout=5)
+    assert (r.result.status, r.result.reason) == (U, Reason.DNS)
+
+
+# --- TLS -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_cases(ca: trustme.CA) -> dict[str, trustme.LeafCert]:
+    now = datetime.now(UTC)
+    return {
+        "expired": ca.issue_cert("127.0.0.1", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)),
+        "self-signed": trustme.CA().issue_cert("127.0.0.1"),  # issued by a CA nobody trusts
+        "wrong-host": ca.issue_cert("other.example"),
+    }
+
+
+async def ok(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+@pytest.mark.parametrize("case", ["expired", "self-signed", "wrong-host"])
+@pytest.mark.parametrize("tls_verify", [True, False], ids=["verified", "trusted-per-integration"])
+async def test_a_bad_certificate_is_a_tls_failure_unless_trusted_per_integration(ca, faults, caplog, case,
+                                                                                  tls_verify) -> None:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_cases(ca)[case].configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
+    try:
+        async with make_session(ssl_context=client_ctx) as session:
+            url = f"https://127.0.0.1:{runner.addresses[0][1]}/"
+            r = await run_beside_a_bystander(session, {"url": url, "method": "GET", "auth": "bearer",
+                                                       "tls_verify": tls_verify}, faults, caplog)
+    finally:
+        await runner.cleanup()
+    if tls_verify:
+        assert (r.result.status, r.result.reason) == (U, Reason.TLS)
+        assert r.result.error == "TLS certificate rejected for 127.0.0.1"
+    else:
+        assert r.result.status == H
+
+
+# --- many at once ----------------------------------------------------------------------------------------
+
+async def test_a_thousand_hanging_integrations_time_out_and_the_healthy_ones_behind_them_do_not(faults,
+                                                                                               session) -> None:
+    hanging = [Integration(uuid4(), "http", {"url": f"{faults.url}/hang", "method": "GET"}) for _ in range(1000)]
+    healthy = [Integration(uuid4(), "http", {"url": f"{faults.url}/ok", "method": "GET"}) for _ in range(20)]
+    # As the service runs: one bound on concurrent checks, equal to the connection pool's size (256).
+    runner = Runner(ADAPTERS, AdapterContext(session=session), timeout=1.0, limiter=asyncio.Semaphore(256))
+    reset_rss_peak()
+    before = rss_peak_mb()
+    results = await asyncio.wait_for(runner.run(hanging + healthy), 60)
+    by_status = [(r.result.status, r.result.reason) for r in results]
+    assert by_status[:1000] == [(U, Reason.TIMEOUT)] * 1000
+    assert by_status[1000:] == [(H, None)] * 20
+    await asyncio.sleep(0.2)  # let the cancelled checks close their sockets
+    assert (len(runner.abandoned), faults.open_connections) == (0, 0)
+    assert rss_peak_mb() - before < 64
