@@ -169,13 +169,19 @@ class IntegrationResult:
 def parse_config(integration: Integration) -> Any:
     """Validate a row into its typed IntegrationConfig, or raise InvalidConfig naming the bad field."""
     if not isinstance(integration.config, dict):
-        raise InvalidConfig(f"config must be a JSON object, got {type(integration.config).__name__}")
+        raise InvalidConfig(f"config must be a JSON object, got {_json_type(integration.config)}")
     data = {**integration.config, "integration_type": integration.integration_type,
             "credential_ref": integration.credential_ref}
     try:
         return _CONFIG_ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise InvalidConfig(describe_validation_error(exc, integration.integration_type)) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "an array"}
+    return names.get(type(value), type(value).__name__)
 
 
 def describe_validation_error(exc: ValidationError, integration_type: str, root: str = "config") -> str:
@@ -185,12 +191,14 @@ def describe_validation_error(exc: ValidationError, integration_type: str, root:
         if err["type"] == "union_tag_invalid":
             parts.append(f"integration_type: unknown type {integration_type!r}")
             continue
-        loc = [str(p) for p in err["loc"]]
+        loc = [str(p)[:64] for p in err["loc"]]  # a key can be a megabyte long
         if loc and loc[0] == integration_type:  # the discriminated union prefixes the tag
             loc = loc[1:]
         msg = err["msg"].removeprefix("Value error, ")
+        if msg[1:2].islower():  # "Field required" → "field required", but "URL input …" stays
+            msg = msg[:1].lower() + msg[1:]
         prefix = ".".join([root, *loc]) if root else ".".join(loc)
-        parts.append(f"{prefix}: {msg[:1].lower()}{msg[1:]}" if prefix else f"{msg[:1].lower()}{msg[1:]}")
+        parts.append(f"{prefix}: {msg}" if prefix else msg)
     return "; ".join(parts)
 
 
@@ -202,6 +210,7 @@ _AUTH_HEADER = re.compile(r"\b(authorization\s*[:=]\s*)(\w+\s+)?[^\s,;]+", re.IG
 
 def sanitize(message: str) -> str:
     """Make an error message safe to store and show: no URL userinfo or query, no auth values, bounded."""
+    message = message[: MAX_ERROR_CHARS * 4]  # cut first: the patterns below are quadratic on a huge run
     message = _URL_CREDENTIALS.sub(r"\g<scheme>", message)
     message = _URL_QUERY.sub(r"\g<base>", message)
     message = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}[redacted]", message)

@@ -139,17 +139,17 @@ class Scheduler:
         assessments, results = {}, []
         for i in self.integrations:
             key = _key(i)
-            try:
+            try:  # a bad schedule fails its own integration only (croniter errors are ValueErrors)
                 sched = syncs.schedule_from_columns(i.sync)
+                if sched is None and key not in runs:
+                    continue
+                assessment = syncs.assess(sched, runs.get(key, []), now)
             except ValueError as exc:
                 if key in passive_keys:
                     results.append(self._passive(i, make_result(
                         HealthStatus.UNREACHABLE, 0, now, f"invalid configuration: sync schedule: {exc}",
                         Reason.INVALID_CONFIG), states.get(key), slot))
                 continue
-            if sched is None and key not in runs:
-                continue
-            assessment = syncs.assess(sched, runs.get(key, []), now)
             assessments[key] = assessment
             self._log_new_run(i, assessment.last_run)
             if key in passive_keys and (result := syncs.passive_result(assessment, now)):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from exporter.model import HealthResult, HealthStatus, Reason, make_result
 
@@ -43,8 +43,13 @@ class SyncSchedule:
             raise ValueError("the sync period must be > 0 seconds")
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file path
+            raise ValueError(f"unknown time zone {self.timezone[:64]!r}") from None
+        if self.cron is not None:
+            try:  # valid syntax can still never fire (0 2 31 2 *: 31 February)
+                self.next(datetime(2000, 1, 1, tzinfo=UTC))
+            except CroniterError:
+                raise ValueError(f"cron expression {self.cron!r} never fires") from None
 
     def previous(self, now: datetime) -> datetime:
         """The latest expected start at or before `now`."""
