@@ -137,7 +137,7 @@ async def test_one_bad_config_row_does_not_affect_the_others(ctx: AdapterContext
     assert results[0].result.error == (
         "invalid configuration: config.url: input should be a valid URL, relative URL without a base")
     assert results[2].result.error == "invalid configuration: no adapter for 'ftp'"
-    assert results[3].result.error == "invalid configuration: config must be a JSON object, got list"
+    assert results[3].result.error == "invalid configuration: config must be a JSON object, got an array"
 
 
 async def test_adapter_returning_something_else_is_an_error_not_a_crash(ctx: AdapterContext) -> None:
