@@ -48,7 +48,8 @@ OPENAPI: dict[str, Any] = {
                     "outcome": {"enum": ["success", "failure", "running"]},
                     "error_message": {"type": ["string", "null"]}}}}}},
             "responses": {"200": {"description": "stored"}, "400": _ERROR, "401": _ERROR,
-                          "409": {"description": "that period already finished with another outcome"}}}},
+                          "409": {"description": "that period already finished with another outcome"},
+                          "413": _ERROR, "415": _ERROR}}},
         "/api/v1/orgs/{org_id}/checks": {"post": {
             "summary": "Run the organisation's checks now (test connection); at most once a minute per org",
             "parameters": [_ORG],

@@ -172,7 +172,7 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
     if expected is None:
         return error_json(503, "the API is disabled: set EXPORTER_API_TOKEN")
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    if not hmac.compare_digest(given.encode(errors="surrogateescape"), expected.get_secret_value().encode()):
         return error_json(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
     return await handler(request)
 
@@ -265,6 +265,8 @@ def run_json(run: SyncRun) -> dict[str, Any]:
 
 async def post_sync_run(request: web.Request) -> web.Response:
     """Record a sync run idempotently: the same period again updates it; a changed finished outcome is 409."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        return error_json(415, f"send the run as JSON (Content-Type: application/json), not {request.content_type}")
     try:
         report = SyncRunReport.model_validate_json(await request.read())
     except ValidationError as exc:
