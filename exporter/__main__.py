@@ -140,7 +140,22 @@ async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | Non
     return EXIT_OK
 
 
+MIN_TOKEN_CHARS = 16
+
+
+def require_api_token(settings: Settings) -> None:
+    """Refuse to serve an open API: a token of some length, or the API explicitly switched off."""
+    if not settings.api_enabled:
+        return
+    if settings.api_token is None:
+        raise UsageError("EXPORTER_API_TOKEN is not set: set a long random bearer token for /api/v1 "
+                         "(e.g. `openssl rand -hex 24`), or EXPORTER_API_ENABLED=false to serve without the API")
+    if len(settings.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
+        raise UsageError(f"EXPORTER_API_TOKEN is shorter than {MIN_TOKEN_CHARS} characters: use a long random one")
+
+
 async def cmd_serve(dsn: str, settings: Settings, embedded: bool) -> int:
+    require_api_token(settings)
     if embedded:
         await apply_migrations(dsn)
     else:

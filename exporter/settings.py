@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     check_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_concurrency: int = Field(default=256, ge=1, le=10_000)
     api_token: SecretStr | None = None
+    api_enabled: bool = Field(default=True, description="false serves /metrics without the /api/v1 routes")
     run_now_min_interval_seconds: float = Field(default=60.0, ge=0)
     persist_queue_max: int = Field(default=100_000, ge=1)
     credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"

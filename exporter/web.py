@@ -169,8 +169,8 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
     if not request.path.startswith("/api/v1/") or request.path == "/api/v1/openapi.json":
         return await handler(request)
     expected = request.app[SETTINGS].api_token
-    if expected is None:
-        return error_json(503, "the API is disabled: set EXPORTER_API_TOKEN")
+    if expected is None or not request.app[SETTINGS].api_enabled:
+        return error_json(503, "the API is disabled (EXPORTER_API_ENABLED=false or no EXPORTER_API_TOKEN)")
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not hmac.compare_digest(given.encode(errors="surrogateescape"), expected.get_secret_value().encode()):
         return error_json(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})

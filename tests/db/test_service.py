@@ -111,7 +111,8 @@ async def test_run_now_runs_persists_and_is_rate_limited_per_org(api, admin) -> 
 async def test_without_a_token_configured_the_api_is_disabled_but_metrics_work(db_dsn, aiohttp_client) -> None:
     client = await aiohttp_client(create_app(settings_for(db_dsn, api_token=None), db_dsn))
     resp = await client.get(f"/api/v1/orgs/{uuid4()}/health")
-    assert (resp.status, (await resp.json())["error"]) == (503, "the API is disabled: set EXPORTER_API_TOKEN")
+    assert (resp.status, (await resp.json())["error"]) == (
+        503, "the API is disabled (EXPORTER_API_ENABLED=false or no EXPORTER_API_TOKEN)")
     assert (await client.get("/metrics")).status == 200
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/api/v1/openapi.json")).status == 200
@@ -130,7 +131,8 @@ async def test_sigterm_mid_cycle_loses_no_result_and_exits_0(db_dsn, admin, sim)
     await add_http(admin, org, "slow", base)
     await add_http(admin, org, "ok", base, kind="fiken")
     env = {**os.environ, "DATABASE_URL": db_dsn, "EXPORTER_PORT": str(free_port()), "EXPORTER_CHECK_INTERVAL": "86400",
-           "EXPORTER_CHECK_TIMEOUT_SECONDS": "3", "EXPORTER_CREDENTIAL_PROVIDER": "none"}
+           "EXPORTER_CHECK_TIMEOUT_SECONDS": "3", "EXPORTER_CREDENTIAL_PROVIDER": "none",
+           "EXPORTER_API_ENABLED": "false"}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "exporter", "serve", env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     await wait_until(lambda: state.requests.get("slow"), what="the hanging check to start")
@@ -174,3 +176,20 @@ async def test_database_stopped_mid_cycle_and_started_again_loses_no_result(tmp_
             await conn.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("token", "error"), [
+    (None, "EXPORTER_API_TOKEN is not set: set a long random bearer token for /api/v1"),
+    ("PLANTED-9c1", "EXPORTER_API_TOKEN is shorter than 16 characters"),
+])
+async def test_serve_refuses_to_start_an_open_or_weakly_guarded_api(db_dsn, token, error) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")} | {
+        "DATABASE_URL": db_dsn, "EXPORTER_PORT": str(free_port())}
+    if token:
+        env["EXPORTER_API_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "exporter", "serve", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2, out.decode()
+    assert error in out.decode()
+    assert token is None or token not in out.decode().replace(error, "")
