@@ -12,7 +12,7 @@ from uuid import UUID
 
 from exporter import schedule, syncs
 from exporter.collector import Metrics
-from exporter.leases import ShardLeases
+from exporter.leases import ShardLeases, shard_of
 from exporter.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason, make_result
 from exporter.outbox import Outbox
 from exporter.runner import Runner
@@ -206,6 +206,31 @@ class Scheduler:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    async def take_over(self, gained: Collection[int]) -> list[IntegrationResult]:
+        """Shards gained between cycles (their replica died or left): check, once, what their last owner
+        left unchecked in the current slot, so a crashed replica costs its integrations no slot."""
+        if not gained or self.last_slot is None or self.shards is None:
+            return []  # before the first cycle: that cycle covers every shard held
+        if self.cycle_task is not None and not self.cycle_task.done():
+            await asyncio.wait({self.cycle_task})  # it filtered by the old shards; then see what is left
+        slot, total = self.last_slot, self.shards.total
+        try:
+            mine = [i for i in await self.store.load_integrations() if shard_of(i.org_id, total) in gained]
+            keys = {_key(i) for i in mine}
+            fresh = [r for r in await self.store.last_results() if (r.org_id, r.integration_type) in keys]
+        except TRANSIENT_ERRORS as exc:
+            log.warning("cannot load the shards taken over (%s); the next cycle checks them", type(exc).__name__)
+            return []
+        self.snapshot.update(fresh)  # the previous owner's latest states decide what is still due
+        known = {_key(i) for i in self.integrations}
+        self.integrations = [*self.integrations, *(i for i in mine if _key(i) not in known)]
+        states = self.snapshot.states()
+        active = [i for i in mine if not self.is_passive(i, states.get(_key(i)), slot)]
+        todo = schedule.due(active, slot, self.interval_s, self.type_intervals, states)
+        log.info("took over %d shards: %d integrations, %d left unchecked in slot %s", len(gained), len(mine),
+                 len(todo), slot.isoformat())
+        return await self.check(todo, slot) if todo else []
 
     def restore(self, results: Sequence[IntegrationResult]) -> None:
         """Load the last known results (from the database) so a restart neither blanks nor re-checks."""

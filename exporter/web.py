@@ -107,7 +107,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES] = services
         services.loop_task = asyncio.create_task(services.scheduler.run_forever(services.stop))
         retry_task = asyncio.create_task(services.outbox.retry_forever())
-        lease_task = asyncio.create_task(renew_forever(shards))
+        lease_task = asyncio.create_task(renew_forever(shards, services.scheduler))
         yield
         lease_task.cancel()
         await shutdown(services, retry_task, grace_s=settings.check_timeout_seconds + 5)
@@ -117,11 +117,17 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-async def renew_forever(shards: ShardLeases) -> None:
-    """Renew (and rebalance) the leases every third of their TTL, between cycles too."""
+async def renew_forever(shards: ShardLeases, scheduler: Scheduler) -> None:
+    """Renew (and rebalance) the leases every third of their TTL, between cycles too; shards gained
+    here are taken over at once, not at the next slot."""
     while True:
         await asyncio.sleep(shards.ttl_s / 3)
-        await shards.maintain()
+        before = shards.owned
+        gained = await shards.maintain() - before
+        try:
+            await scheduler.take_over(gained)
+        except Exception:  # the lease loop must outlive any one take-over
+            log.exception("taking over %d shards failed; the next cycle checks them", len(gained))
 
 
 async def shutdown(services: Services, retry_task: asyncio.Task[None], grace_s: float) -> None:

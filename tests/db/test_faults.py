@@ -1,0 +1,188 @@
+"""Faults with real processes: PostgreSQL stopped for cycles or restarted mid-write, the service killed
+mid-cycle. Afterwards nothing is lost, nothing is doubled, and status and history agree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from exporter.localpg import LocalPostgres, free_port
+from exporter.migrate import migrate
+from exporter.simulator import Mode
+from exporter.web import SERVICES, create_app
+from tests.conftest import _bin_dir
+from tests.helpers import add_http, gauges, settings_for, wait_until
+
+
+
+@pytest.fixture
+async def own_pg(tmp_path: Path) -> AsyncIterator[tuple[LocalPostgres, str]]:
+    """A PostgreSQL of this test's own, so the test may stop and restart it."""
+    server = LocalPostgres(tmp_path / "pg", _bin_dir(), fast=True)
+    dsn = server.start()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    try:
+        yield server, dsn
+    finally:
+        server.stop()
+
+
+async def consistency(dsn: str) -> dict[str, int]:
+    """Status and history must tell one story: each status row is its integration's newest history row."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        disagree = await conn.fetchval("""
+            SELECT count(*) FROM integration_health_status s
+            WHERE NOT EXISTS (
+                SELECT 1 FROM (SELECT h.status, h.checked_at FROM health_check_history h
+                               WHERE (h.org_id, h.integration_type) = (s.org_id, s.integration_type)
+                               ORDER BY h.slot DESC LIMIT 1) newest
+                WHERE (newest.status, newest.checked_at) = (s.status, s.checked_at))""")
+        doubled = await conn.fetchval("""SELECT count(*) FROM (SELECT 1 FROM health_check_history
+                                         GROUP BY org_id, integration_type, slot HAVING count(*) > 1) d""")
+        return {"disagree": disagree, "doubled": doubled,
+                "status": await conn.fetchval("SELECT count(*) FROM integration_health_status"),
+                "history": await conn.fetchval("SELECT count(*) FROM health_check_history")}
+    finally:
+        await conn.close()
+
+
+async def seed(dsn: str, base: str, n: int = 3) -> list[UUID]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        orgs = [uuid4() for _ in range(n)]
+        for org in orgs:
+            await add_http(conn, org, "ok", base)
+        return orgs
+    finally:
+        await conn.close()
+
+
+async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gauges(own_pg, sim,
+                                                                                   aiohttp_client) -> None:
+    server, dsn = own_pg
+    _, base = sim
+    orgs = await seed(dsn, base)
+    client = await aiohttp_client(create_app(settings_for(dsn), dsn))
+    services = client.app[SERVICES]
+    services.outbox.retry_min_s = 0.2
+    await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
+    await wait_until(lambda: services.outbox.pending == 0, what="the first cycle's results to be stored")
+    server.stop()
+    slots = [datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i) for i in range(2)]  # the interval is a day
+    for slot in slots:
+        await services.scheduler.run_cycle(slot, slot)
+    assert services.outbox.pending == 2 * len(orgs)
+    assert (await client.get("/readyz")).status == 503
+    status = gauges(await (await client.get("/metrics")).text())["integration_health_status"]
+    healthy = [v for labels, v in status.items() if ("status", "healthy") in labels]
+    assert healthy == [1.0] * len(orgs)  # the last known values, served while the database is away
+
+    server.start()
+    await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queue to drain")
+    assert (await client.get("/readyz")).status == 200
+    assert await consistency(dsn) == {"disagree": 0, "doubled": 0, "status": len(orgs), "history": 3 * len(orgs)}
+
+
+async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg, sim, aiohttp_client) -> None:
+    server, dsn = own_pg
+    _, base = sim
+    orgs = await seed(dsn, base, n=5)
+    client = await aiohttp_client(create_app(settings_for(dsn), dsn))
+    services = client.app[SERVICES]
+    services.outbox.retry_min_s = 0.2
+    await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
+    await wait_until(lambda: services.outbox.pending == 0, what="the first cycle's results to be stored")
+
+    blocker = await asyncpg.connect(dsn)  # holds the history table, so the next write stops halfway
+    await blocker.execute("BEGIN; LOCK TABLE health_check_history IN ACCESS EXCLUSIVE MODE")
+    slot = datetime(2030, 1, 1, tzinfo=UTC)
+    cycle = asyncio.create_task(services.scheduler.run_cycle(slot, slot))
+    watcher = await asyncpg.connect(dsn)
+    await wait_until_async(lambda: watcher.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'integration-health' "
+        "AND wait_event_type = 'Lock'"), what="the write to wait on the lock")
+    await watcher.close()
+    server.stop()  # fast shutdown: every session, the waiting write's too, is cut off mid-transaction
+    with contextlib.suppress(Exception):
+        await blocker.close(timeout=1)
+    server.start()
+    await cycle
+    await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queued write to land")
+    assert await consistency(dsn) == {"disagree": 0, "doubled": 0, "status": len(orgs), "history": 2 * len(orgs)}
+
+
+async def wait_until_async(probe, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, sim, tmp_path) -> None:
+    server, dsn = own_pg
+    state, base = sim
+    state.modes.update({"slow": Mode("hang"), "ok": Mode("healthy")})
+    orgs = [uuid4() for _ in range(8)]  # spread over shards, so some land in the dead replica's half
+    conn = await asyncpg.connect(dsn)
+    for org in orgs:
+        await add_http(conn, org, "slow", base)
+        await add_http(conn, org, "ok", base, kind="fiken")
+    await conn.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")} | {
+        "DATABASE_URL": dsn, "EXPORTER_CHECK_INTERVAL": "86400", "EXPORTER_CHECK_TIMEOUT_SECONDS": "2",
+        "EXPORTER_CREDENTIAL_PROVIDER": "none", "EXPORTER_API_ENABLED": "false",
+        # A new replica id each start (host-pid), as without a StatefulSet: the successor must wait for
+        # the dead one's leases to lapse, then take its shards over within the slot.
+        "EXPORTER_LEASE_TTL_SECONDS": "3"}
+    logs = []
+
+    async def start() -> asyncio.subprocess.Process:
+        logs.append(tmp_path / f"serve-{len(logs)}.log")
+        with logs[-1].open("w") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "exporter", "serve", env=env | {"EXPORTER_PORT": str(free_port())},
+                stdout=out, stderr=asyncio.subprocess.STDOUT)
+
+    first = await start()
+    await wait_until(lambda: state.requests.get("slow") == len(orgs), what="the hanging checks to start")
+    first.send_signal(signal.SIGKILL)  # no shutdown, no flush: the cycle's results die with it
+    await first.wait()
+    assert (await consistency(dsn))["history"] == 0
+
+    second = await start()
+    try:
+        await wait_until_async(lambda: history_count(dsn, 2 * len(orgs)), timeout=60,
+                               what="the missed slot to be run")
+        await asyncio.sleep(3)  # a second run of the slot would check again here
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert second.returncode == 0, logs[-1].read_text()
+    assert "took over" in logs[-1].read_text()
+    n = 2 * len(orgs)
+    assert await consistency(dsn) == {"disagree": 0, "doubled": 0, "status": n, "history": n}
+    assert state.requests["slow"] == 2 * len(orgs)  # once by the killed process, once by its successor
+
+
+async def history_count(dsn: str, at_least: int) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM health_check_history") >= at_least
+    finally:
+        await conn.close()
