@@ -13,7 +13,12 @@ from uuid import UUID
 
 import aiohttp
 
-from exporter.adapters.base import AdapterContext, AdapterFactory, BodyTooLarge, TooManyRedirects
+from exporter.adapters.base import (
+    AdapterContext,
+    AdapterFactory,
+    BodyTooLarge,
+    TooManyRedirects,
+)
 from exporter.credentials import CredentialError
 from exporter.model import (
     HealthResult,

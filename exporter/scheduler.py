@@ -13,7 +13,15 @@ from uuid import UUID
 from exporter import schedule, syncs
 from exporter.collector import Metrics
 from exporter.leases import ShardLeases, shard_of
-from exporter.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason, make_result
+from exporter.model import (
+    CheckState,
+    HealthResult,
+    HealthStatus,
+    Integration,
+    IntegrationResult,
+    Reason,
+    make_result,
+)
 from exporter.outbox import Outbox
 from exporter.runner import Runner
 from exporter.snapshot import Snapshot

@@ -18,7 +18,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from exporter.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
+from exporter.model import (
+    CheckState,
+    HealthResult,
+    HealthStatus,
+    Integration,
+    IntegrationResult,
+    Reason,
+)
 from exporter.syncs import SyncRun
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from exporter.adapters.base import AdapterContext, Response, bad_response, classify_http, fetch, healthy_or_slow
+from exporter.adapters.base import (
+    AdapterContext,
+    Response,
+    bad_response,
+    classify_http,
+    fetch,
+    healthy_or_slow,
+)
 from exporter.adapters.tokens import TokenCache, TokenFailure
-from exporter.model import Dynamics365Config, HealthResult, HealthStatus, Reason, make_result
+from exporter.model import (
+    Dynamics365Config,
+    HealthResult,
+    HealthStatus,
+    Reason,
+    make_result,
+)
 
 WHOAMI_PATH = "/api/data/v9.2/WhoAmI"
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from exporter.adapters.base import AdapterContext, bad_response, classify_http, fetch, healthy_or_slow
+from exporter.adapters.base import (
+    AdapterContext,
+    bad_response,
+    classify_http,
+    fetch,
+    healthy_or_slow,
+)
 from exporter.model import FikenConfig, HealthResult
 
 

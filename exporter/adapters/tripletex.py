@@ -16,7 +16,13 @@ from exporter.adapters.base import (
 )
 from exporter.adapters.tokens import TokenCache, TokenFailure
 from exporter.credentials import CredentialError
-from exporter.model import HealthResult, HealthStatus, Reason, TripletexConfig, make_result
+from exporter.model import (
+    HealthResult,
+    HealthStatus,
+    Reason,
+    TripletexConfig,
+    make_result,
+)
 
 SESSION_DAYS = 1  # sessions are created to expire tomorrow; the cache renews them well before
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from exporter.adapters.base import AdapterContext, bad_response, classify_http, fetch, healthy_or_slow
-from exporter.model import HealthResult, HealthStatus, Reason, XledgerConfig, make_result
+from exporter.adapters.base import (
+    AdapterContext,
+    bad_response,
+    classify_http,
+    fetch,
+    healthy_or_slow,
+)
+from exporter.model import (
+    HealthResult,
+    HealthStatus,
+    Reason,
+    XledgerConfig,
+    make_result,
+)
 
 QUERY = {"query": "{ __typename }"}  # the cheapest billed request there is
 RATE_LIMITED = {"BAD_REQUEST.BURST_RATE_LIMIT_REACHED"}

@@ -24,7 +24,6 @@ from tests.conftest import _bin_dir
 from tests.helpers import add_http, gauges, settings_for, wait_until
 
 
-
 @pytest.fixture
 async def own_pg(tmp_path: Path) -> AsyncIterator[tuple[LocalPostgres, str]]:
     """A PostgreSQL of this test's own, so the test may stop and restart it."""

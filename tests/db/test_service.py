@@ -8,17 +8,13 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from uuid import uuid4
 
-import asyncpg
 import pytest
 
-from exporter.localpg import LocalPostgres, free_port
-from exporter.migrate import migrate
+from exporter.localpg import free_port
 from exporter.simulator import Mode
 from exporter.web import SERVICES, create_app
-from tests.conftest import _bin_dir
 from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
 
@@ -144,38 +140,6 @@ async def test_sigterm_mid_cycle_loses_no_result_and_exits_0(db_dsn, admin, sim)
     assert rows == {"http": "timed out after 3 s",
                     "fiken": "credential unavailable: this integration needs a credential_ref"}
 
-
-async def test_database_stopped_mid_cycle_and_started_again_loses_no_result(tmp_path: Path, aiohttp_client,
-                                                                            sim) -> None:
-    state, base = sim
-    server = LocalPostgres(tmp_path / "pg", _bin_dir(), fast=True)
-    dsn = server.start()
-    try:
-        conn = await asyncpg.connect(dsn)
-        await migrate(conn)
-        org = uuid4()
-        await add_http(conn, org, "ok", base)
-        await conn.close()
-        client = await aiohttp_client(create_app(settings_for(dsn), dsn))
-        services = client.app[SERVICES]
-        services.outbox.retry_min_s = 0.2
-        await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
-        server.stop()
-        slot = datetime(2030, 1, 1, tzinfo=UTC)  # a later slot, run by hand while the database is down
-        results = await services.scheduler.run_cycle(slot, slot)
-        assert len(results) == 1 and services.outbox.pending == 1
-        text = await (await client.get("/metrics")).text()
-        assert "integration_health_persist_queue_results 1.0" in text
-        assert (await client.get("/readyz")).status == 503
-        server.start()
-        await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queue to drain")
-        conn = await asyncpg.connect(dsn)
-        try:
-            assert await conn.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", slot) == 1
-        finally:
-            await conn.close()
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(("token", "error"), [

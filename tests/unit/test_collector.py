@@ -12,7 +12,13 @@ from uuid import UUID
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import Metrics
-from exporter.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
+from exporter.model import (
+    CheckState,
+    HealthStatus,
+    IntegrationResult,
+    Reason,
+    make_result,
+)
 from exporter.snapshot import Snapshot
 from tests.conftest import require_tool
 

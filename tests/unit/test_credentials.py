@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.credentials import CachedCredentials, CredentialError, DirectoryCredentials, StaticCredentials
+from exporter.credentials import (
+    CachedCredentials,
+    CredentialError,
+    DirectoryCredentials,
+    StaticCredentials,
+)
 
 
 async def test_directory_provider_reads_one_file_per_secret(tmp_path: Path) -> None:
