@@ -65,12 +65,6 @@ async def test_authenticated_without_a_valid_org_claim_sees_nothing(seeded, clai
     assert rows == []
 
 
-@pytest.mark.parametrize("table", TABLES)
-async def test_anon_sees_nothing(seeded, table: str) -> None:
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await as_role(seeded, "anon", {"org_id": str(ORG_A)}, f"SELECT * FROM {table}")
-
-
 @pytest.mark.parametrize("sql", [
     "INSERT INTO integration_health_status (org_id, integration_type, status, checked_at) "
     "VALUES ('{org}', 'fiken', 'healthy', now())",
@@ -132,3 +126,48 @@ async def test_every_table_in_the_schema_has_row_level_security(admin) -> None:
         assert (r["relrowsecurity"], r["relforcerowsecurity"]) == (True, forced), r["relname"]
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await as_role(admin, "authenticated", {}, "SELECT * FROM integration_health_migrations")
+
+
+async def public_tables(conn: asyncpg.Connection) -> dict[str, str]:
+    """Every table the migrations created, discovered (not listed), with a column to touch in an UPDATE."""
+    rows = await conn.fetch("""
+        SELECT c.relname, (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                           AND NOT a.attisdropped AND a.attidentity = '' AND a.attgenerated = ''
+                           ORDER BY a.attnum LIMIT 1) AS col
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1""")
+    return {r["relname"]: r["col"] for r in rows}
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+async def test_no_client_role_can_insert_update_or_delete_in_any_table(seeded, role: str) -> None:
+    tables = await public_tables(seeded)
+    assert set(TABLES) <= set(tables)
+    for table, col in tables.items():
+        for op in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+            assert not await seeded.fetchval("SELECT has_table_privilege($1, $2, $3)", role, f"public.{table}", op), (
+                role, op, table)
+        for sql in (f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM {table}",  # B rows copied
+                    f"UPDATE {table} SET {col} = {col} WHERE true",
+                    f"DELETE FROM {table}"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await as_role(seeded, role, {"org_id": str(ORG_A)}, sql)
+    assert await seeded.fetchval("SELECT count(*) FROM integration_health_status") == 2  # nothing changed
+
+
+async def test_anon_can_read_no_table(seeded) -> None:
+    for table in await public_tables(seeded):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(seeded, "anon", {"org_id": str(ORG_A)}, f"SELECT * FROM {table}")
+
+
+async def test_authenticated_reads_no_other_orgs_row_in_any_table(seeded) -> None:
+    for table in await public_tables(seeded):
+        has_org = await seeded.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                                        "'public' AND table_name = $1 AND column_name = 'org_id'", table)
+        if not has_org:  # no org to scope by: no grant at all
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, f"SELECT * FROM {table}")
+            continue
+        rows = await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, f"SELECT org_id FROM {table}")
+        assert {r["org_id"] for r in rows} == {ORG_A}, table
