@@ -43,3 +43,29 @@ def gauges(text: str) -> dict[str, dict[tuple, float]]:
     return out
 
 
+
+
+async def database_text(dsn: str) -> str:
+    """Every row of every table in the public schema, as text: where a leaked secret would be found."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = await conn.fetch("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                  "WHERE n.nspname = 'public' AND c.relkind = 'r'")
+        return "\n".join([str(await conn.fetch(f'SELECT t::text FROM public."{t["relname"]}" t')) for t in tables])
+    finally:
+        await conn.close()
+
+
+async def service_outputs(client, dsn: str, orgs) -> dict[str, str]:
+    """What a running service shows the world: /metrics, the API for each org, and its database rows."""
+    outputs = {"/metrics": await (await client.get("/metrics")).text(), "database": await database_text(dsn),
+               "/readyz": await (await client.get("/readyz")).text()}
+    for org in orgs:
+        for path in (f"/api/v1/orgs/{org}/health", f"/api/v1/orgs/{org}/health/history"):
+            outputs[path] = await (await client.get(path, headers=AUTH)).text()
+    return outputs
+
+
+def assert_secret_absent(secret: str, outputs: dict[str, str]) -> None:
+    leaks = [name for name, text in outputs.items() if secret in text]
+    assert not leaks, f"the planted secret leaked into: {leaks}"

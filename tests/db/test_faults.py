@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import signal
 import sys
@@ -21,7 +23,14 @@ from exporter.migrate import migrate
 from exporter.simulator import Mode
 from exporter.web import SERVICES, create_app
 from tests.conftest import _bin_dir
-from tests.helpers import add_http, gauges, settings_for, wait_until
+from tests.helpers import (
+    add_http,
+    assert_secret_absent,
+    gauges,
+    service_outputs,
+    settings_for,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -60,23 +69,36 @@ async def consistency(dsn: str) -> dict[str, int]:
         await conn.close()
 
 
-async def seed(dsn: str, base: str, n: int = 3) -> list[UUID]:
+PLANTED = "PLANTED-fault-5e6f7a0b"
+
+
+async def seed(dsn: str, sim, tmp_path: Path, n: int = 3) -> list[UUID]:
+    """n orgs, each with a Fiken integration whose tenant accepts only the planted secret."""
+    state, base = sim
+    (tmp_path / "fiken-token").write_text(PLANTED)
     conn = await asyncpg.connect(dsn)
     try:
         orgs = [uuid4() for _ in range(n)]
-        for org in orgs:
-            await add_http(conn, org, "ok", base)
+        for i, org in enumerate(orgs):
+            state.secrets[f"t{i}"] = PLANTED
+            await conn.execute("INSERT INTO integration_config (org_id, integration_type, config, credential_ref) "
+                               "VALUES ($1, 'fiken', $2::jsonb, 'fiken-token')", org,
+                               json.dumps({"url": f"{base}/fiken/t{i}/api/v2"}))
         return orgs
     finally:
         await conn.close()
 
 
-async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gauges(own_pg, sim,
-                                                                                   aiohttp_client) -> None:
+def settings_with_secrets(dsn: str, tmp_path: Path):
+    return settings_for(dsn, credential_provider="directory", credentials_dir=tmp_path)
+
+
+async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gauges(own_pg, sim, tmp_path,
+                                                                                   aiohttp_client, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
     server, dsn = own_pg
-    _, base = sim
-    orgs = await seed(dsn, base)
-    client = await aiohttp_client(create_app(settings_for(dsn), dsn))
+    orgs = await seed(dsn, sim, tmp_path)
+    client = await aiohttp_client(create_app(settings_with_secrets(dsn, tmp_path), dsn))
     services = client.app[SERVICES]
     services.outbox.retry_min_s = 0.2
     await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
@@ -89,19 +111,21 @@ async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gau
     assert (await client.get("/readyz")).status == 503
     status = gauges(await (await client.get("/metrics")).text())["integration_health_status"]
     healthy = [v for labels, v in status.items() if ("status", "healthy") in labels]
-    assert healthy == [1.0] * len(orgs)  # the last known values, served while the database is away
+    assert healthy == [1.0] * len(orgs)  # healthy: the right secret reached the vendor  # the last known values, served while the database is away
 
     server.start()
     await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queue to drain")
     assert (await client.get("/readyz")).status == 200
     assert await consistency(dsn) == {"disagree": 0, "doubled": 0, "status": len(orgs), "history": 3 * len(orgs)}
+    assert_secret_absent(PLANTED, await service_outputs(client, dsn, orgs) | {"logs": caplog.text})
 
 
-async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg, sim, aiohttp_client) -> None:
+async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg, sim, tmp_path, aiohttp_client,
+                                                                        caplog) -> None:
+    caplog.set_level(logging.DEBUG)
     server, dsn = own_pg
-    _, base = sim
-    orgs = await seed(dsn, base, n=5)
-    client = await aiohttp_client(create_app(settings_for(dsn), dsn))
+    orgs = await seed(dsn, sim, tmp_path, n=5)
+    client = await aiohttp_client(create_app(settings_with_secrets(dsn, tmp_path), dsn))
     services = client.app[SERVICES]
     services.outbox.retry_min_s = 0.2
     await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
@@ -123,6 +147,7 @@ async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg,
     await cycle
     await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queued write to land")
     assert await consistency(dsn) == {"disagree": 0, "doubled": 0, "status": len(orgs), "history": 2 * len(orgs)}
+    assert_secret_absent(PLANTED, await service_outputs(client, dsn, orgs) | {"logs": caplog.text})
 
 
 async def wait_until_async(probe, timeout: float = 30.0, what: str = "condition") -> None:
