@@ -124,11 +124,11 @@ async def _huge_chunked(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
 
 
 async def _redirect_loop(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
-    w.write(b"HTTP/1.1 302 Found\r\nLocation: /redirect-loop\r\nContent-Length: 0\r\n\r\n")
+    w.write(b"HTTP/1.1 302 Found\r\nLocation: /redirect-loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
 async def _redirect_away(server: FaultServer, w: Writer, __: dict[str, str]) -> None:
-    w.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % server.away_url.encode())
+    w.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % server.away_url.encode())
 
 
 async def _http10(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
@@ -153,3 +153,16 @@ ROUTES: dict[str, Callable[[FaultServer, Writer, dict[str, str]], Awaitable[None
     "/huge-chunked": _huge_chunked, "/redirect-loop": _redirect_loop, "/redirect-away": _redirect_away,
     "/http10": _http10, "/garbage": _garbage, "/reset-mid-body": _reset_mid_body,
 }
+
+
+async def _serve(port: int) -> None:
+    server = await FaultServer(port=port).start()
+    server.away_url = f"http://localhost:{server.port}/ok"
+    print(f"fault server listening on {server.url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # python -m exporter.faults [port]: for the soak benchmark, as its own process
+    import sys
+
+    asyncio.run(_serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
