@@ -128,7 +128,8 @@ async def _redirect_loop(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
 
 
 async def _redirect_away(server: FaultServer, w: Writer, __: dict[str, str]) -> None:
-    w.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % server.away_url.encode())
+    location = server.away_url.encode()
+    w.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % location)
 
 
 async def _http10(_: FaultServer, w: Writer, __: dict[str, str]) -> None:

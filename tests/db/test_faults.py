@@ -111,7 +111,8 @@ async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gau
     assert (await client.get("/readyz")).status == 503
     status = gauges(await (await client.get("/metrics")).text())["integration_health_status"]
     healthy = [v for labels, v in status.items() if ("status", "healthy") in labels]
-    assert healthy == [1.0] * len(orgs)  # healthy: the right secret reached the vendor  # the last known values, served while the database is away
+    # The last known values, served while the database is away (healthy: the secret reached the vendor).
+    assert healthy == [1.0] * len(orgs)
 
     server.start()
     await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queue to drain")
