@@ -241,10 +241,18 @@ class Scheduler:
         return await self.check(todo, slot) if todo else []
 
     def restore(self, results: Sequence[IntegrationResult]) -> None:
-        """Load the last known results (from the database) so a restart neither blanks nor re-checks."""
+        """Load the last known results (from the database) so a restart neither blanks nor re-checks.
+
+        The first cycle then runs for the current slot and checks only what is still due in it, by each
+        integration's stored next check: a crash after part of a slot was written costs the rest nothing.
+        """
         if self.shards is not None:
             results = [r for r in results if self.shards.owns(r.org_id)]
-        self.snapshot.update(results)
-        if results:
-            newest = max(r.result.checked_at for r in results)
-            self.last_slot = schedule.slot_start(newest, self.interval_s)
+        self.snapshot.update([self._assume_next_check(r) for r in results])
+
+    def _assume_next_check(self, r: IntegrationResult) -> IntegrationResult:
+        """A row written without a next check (by hand, or by an older version) is due in its next slot."""
+        if r.state.next_check_at is not None:
+            return r
+        next_check = schedule.next_slot(r.result.checked_at, self.interval_s)
+        return replace(r, state=replace(r.state, next_check_at=next_check))

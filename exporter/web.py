@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -249,18 +250,31 @@ async def post_checks(request: web.Request) -> web.Response:
     return web.json_response({"org_id": str(org_id), "integrations": [result_json(r) for r in results]})
 
 
+RUN_YEARS = (2000, 2200)
+
+
 class SyncRunReport(BaseModel):
     """A sync scheduler's report of one run; (org_id, integration_type, scheduled_for) is its period."""
 
     model_config = ConfigDict(extra="forbid")
 
     org_id: UUID
-    integration_type: str = Field(min_length=1, max_length=64)
+    integration_type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     scheduled_for: AwareDatetime
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     outcome: Literal["success", "failure", "running"]
-    error_message: str | None = Field(default=None, max_length=2000)
+    error_message: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00]*$")  # PostgreSQL text has no NUL
+
+    @field_validator("scheduled_for", "started_at", "finished_at")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        """Years 1 and 9999 parse, but do not survive a time-zone shift into PostgreSQL: refuse, and say so."""
+        if value is None:
+            return None
+        if not RUN_YEARS[0] <= value.year < RUN_YEARS[1]:
+            raise ValueError(f"must be between the years {RUN_YEARS[0]} and {RUN_YEARS[1]}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> SyncRunReport:

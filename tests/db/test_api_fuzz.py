@@ -90,3 +90,16 @@ def test_a_header_over_8_kb_is_refused_by_the_http_parser_with_a_400(live_api) -
     resp = requests.get(f"{live_api}/api/v1/orgs/{uuid.uuid4()}/health",
                         headers={"Authorization": "Bearer " + "x" * 10_000}, timeout=30)
     assert resp.status_code == 400
+
+
+@pytest.mark.parametrize(("field", "value", "error"), [
+    ("error_message", "boom\x00", "error_message: string should match pattern"),
+    ("integration_type", "x\x00", "integration_type: string should match pattern"),
+    ("scheduled_for", "0001-01-01T00:00:00+14:00", "scheduled_for"),
+    ("scheduled_for", "9999-12-31T23:59:59-14:00", "scheduled_for"),
+])
+def test_values_postgresql_cannot_store_are_a_400_naming_the_field(live_api, field, value, error) -> None:
+    body = {"org_id": str(uuid.uuid4()), "integration_type": "xledger", "scheduled_for": "2026-11-22T01:00:00Z",
+            "outcome": "success"} | {field: value}
+    resp = requests.post(f"{live_api}/api/v1/sync-runs", json=body, headers=AUTH, timeout=30)
+    assert (resp.status_code, error in resp.json()["error"]) == (400, True), resp.text[:300]

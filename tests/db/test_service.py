@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -157,3 +157,20 @@ async def test_serve_refuses_to_start_an_open_or_weakly_guarded_api(db_dsn, toke
     assert proc.returncode == 2, out.decode()
     assert error in out.decode()
     assert token is None or token not in out.decode().replace(error, "")
+
+
+async def test_a_restart_mid_slot_checks_only_what_the_slot_still_owes(db_dsn, admin, sim, aiohttp_client) -> None:
+    """A crash after part of a slot was written (passive results, a run-now): the rest still gets checked."""
+    state, base = sim
+    done, owed = uuid4(), uuid4()
+    await add_http(admin, done, "done", base)
+    await add_http(admin, owed, "owed", base)
+    now = datetime.now(UTC)
+    slot = datetime.fromtimestamp(now.timestamp() - now.timestamp() % 86400, UTC)  # settings_for: daily slots
+    for org, checked, next_check in ((done, now, slot + timedelta(days=1)), (owed, slot - timedelta(hours=1), slot)):
+        await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
+                            "checked_at, next_check_at) VALUES ($1, 'http', 'healthy', 5, $2, $3)",
+                            org, checked, next_check)
+    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
+    assert state.requests == {"owed": 1}
