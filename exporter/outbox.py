@@ -54,10 +54,11 @@ class Outbox:
                 batch = self._batches[0]
                 try:
                     await self.store.persist(batch.results, batch.slot)
-                except PersistError as exc:
+                except Exception as exc:  # whatever the database did, the results stay queued
                     self.metrics.persist_errors.inc()
                     self.metrics.persist_queue.set(self.pending)
-                    log.warning("database write failed; %d results kept for retry: %s", self.pending, exc)
+                    why = exc if isinstance(exc, PersistError) else f"unexpected {type(exc).__name__}"
+                    log.warning("database write failed; %d results kept for retry: %s", self.pending, why)
                     self._wake.set()
                     return False
                 self._batches.popleft()

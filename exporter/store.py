@@ -122,6 +122,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,  # a pooled connection cut off mid-query ("another operation is in progress")
 )
 
 

@@ -35,6 +35,15 @@ async def wait_until(predicate, timeout: float = 30.0, what: str = "condition") 
         await asyncio.sleep(0.05)
 
 
+async def wait_until_async(probe, timeout: float = 30.0, what: str = "condition") -> None:
+    """wait_until for a probe that has to await (a database query, say)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 def gauges(text: str) -> dict[str, dict[tuple, float]]:
     out: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(text):

@@ -30,6 +30,7 @@ from tests.helpers import (
     service_outputs,
     settings_for,
     wait_until,
+    wait_until_async,
 )
 
 
@@ -149,14 +150,6 @@ async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg,
     await wait_until(lambda: services.outbox.pending == 0, timeout=60, what="the queued write to land")
     assert await consistency(dsn) == {"disagree": 0, "doubled": 0, "status": len(orgs), "history": 2 * len(orgs)}
     assert_secret_absent(PLANTED, await service_outputs(client, dsn, orgs) | {"logs": caplog.text})
-
-
-async def wait_until_async(probe, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, sim, tmp_path) -> None:

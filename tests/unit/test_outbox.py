@@ -1,0 +1,41 @@
+"""The outbox keeps results through any database failure, not only the ones the store expected."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.collector import Metrics
+from exporter.model import HealthResult, HealthStatus, IntegrationResult
+from exporter.outbox import Outbox
+from exporter.snapshot import Snapshot
+from exporter.store import PersistError
+
+SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class FlakyStore:
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures, self.written = failures, []
+
+    async def persist(self, results, slot) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.written.extend(results)
+
+
+@pytest.mark.parametrize("error", [PersistError("database away"), asyncpg.InternalClientError("state 15"),
+                                   RuntimeError("a driver bug")], ids=["expected", "asyncpg-internal", "unforeseen"])
+async def test_a_failed_write_keeps_the_results_and_the_next_flush_writes_them(error) -> None:
+    store = FlakyStore([error])
+    outbox = Outbox(store, Metrics(CollectorRegistry(), Snapshot(), "test"))  # type: ignore[arg-type]
+    results = [IntegrationResult(uuid4(), "http", HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
+                                                               checked_at=SLOT)) for _ in range(3)]
+    assert await outbox.submit(results, SLOT) is False
+    assert outbox.pending == 3
+    assert await outbox.flush() is True
+    assert (outbox.pending, store.written) == (0, results)
