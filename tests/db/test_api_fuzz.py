@@ -4,6 +4,7 @@ right token, none and a wrong one. No input may produce a 5xx, and every error i
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from tests.conftest import dsn_for
 from tests.helpers import AUTH, settings_for
 
 SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
-SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=80)
+SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=80,
+                                deterministic=os.environ.get("CI") == "true")  # as the hypothesis "ci" profile
 TOKENS = [AUTH, {}, {"Authorization": "Bearer wrong"}]
 
 
