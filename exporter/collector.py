@@ -15,6 +15,7 @@ Sample of what the collector renders, per integration:
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import Collection, Iterator, Sequence
 
@@ -115,6 +116,14 @@ class SnapshotCollector:
         )
 
 
+def render_fleet(snapshot: Snapshot) -> tuple[bytes, bytes]:
+    """The per-integration series as exposition text and gzipped; touches nothing but `snapshot`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    text = generate_latest(registry)
+    return text, gzip.compress(text, compresslevel=5)
+
+
 class Metrics:
     """The service's metrics, in registries of its own (one pair per app, one per test).
 
@@ -128,9 +137,8 @@ class Metrics:
         disable_created_metrics()  # `_created` series double the output and say nothing to an operator
         self.registry, self.snapshot = registry, snapshot
         self.known_types = frozenset(known_types)
-        self.fleet = CollectorRegistry(auto_describe=True)
-        self.fleet.register(SnapshotCollector(snapshot))
-        self._cache: tuple[int, bytes, bytes] | None = None
+        self._cache: tuple[int, bytes, bytes] | None = None  # (snapshot version, text, gzip) of the fleet part
+        self._render_lock = asyncio.Lock()
         kw = {"registry": registry}
         self.checks = Counter("integration_health_checks", "Checks run, by type and resulting status",
                               ["integration_type", "status"], **kw)
@@ -156,9 +164,25 @@ class Metrics:
 
     def render(self, compressed: bool = False) -> bytes:
         """The exposition text (or a multi-member gzip of it): cached fleet part + fresh service part."""
-        if self._cache is None or self._cache[0] != self.snapshot.version:
-            fleet = generate_latest(self.fleet)
-            self._cache = (self.snapshot.version, fleet, gzip.compress(fleet, compresslevel=5))
+        if self._stale():
+            self._cache = (self.snapshot.version, *render_fleet(self.snapshot))
+        return self._assemble(compressed)
+
+    async def render_off_loop(self, compressed: bool = False) -> bytes:
+        """As render(), but a stale fleet part (~0.7 s at 10,000 integrations) is rendered in a thread
+        from a copy of the snapshot, so the event loop keeps serving and checking meanwhile."""
+        if self._stale():
+            async with self._render_lock:  # concurrent scrapes after a cycle wait for one render
+                if self._stale():
+                    version, frozen = self.snapshot.version, self.snapshot.copy()
+                    self._cache = (version, *await asyncio.to_thread(render_fleet, frozen))
+        return self._assemble(compressed)
+
+    def _stale(self) -> bool:
+        return self._cache is None or self._cache[0] != self.snapshot.version
+
+    def _assemble(self, compressed: bool) -> bytes:
+        assert self._cache is not None
         own = generate_latest(self.registry)
         if compressed:  # gzip members concatenate into one valid stream (RFC 1952), so the cache is reused
             return self._cache[2] + gzip.compress(own, compresslevel=5)

@@ -36,5 +36,9 @@ class Snapshot:
         if gone:
             self.version += 1
 
+    def copy(self) -> Snapshot:
+        """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
+        return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes))
+
     def states(self) -> dict[Key, CheckState]:
         return {k: r.state for k, r in self.results.items()}

@@ -312,7 +312,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
     if gz:
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=request.app[SERVICES].metrics.render(compressed=gz), headers=headers)
+    return web.Response(body=await request.app[SERVICES].metrics.render_off_loop(compressed=gz), headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

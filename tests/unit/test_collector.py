@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import subprocess
@@ -79,3 +80,15 @@ def test_promtool_check_metrics_is_clean() -> None:
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert proc.stdout.decode() + proc.stderr.decode() == ""
     assert proc.returncode == 0
+
+
+async def test_off_loop_render_reads_a_copy_so_changes_during_it_wait_for_the_next_scrape() -> None:
+    metrics, snapshot = sample_metrics()
+    expected = sample_metrics()[0].render()
+    rendering = asyncio.create_task(metrics.render_off_loop())
+    await asyncio.sleep(0)  # the copy is taken; the thread renders while the snapshot changes under it
+    snapshot.retain(set())
+    first = await rendering
+    assert first.split(b"# HELP integration_health_build_info")[0] == expected.split(
+        b"# HELP integration_health_build_info")[0]
+    assert b'org_id="aaaaaaaa' not in await metrics.render_off_loop()  # the next scrape sees the change
