@@ -165,8 +165,10 @@ async def test_a_restart_mid_slot_checks_only_what_the_slot_still_owes(db_dsn, a
     done, owed = uuid4(), uuid4()
     await add_http(admin, done, "done", base)
     await add_http(admin, owed, "owed", base)
+    if (left := 86400 - datetime.now(UTC).timestamp() % 86400) < 30:
+        await asyncio.sleep(left + 1)  # not across midnight UTC: the daily slot (settings_for) would change under us
     now = datetime.now(UTC)
-    slot = datetime.fromtimestamp(now.timestamp() - now.timestamp() % 86400, UTC)  # settings_for: daily slots
+    slot = datetime.fromtimestamp(now.timestamp() - now.timestamp() % 86400, UTC)
     for org, checked, next_check in ((done, now, slot + timedelta(days=1)), (owed, slot - timedelta(hours=1), slot)):
         await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
                             "checked_at, next_check_at) VALUES ($1, 'http', 'healthy', 5, $2, $3)",
