@@ -169,7 +169,7 @@ class Metrics:
         return self._assemble(compressed)
 
     async def render_off_loop(self, compressed: bool = False) -> bytes:
-        """As render(), but a stale fleet part (~0.7 s at 10,000 integrations) is rendered in a thread
+        """As render(), but a stale fleet part (~0.9 s at 10,000 integrations) is rendered in a thread
         from a copy of the snapshot, so the event loop keeps serving and checking meanwhile."""
         if self._stale():
             async with self._render_lock:  # concurrent scrapes after a cycle wait for one render

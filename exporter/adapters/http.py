@@ -29,7 +29,11 @@ REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
 class RedirectNotFollowed(Exception):
-    """A redirect to another origin while the probe carries credentials."""
+    """A redirect to another origin while the probe carries credentials; the time spent until then."""
+
+    def __init__(self, message: str, latency_ms: float) -> None:
+        super().__init__(message)
+        self.latency_ms = latency_ms
 
 
 class HttpCheck:
@@ -46,7 +50,7 @@ class HttpCheck:
             if method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET
                 resp = await self._follow("GET", url, headers, options)
         except RedirectNotFollowed as exc:
-            return bad_response(0, self.ctx.clock(), str(exc))
+            return bad_response(exc.latency_ms, self.ctx.clock(), str(exc))
         now = self.ctx.clock()
         expected = frozenset(config.expected_status) or None
         result = classify_http(resp, now, expected=expected)
@@ -66,7 +70,8 @@ class HttpCheck:
                 return dataclasses.replace(resp, latency_ms=total_ms)
             here, there = URL(url), URL(url).join(URL(location))
             if headers and there.origin() != here.origin():
-                raise RedirectNotFollowed(f"redirect to another host ({there.host}) not followed with credentials")
+                raise RedirectNotFollowed(f"redirect to another host ({there.host}) not followed with credentials",
+                                          total_ms)
             method = "GET" if resp.status == 303 else method
             url = str(there)
         raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects (redirect loop?)")
