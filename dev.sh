@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
 PG15_BIN=${EXPORTER_SYSTEM_PG_BIN:-/usr/lib/postgresql/15/bin}
-CORE=exporter/model.py,exporter/runner.py,exporter/schedule.py,exporter/syncs.py,exporter/store.py,exporter/adapters/http.py
+CORE="exporter/core/*,exporter/engine/*"
 
 ensure_venv() {
   if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then

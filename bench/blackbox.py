@@ -31,13 +31,15 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import start_process, start_simulator  # noqa: E402
-from exporter.adapters import ADAPTERS  # noqa: E402
-from exporter.adapters.base import make_session  # noqa: E402
-from exporter.localpg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
-from exporter.migrate import migrate  # noqa: E402
+from exporter.adapters.transport import make_session  # noqa: E402
+from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
+from exporter.services import build_services, credential_provider  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
-from exporter.store import create_pool  # noqa: E402
-from exporter.web import build_services  # noqa: E402
+from exporter.storage.migrate import migrate  # noqa: E402
+from exporter.storage.store import (
+    Store,  # noqa: E402
+    create_pool,  # noqa: E402
+)
 
 BLACKBOX_CONFIG = """modules:
   http_get:
@@ -60,7 +62,8 @@ async def ours(dsn: str, base: str, n: int, concurrency: int, fresh: bool, slot:
     pool = await create_pool(dsn, max_size=10)
     try:
         async with make_session(limit=concurrency, force_close=fresh) as session:
-            services = build_services(settings, pool, session, ADAPTERS)
+            services = build_services(settings, store=Store(pool), session=session,
+                                      credentials=credential_provider(settings, pool))
             cpu0, wall0 = time.process_time(), time.perf_counter()
             results = await services.scheduler.run_cycle(slot, slot)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

@@ -27,29 +27,28 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, start_simulator  # noqa: E402
-from exporter.adapters import ADAPTERS  # noqa: E402
-from exporter.adapters.base import make_session  # noqa: E402
-from exporter.demo import install_vault_stand_in  # noqa: E402
-from exporter.localpg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
-from exporter.migrate import migrate  # noqa: E402
+from exporter.adapters.transport import make_session  # noqa: E402
+from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
+from exporter.demo.seed import install_vault_stand_in  # noqa: E402
+from exporter.demo.simulator import FAKES  # noqa: E402
+from exporter.services import build_services, credential_provider  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
-from exporter.store import create_pool  # noqa: E402
-from exporter.web import build_services  # noqa: E402
+from exporter.storage.migrate import migrate  # noqa: E402
+from exporter.storage.store import (
+    Store,  # noqa: E402
+    create_pool,  # noqa: E402
+)
+from exporter.web.metrics import Exposition  # noqa: E402
 
-KINDS = ("http", "xledger", "fiken", "tripletex", "dynamics365")
-SECRETS = {"bench-xledger": "x", "bench-fiken": "f", "bench-dynamics365": "d",
-           "bench-tripletex": json.dumps({"consumer_token": "c", "employee_token": "e"}), "bench-http": "h"}
+KINDS = tuple(ADAPTERS)
+SECRETS = {f"bench-{kind}": FAKES[kind].credential("bench")[0] for kind in KINDS}  # the fakes accept any secret
 
 
 def config(kind: str, base: str, tenant: str) -> dict:
-    return {
-        "http": {"url": f"{base}/http/{tenant}", "method": "GET"},
-        "xledger": {"url": f"{base}/xledger/{tenant}/graphql"},
-        "fiken": {"url": f"{base}/fiken/{tenant}/api/v2"},
-        "tripletex": {"url": f"{base}/tripletex/{tenant}/v2"},
-        "dynamics365": {"org_url": f"{base}/dynamics/{tenant}", "tenant_id": "t", "client_id": "c",
-                        "token_url": f"{base}/login/{tenant}/oauth2/v2.0/token"},
-    }[kind]
+    """The simulator fake's own config for the type; the http target is read with a plain GET (no auth)."""
+    if kind == "http":
+        return {"url": f"{base}/http/{tenant}", "method": "GET"}
+    return FAKES[kind].config(base, tenant)
 
 
 async def seed(conn: asyncpg.Connection, base: str, integrations: int, orgs: int, hang: set[int]) -> list[str]:
@@ -114,7 +113,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int) -> None
         settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, max_concurrency=256)
         pool = await create_pool(dsn, max_size=10)
         async with make_session(limit=settings.max_concurrency) as session:
-            services = build_services(settings, pool, session, ADAPTERS)
+            services = build_services(settings, store=Store(pool), session=session,
+                                      credentials=credential_provider(settings, pool))
             persist_times: list[float] = []
             original = services.store.persist
 
@@ -135,14 +135,15 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int) -> None
                 print(f"  cycle {i + 1}: {walls[-1]:.2f} s wall, {cpus[-1]:.3f} CPU-ms/check, "
                       f"{len(results)} checked, persist {persist_times[-1] * 1000:.0f} ms", flush=True)
             render, render_gz = [], []
+            exposition = Exposition(services.instruments, services.snapshot)
             for times, gz in ((render, False), (render_gz, True)):
                 services.snapshot.version += 1  # as after a cycle: the first scrape renders, the rest hit the cache
                 for _ in range(11):
                     start = time.perf_counter()
-                    body = services.metrics.render(compressed=gz)
+                    body = exposition.render(compressed=gz)
                     times.append((time.perf_counter() - start) * 1000)
                 sizes = (len(gzip.decompress(body)) if gz else len(body), len(body))
-            stalls = [await loop_stall_during(services.metrics, services.snapshot) for _ in range(3)]
+            stalls = [await loop_stall_during(exposition, services.snapshot) for _ in range(3)]
             statuses = {s: sum(1 for r in results if r.result.status == s) for s in ("healthy", "degraded", "unreachable")}
         await pool.close()
     finally:

@@ -31,16 +31,19 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, start_process, start_simulator  # noqa: E402
-from exporter.adapters import ADAPTERS  # noqa: E402
-from exporter.adapters.base import make_session  # noqa: E402
-from exporter.faults import ROUTES  # noqa: E402
-from exporter.localpg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
+from exporter.adapters.transport import make_session  # noqa: E402
+from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.logs import JsonFormatter  # noqa: E402
-from exporter.migrate import migrate  # noqa: E402
+from exporter.services import build_services, credential_provider  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
-from exporter.store import create_pool  # noqa: E402
-from exporter.web import build_services  # noqa: E402
+from exporter.storage.migrate import migrate  # noqa: E402
+from exporter.storage.store import (
+    Store,  # noqa: E402
+    create_pool,  # noqa: E402
+)
+from exporter.web.metrics import Exposition  # noqa: E402
 from tests.helpers import database_text  # noqa: E402
+from tests.support.fault_server import ROUTES  # noqa: E402
 
 PLANTED = "PLANTED-soak-3d4e5f60"
 
@@ -82,7 +85,7 @@ async def main(cycles: int, orgs: int, timeout: float) -> None:
     server = LocalPostgres(workdir / "pg", embedded_bin_dir())
     dsn = server.start()
     fault_port, sim_port = free_port(), free_port()
-    fault_proc = start_process([sys.executable, "-m", "exporter.faults", str(fault_port)], ready="listening")
+    fault_proc = start_process([sys.executable, "-m", "tests.support.fault_server", str(fault_port)], ready="listening")
     sim_proc = start_simulator(sim_port, 0)
     try:
         conn = await asyncpg.connect(dsn)
@@ -96,7 +99,8 @@ async def main(cycles: int, orgs: int, timeout: float) -> None:
         pool = await create_pool(dsn, max_size=10)
         statuses: Counter[str] = Counter()
         async with make_session(limit=settings.max_concurrency) as session:
-            services = build_services(settings, pool, session, ADAPTERS)
+            services = build_services(settings, store=Store(pool), session=session,
+                                      credentials=credential_provider(settings, pool))
             slot0 = datetime(2026, 1, 1, tzinfo=UTC)
             start = time.perf_counter()
             for i in range(cycles):
@@ -110,7 +114,7 @@ async def main(cycles: int, orgs: int, timeout: float) -> None:
             wall = time.perf_counter() - start
             await asyncio.sleep(0.5)
             end = sample(services.scheduler.runner)
-            metrics_text = services.metrics.render(compressed=False).decode()
+            metrics_text = Exposition(services.instruments, services.snapshot).render(compressed=False).decode()
             queued = services.outbox.pending
         await pool.close()
         conn = await asyncpg.connect(dsn)

@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from exporter.schedule import DEFAULT_TYPE_INTERVALS, validate_interval
+from exporter.core.policy import DEFAULT_TYPE_INTERVALS, validate_interval
 
 
 class Settings(BaseSettings):

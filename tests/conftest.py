@@ -3,6 +3,7 @@ migrated database per test (cloned from a template, so each test starts clean in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -14,12 +15,15 @@ import asyncpg
 import pytest
 from hypothesis import settings
 
-from exporter.adapters import ADAPTERS, AdapterContext
-from exporter.localpg import LocalPostgres, embedded_bin_dir
-from exporter.migrate import migrate
-from exporter.simulator import SimState
-from exporter.simulator import create_app as create_simulator
-from exporter.store import Store, create_pool
+from exporter.adapters import ADAPTERS
+from exporter.adapters.base import AdapterContext
+from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir
+from exporter.demo.simulator import SimState
+from exporter.demo.simulator import create_app as create_simulator
+from exporter.services import open_services
+from exporter.storage.migrate import migrate
+from exporter.storage.store import Store, create_pool
+from exporter.web.app import create_app
 
 TEMPLATE = "ih_template"
 
@@ -149,3 +153,17 @@ async def sim(aiohttp_server) -> tuple[SimState, str]:
     state = SimState()
     server = await aiohttp_server(create_simulator(state), access_log=None)  # the vendor's log is not ours
     return state, str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def service_client(aiohttp_client) -> AsyncIterator:
+    """Start the whole service (services opened on a DSN, the web app over them) and return a test client.
+
+    On teardown the app stops first (its shutdown flushes through the pool), then the services close."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(settings, dsn: str, **options):
+            services = await stack.enter_async_context(open_services(settings, dsn, **options))
+            client = await aiohttp_client(create_app(settings, services))
+            stack.push_async_callback(client.close)
+            return client
+        yield start

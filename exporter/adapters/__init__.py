@@ -1,18 +1,18 @@
-"""Adapters, one module per integration_type, and ADAPTERS: the one place they are registered."""
+"""ADAPTERS: the one list of integration types. Each module owns its config model and its check.
 
-from exporter.adapters.base import AdapterContext, AdapterFactory, HealthCheck
-from exporter.adapters.dynamics365 import Dynamics365Check
-from exporter.adapters.fiken import FikenCheck
-from exporter.adapters.http import HttpCheck
-from exporter.adapters.tripletex import TripletexCheck
-from exporter.adapters.xledger import XledgerCheck
+Adding a type: write `adapters/<type>.py` with a config model (fields beyond IntegrationConfigBase), a
+check class and `SPEC = AdapterSpec(Config, Check)`, add one line here, and a fake in demo/simulator.py.
+"""
 
-ADAPTERS: dict[str, AdapterFactory] = {
-    "http": HttpCheck,
-    "xledger": XledgerCheck,
-    "dynamics365": Dynamics365Check,
-    "tripletex": TripletexCheck,
-    "fiken": FikenCheck,
+from exporter.adapters import dynamics365, fiken, http, tripletex, xledger
+from exporter.adapters.base import AdapterSpec
+
+ADAPTERS: dict[str, AdapterSpec] = {
+    "http": http.SPEC,
+    "xledger": xledger.SPEC,
+    "dynamics365": dynamics365.SPEC,
+    "tripletex": tripletex.SPEC,
+    "fiken": fiken.SPEC,
 }
 
-__all__ = ["ADAPTERS", "AdapterContext", "AdapterFactory", "HealthCheck"]
+__all__ = ["ADAPTERS"]

@@ -4,30 +4,36 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from exporter.adapters.base import (
-    AdapterContext,
-    Response,
-    bad_response,
-    classify_http,
-    fetch,
-    healthy_or_slow,
-)
+from pydantic import Field, HttpUrl
+
+from exporter.adapters.base import AdapterContext, AdapterSpec
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
 from exporter.adapters.tokens import TokenCache, TokenFailure
-from exporter.model import (
-    Dynamics365Config,
-    HealthResult,
-    HealthStatus,
-    Reason,
-    make_result,
-)
+from exporter.adapters.transport import Response, fetch
+from exporter.core.model import HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
 
 WHOAMI_PATH = "/api/data/v9.2/WhoAmI"
+
+
+class Dynamics365Config(IntegrationConfigBase):
+    """Dynamics 365 Web API via OAuth2 client credentials; the credential is the client secret."""
+
+    org_url: HttpUrl  # https://<org>.crm<N>.dynamics.com
+    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
+    client_id: str = Field(min_length=1)
+    token_url: HttpUrl | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
+
+    @property
+    def effective_token_url(self) -> str:
+        if self.token_url:
+            return str(self.token_url)
+        return f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
 
 
 class Dynamics365Check:
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
-        self.tokens: TokenCache = ctx.state.setdefault("dynamics365.tokens", TokenCache(ctx.monotonic))
+        self.tokens = TokenCache(ctx.monotonic)  # built once per process: the cache lives as long as the adapter
 
     async def check(self, org_id: UUID, config: Dynamics365Config) -> HealthResult:
         key = (config.effective_token_url, config.client_id, str(config.org_url))
@@ -67,3 +73,6 @@ class Dynamics365Check:
         code = error if error.replace("_", "").isalnum() else "error"  # the OAuth code only, never a description
         return make_result(HealthStatus.DEGRADED, resp.latency_ms, self.ctx.clock(),
                            f"credentials rejected by the token endpoint ({code})", Reason.AUTH)
+
+
+SPEC = AdapterSpec(Dynamics365Config, Dynamics365Check)

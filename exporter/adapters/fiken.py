@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from exporter.adapters.base import (
-    AdapterContext,
-    bad_response,
-    classify_http,
-    fetch,
-    healthy_or_slow,
-)
-from exporter.model import FikenConfig, HealthResult
+from pydantic import HttpUrl
+
+from exporter.adapters.base import AdapterContext, AdapterSpec
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
+from exporter.adapters.transport import fetch
+from exporter.core.model import HealthResult, IntegrationConfigBase
+
+
+class FikenConfig(IntegrationConfigBase):
+    """Fiken v2; the credential is a personal API token or OAuth access token (Bearer)."""
+
+    url: HttpUrl = HttpUrl("https://api.fiken.no/api/v2")
 
 
 class FikenCheck:
@@ -29,3 +33,6 @@ class FikenCheck:
         if not body or not ({"email", "name"} & body.keys()):
             return bad_response(resp.latency_ms, now, "no user object in the answer")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
+
+
+SPEC = AdapterSpec(FikenConfig, FikenCheck)

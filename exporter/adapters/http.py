@@ -7,22 +7,16 @@ another host is not followed when the probe carries credentials (curl's rule wit
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from pydantic import Field, HttpUrl
 from yarl import URL
 
-from exporter.adapters.base import (
-    AdapterContext,
-    Response,
-    TooManyRedirects,
-    bad_response,
-    basic_auth_header,
-    classify_http,
-    fetch,
-    healthy_or_slow,
-)
-from exporter.model import HealthResult, HttpConfig
+from exporter.adapters.base import AdapterContext, AdapterSpec
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
+from exporter.adapters.transport import Response, TooManyRedirects, basic_auth_header, fetch
+from exporter.core.model import HealthResult, IntegrationConfigBase
 
 MAX_REDIRECTS = 10
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -34,6 +28,18 @@ class RedirectNotFollowed(Exception):
     def __init__(self, message: str, latency_ms: float) -> None:
         super().__init__(message)
         self.latency_ms = latency_ms
+
+
+class HttpConfig(IntegrationConfigBase):
+    """A plain HTTP(S) endpoint: HEAD (GET when the server answers 405), expected status codes."""
+
+    url: HttpUrl
+    method: Literal["HEAD", "GET"] = "HEAD"
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list, max_length=50)
+    auth: Literal["none", "bearer", "basic", "header"] = "none"
+    auth_header: str = "Authorization"
+    body_contains: str | None = Field(default=None, min_length=1)  # GET only: the answer must contain this
+    tls_verify: bool = True  # false trusts any certificate (self-signed, expired): an explicit, per-integration choice
 
 
 class HttpCheck:
@@ -86,3 +92,6 @@ class HttpCheck:
             user, _, password = secret.partition(":")
             return {"Authorization": basic_auth_header(user, password)}
         return {config.auth_header: secret}
+
+
+SPEC = AdapterSpec(HttpConfig, HttpCheck)

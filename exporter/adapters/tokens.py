@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 
-from exporter.model import HealthResult
+from exporter.core.model import HealthResult
 
 REFRESH_MARGIN_S = 300.0  # renew this long before expiry, so a token never dies mid-request
 

@@ -6,31 +6,27 @@ import json
 from datetime import timedelta
 from uuid import UUID
 
-from exporter.adapters.base import (
-    AdapterContext,
-    bad_response,
-    basic_auth_header,
-    classify_http,
-    fetch,
-    healthy_or_slow,
-)
+from pydantic import HttpUrl
+
+from exporter.adapters.base import AdapterContext, AdapterSpec
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
 from exporter.adapters.tokens import TokenCache, TokenFailure
-from exporter.credentials import CredentialError
-from exporter.model import (
-    HealthResult,
-    HealthStatus,
-    Reason,
-    TripletexConfig,
-    make_result,
-)
+from exporter.adapters.transport import basic_auth_header, fetch
+from exporter.core.model import CredentialError, HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
 
 SESSION_DAYS = 1  # sessions are created to expire tomorrow; the cache renews them well before
+
+
+class TripletexConfig(IntegrationConfigBase):
+    """Tripletex v2; the credential is JSON `{"consumer_token": …, "employee_token": …}`."""
+
+    url: HttpUrl = HttpUrl("https://tripletex.no/v2")
 
 
 class TripletexCheck:
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
-        self.tokens: TokenCache = ctx.state.setdefault("tripletex.tokens", TokenCache(ctx.monotonic))
+        self.tokens = TokenCache(ctx.monotonic)  # built once per process: the cache lives as long as the adapter
 
     async def check(self, org_id: UUID, config: TripletexConfig) -> HealthResult:
         base = str(config.url).rstrip("/")
@@ -78,3 +74,6 @@ def parse_credential(secret: str) -> tuple[str, str]:
         return str(data["consumer_token"]), str(data["employee_token"])
     except (ValueError, KeyError, TypeError):
         raise CredentialError("the tripletex credential must be JSON with consumer_token and employee_token") from None
+
+
+SPEC = AdapterSpec(TripletexConfig, TripletexCheck)

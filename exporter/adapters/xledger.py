@@ -5,20 +5,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from exporter.adapters.base import (
-    AdapterContext,
-    bad_response,
-    classify_http,
-    fetch,
-    healthy_or_slow,
-)
-from exporter.model import (
-    HealthResult,
-    HealthStatus,
-    Reason,
-    XledgerConfig,
-    make_result,
-)
+from pydantic import HttpUrl
+
+from exporter.adapters.base import AdapterContext, AdapterSpec
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
+from exporter.adapters.transport import fetch
+from exporter.core.model import HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
 
 QUERY = {"query": "{ __typename }"}  # the cheapest billed request there is
 RATE_LIMITED = {"BAD_REQUEST.BURST_RATE_LIMIT_REACHED"}
@@ -49,6 +41,12 @@ def classify_graphql_errors(errors: list[Any], latency_ms: float, now: Any) -> H
     return make_result(HealthStatus.DEGRADED, latency_ms, now, f"GraphQL error {codes[0]}", Reason.BAD_RESPONSE)
 
 
+class XledgerConfig(IntegrationConfigBase):
+    """Xledger GraphQL; the credential is the API token (sent as `Authorization: token …`)."""
+
+    url: HttpUrl = HttpUrl("https://www.xledger.net/graphql")  # demo company: https://demo.xledger.net/graphql
+
+
 class XledgerCheck:
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
@@ -66,3 +64,6 @@ class XledgerCheck:
         if not isinstance(data, dict) or "__typename" not in data:
             return bad_response(resp.latency_ms, now, "no data.__typename in the GraphQL answer")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
+
+
+SPEC = AdapterSpec(XledgerConfig, XledgerCheck)

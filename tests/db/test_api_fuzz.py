@@ -4,6 +4,7 @@ right token, none and a wrong one. No input may produce a 5xx, and every error i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -16,8 +17,9 @@ import schemathesis
 from aiohttp import web
 from schemathesis import GenerationMode
 
-from exporter.openapi import OPENAPI
-from exporter.web import create_app
+from exporter.services import open_services
+from exporter.web.app import create_app
+from exporter.web.openapi import OPENAPI
 from tests.conftest import dsn_for
 from tests.helpers import AUTH, settings_for
 
@@ -37,18 +39,22 @@ def live_api(pg_server: str, template_db: str) -> Iterator[str]:
         conn = await asyncpg.connect(pg_server)
         await conn.execute(f"CREATE DATABASE {dsn.rsplit('/', 1)[1]} TEMPLATE {template_db}")
         await conn.close()
-        runner = web.AppRunner(create_app(settings_for(dsn, run_now_min_interval_seconds=0), dsn), access_log=None)
+        settings = settings_for(dsn, run_now_min_interval_seconds=0)
+        services = await stack.enter_async_context(open_services(settings, dsn))
+        runner = web.AppRunner(create_app(settings, services), access_log=None)
+        stack.push_async_callback(runner.cleanup)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         return runner
 
+    stack = contextlib.AsyncExitStack()
     runner = loop.run_until_complete(start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(stack.aclose(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()

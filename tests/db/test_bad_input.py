@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from uuid import UUID, uuid4
 
-from exporter.web import SERVICES, create_app
+from exporter.web.api import SERVICES
 from tests.helpers import add_http, settings_for, wait_until
 
 HUGE = "x" * 1_000_000
@@ -41,7 +41,7 @@ async def insert(admin, org: UUID, kind: str, config: str, extra: dict) -> None:
                         *extra.values())
 
 
-async def test_each_bad_row_fails_alone_with_a_message_naming_the_field(db_dsn, admin, sim, aiohttp_client) -> None:
+async def test_each_bad_row_fails_alone_with_a_message_naming_the_field(db_dsn, admin, sim, service_client) -> None:
     _, base = sim
     bad = {uuid4(): row for row in BAD_ROWS}
     for org, (kind, config, extra, _) in bad.items():
@@ -53,7 +53,7 @@ async def test_each_bad_row_fails_alone_with_a_message_naming_the_field(db_dsn, 
     await add_http(admin, switched, "ok", base)
     await admin.execute("UPDATE integration_config SET integration_type = 'fiken' WHERE org_id = $1", switched)
 
-    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    client = await service_client(settings_for(db_dsn), db_dsn)
     await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
     await wait_until(lambda: client.app[SERVICES].outbox.pending == 0, what="the results to be stored")
 

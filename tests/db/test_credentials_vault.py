@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.credentials import CredentialError, SupabaseVaultCredentials
-from exporter.demo import install_vault_stand_in
-from exporter.store import create_pool
+from exporter.core.model import CredentialError
+from exporter.demo.seed import install_vault_stand_in
+from exporter.storage.credentials import SupabaseVaultCredentials
+from exporter.storage.store import create_pool
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from exporter.localpg import LocalPostgres, free_port
-from exporter.migrate import migrate
-from exporter.simulator import Mode
-from exporter.web import SERVICES, create_app
+from exporter.demo.embedded_pg import LocalPostgres, free_port
+from exporter.demo.simulator import Mode
+from exporter.storage.migrate import migrate
+from exporter.web.api import SERVICES
 from tests.conftest import _bin_dir
 from tests.helpers import (
     add_http,
@@ -95,11 +95,11 @@ def settings_with_secrets(dsn: str, tmp_path: Path):
 
 
 async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gauges(own_pg, sim, tmp_path,
-                                                                                   aiohttp_client, caplog) -> None:
+                                                                                   service_client, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     server, dsn = own_pg
     orgs = await seed(dsn, sim, tmp_path)
-    client = await aiohttp_client(create_app(settings_with_secrets(dsn, tmp_path), dsn))
+    client = await service_client(settings_with_secrets(dsn, tmp_path), dsn)
     services = client.app[SERVICES]
     services.outbox.retry_min_s = 0.2
     await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
@@ -122,12 +122,12 @@ async def test_database_down_for_two_cycles_queues_results_and_keeps_serving_gau
     assert_secret_absent(PLANTED, await service_outputs(client, dsn, orgs) | {"logs": caplog.text})
 
 
-async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg, sim, tmp_path, aiohttp_client,
+async def test_postgres_restarted_mid_write_leaves_no_half_written_cycle(own_pg, sim, tmp_path, service_client,
                                                                         caplog) -> None:
     caplog.set_level(logging.DEBUG)
     server, dsn = own_pg
     orgs = await seed(dsn, sim, tmp_path, n=5)
-    client = await aiohttp_client(create_app(settings_with_secrets(dsn, tmp_path), dsn))
+    client = await service_client(settings_with_secrets(dsn, tmp_path), dsn)
     services = client.app[SERVICES]
     services.outbox.retry_min_s = 0.2
     await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")

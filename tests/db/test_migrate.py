@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from exporter.migrate import Migration, MigrationError, load_migrations, migrate
+from exporter.storage.migrate import Migration, MigrationError, load_migrations, migrate
 
 
 async def test_migrate_applies_everything_once_and_a_rerun_is_a_no_op(empty_db_dsn: str) -> None:

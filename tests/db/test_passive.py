@@ -7,18 +7,18 @@ from uuid import uuid4
 
 import pytest
 
-from exporter.simulator import Mode
-from exporter.store import REPORT_SYNC_RUN
-from exporter.web import SERVICES, create_app
+from exporter.demo.simulator import Mode
+from exporter.storage.store import REPORT_SYNC_RUN
+from exporter.web.api import SERVICES
 from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-async def service(db_dsn, admin, sim, aiohttp_client):
+async def service(db_dsn, admin, sim, service_client):
     async def start(**overrides):
-        client = await aiohttp_client(create_app(settings_for(db_dsn, **overrides), db_dsn))
+        client = await service_client(settings_for(db_dsn, **overrides), db_dsn)
         await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
         return client
     return start

@@ -10,11 +10,10 @@ import sys
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from exporter.__main__ import cmd_check
-from exporter.adapters import ADAPTERS
-from exporter.runner import Runner, run_health_checks
+from exporter.cli import cmd_check
+from exporter.demo.simulator import Mode
 from exporter.settings import Settings
-from exporter.simulator import Mode
+from tests.support.fakes import check_org, runner_for
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -32,7 +31,7 @@ async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, 
     await add(admin, org, "sftp", {"host": "files.example"})
     await add(admin, org, "xledger", {"url": f"{sim}/http/hang"}, enabled=False)
     await add(admin, other, "http", {"url": f"{sim}/http/down"})
-    results = await run_health_checks(org, store=store, runner=Runner(ADAPTERS, ctx, timeout=1), slot=SLOT)
+    results = await check_org(org, store=store, runner=runner_for(ctx, timeout=1), slot=SLOT)
     assert sorted((r.integration_type, r.result.status.value) for r in results) == [
         ("http", "healthy"), ("sftp", "unreachable")]
     rows = await admin.fetch("SELECT integration_type, status, error_message FROM integration_health_status "
@@ -73,7 +72,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_demo_serves_all_three_statuses_prints_where_to_look_and_stops_on_ctrl_c(db_dsn) -> None:
-    from exporter.localpg import free_port
+    from exporter.demo.embedded_pg import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo"], stdout=subprocess.PIPE,
@@ -106,7 +105,7 @@ def test_bad_setting_names_the_variable_and_exits_2(db_dsn) -> None:
 
 
 def test_unreachable_database_is_a_clear_error(tmp_path) -> None:
-    from exporter.localpg import free_port
+    from exporter.demo.embedded_pg import free_port
 
     proc = run_cli("migrate", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"})
     assert proc.returncode == 2

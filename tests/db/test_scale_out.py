@@ -9,11 +9,13 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from exporter.leases import ShardLeases, shard_of
-from exporter.model import HealthStatus, make_result
+from exporter.adapters.base import AdapterSpec
+from exporter.adapters.http import HttpConfig
+from exporter.core.model import HealthStatus, make_result
+from exporter.engine.leases import ShardLeases, shard_of
+from exporter.services import build_services
 from exporter.settings import Settings
-from exporter.store import create_pool
-from exporter.web import build_services
+from exporter.storage.store import Store, create_pool
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TTL = 1.5
@@ -91,7 +93,8 @@ async def test_each_integration_is_checked_by_exactly_one_replica_per_slot(pools
     replicas = []
     for n, pool in enumerate(pools[:3]):
         leases = ShardLeases(pool, f"r{n}", ttl_s=30)
-        replicas.append(build_services(settings, pool, None, {"http": Instant}, shards=leases))
+        replicas.append(build_services(settings, store=Store(pool), session=None,  # type: ignore[arg-type]
+                                       specs={"http": AdapterSpec(HttpConfig, Instant)}, shards=leases))
     await settle([s.scheduler.shards for s in replicas])
     for slot in (SLOT, SLOT + timedelta(minutes=15)):
         batches = await asyncio.gather(*(s.scheduler.run_cycle(slot, slot) for s in replicas))

@@ -9,13 +9,13 @@ from uuid import uuid4
 
 import pytest
 
-from exporter.adapters import ADAPTERS, AdapterContext
-from exporter.adapters.base import make_session
-from exporter.credentials import SupabaseVaultCredentials
-from exporter.demo import install_vault_stand_in
-from exporter.runner import Runner, run_health_checks
-from exporter.simulator import MODES, Mode, SimState, create_app
-from exporter.store import Store
+from exporter.adapters.base import AdapterContext
+from exporter.adapters.transport import make_session
+from exporter.demo.seed import install_vault_stand_in
+from exporter.demo.simulator import MODES, Mode, SimState, create_app
+from exporter.storage.credentials import SupabaseVaultCredentials
+from exporter.storage.store import Store
+from tests.support.fakes import check_org, runner_for
 
 PLANTED = {
     "xl": "PLANTED-xledger-4f9d1c7e",
@@ -65,10 +65,10 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
     outputs: list[str] = []
     async with make_session() as session:
         ctx = AdapterContext(session=session, credentials=SupabaseVaultCredentials(store.pool))
-        runner = Runner(ADAPTERS, ctx, timeout=0.5)
+        runner = runner_for(ctx, timeout=0.5)
         for i, mode in enumerate(MODES):
             state.modes = {k: Mode(mode, ms=5) for k in REFS}
-            results = await run_health_checks(org, store=store, runner=runner, slot=T0 + i * timedelta(minutes=15))
+            results = await check_org(org, store=store, runner=runner, slot=T0 + i * timedelta(minutes=15))
             outputs += [r.result.model_dump_json() for r in results]
             outputs += [repr(r) for r in results]
     assert len(outputs) == 2 * len(MODES) * len(REFS)

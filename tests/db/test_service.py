@@ -12,18 +12,18 @@ from uuid import uuid4
 
 import pytest
 
-from exporter.localpg import free_port
-from exporter.simulator import Mode
-from exporter.web import SERVICES, create_app
+from exporter.demo.embedded_pg import free_port
+from exporter.demo.simulator import Mode
+from exporter.web.api import SERVICES
 from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
 
-async def test_a_cycle_runs_and_database_rows_and_gauges_agree(db_dsn, admin, sim, aiohttp_client) -> None:
+async def test_a_cycle_runs_and_database_rows_and_gauges_agree(db_dsn, admin, sim, service_client) -> None:
     state, base = sim
     state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error")})
     for tenant in ("ok", "down"):
         await add_http(admin, uuid4(), tenant, base)
-    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    client = await service_client(settings_for(db_dsn), db_dsn)
     services = client.app[SERVICES]
     await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
     metrics = gauges(await (await client.get("/metrics")).text())
@@ -39,7 +39,7 @@ async def test_a_cycle_runs_and_database_rows_and_gauges_agree(db_dsn, admin, si
     assert metrics["integration_health_cycles_total"][(("outcome", "success"),)] == 1.0
 
 
-async def test_restart_restores_gauges_before_the_first_cycle(db_dsn, admin, sim, aiohttp_client) -> None:
+async def test_restart_restores_gauges_before_the_first_cycle(db_dsn, admin, sim, service_client) -> None:
     state, base = sim
     org = uuid4()
     await add_http(admin, org, "ok", base)
@@ -47,7 +47,7 @@ async def test_restart_restores_gauges_before_the_first_cycle(db_dsn, admin, sim
     await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
                         "checked_at, error_message, reason, consecutive_failures) "
                         "VALUES ($1, 'http', 'unreachable', 10000, $2, 'timed out', 'timeout', 3)", org, now)
-    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    client = await service_client(settings_for(db_dsn), db_dsn)
     metrics = gauges(await (await client.get("/metrics")).text())
     key = (("integration_type", "http"), ("org_id", str(org)))
     assert metrics["integration_health_status"][tuple(sorted((*key, ("status", "unreachable"))))] == 1.0
@@ -57,11 +57,11 @@ async def test_restart_restores_gauges_before_the_first_cycle(db_dsn, admin, sim
 
 
 @pytest.fixture
-async def api(db_dsn, admin, sim, aiohttp_client):
+async def api(db_dsn, admin, sim, service_client):
     state, base = sim
     org = uuid4()
     await add_http(admin, org, "ok", base)
-    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    client = await service_client(settings_for(db_dsn), db_dsn)
     await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
     return client, org
 
@@ -104,8 +104,8 @@ async def test_run_now_runs_persists_and_is_rate_limited_per_org(api, admin) -> 
     assert await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE org_id = $1", org) == 1
 
 
-async def test_without_a_token_configured_the_api_is_disabled_but_metrics_work(db_dsn, aiohttp_client) -> None:
-    client = await aiohttp_client(create_app(settings_for(db_dsn, api_token=None), db_dsn))
+async def test_without_a_token_configured_the_api_is_disabled_but_metrics_work(db_dsn, service_client) -> None:
+    client = await service_client(settings_for(db_dsn, api_token=None), db_dsn)
     resp = await client.get(f"/api/v1/orgs/{uuid4()}/health")
     assert (resp.status, (await resp.json())["error"]) == (
         503, "the API is disabled (EXPORTER_API_ENABLED=false or no EXPORTER_API_TOKEN)")
@@ -159,7 +159,7 @@ async def test_serve_refuses_to_start_an_open_or_weakly_guarded_api(db_dsn, toke
     assert token is None or token not in out.decode().replace(error, "")
 
 
-async def test_a_restart_mid_slot_checks_only_what_the_slot_still_owes(db_dsn, admin, sim, aiohttp_client) -> None:
+async def test_a_restart_mid_slot_checks_only_what_the_slot_still_owes(db_dsn, admin, sim, service_client) -> None:
     """A crash after part of a slot was written (passive results, a run-now): the rest still gets checked."""
     state, base = sim
     done, owed = uuid4(), uuid4()
@@ -173,6 +173,6 @@ async def test_a_restart_mid_slot_checks_only_what_the_slot_still_owes(db_dsn, a
         await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
                             "checked_at, next_check_at) VALUES ($1, 'http', 'healthy', 5, $2, $3)",
                             org, checked, next_check)
-    client = await aiohttp_client(create_app(settings_for(db_dsn), db_dsn))
+    client = await service_client(settings_for(db_dsn), db_dsn)
     await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
     assert state.requests == {"owed": 1}

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 from tenacity import AsyncRetrying, stop_after_attempt, wait_none
 
-from exporter.model import HealthStatus, IntegrationResult, Reason, make_result
-from exporter.store import PersistError, Store, default_retrying
+from exporter.core.model import HealthStatus, IntegrationResult, Reason, make_result
+from exporter.storage.store import PersistError, Store, default_retrying
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SLOT = timedelta(minutes=15)

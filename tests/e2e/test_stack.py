@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.localpg import free_port
-from exporter.simulator import Mode, SimState
-from exporter.simulator import create_app as create_simulator
+from exporter.demo.embedded_pg import free_port
+from exporter.demo.simulator import Mode, SimState
+from exporter.demo.simulator import create_app as create_simulator
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.__main__ import parse_args
+from exporter.cli import parse_args
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

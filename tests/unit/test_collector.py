@@ -11,15 +11,10 @@ from uuid import UUID
 
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import Metrics, render_fleet
-from exporter.model import (
-    CheckState,
-    HealthStatus,
-    IntegrationResult,
-    Reason,
-    make_result,
-)
-from exporter.snapshot import Snapshot
+from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
+from exporter.engine.instruments import Instruments
+from exporter.engine.snapshot import Snapshot
+from exporter.web.metrics import Exposition, render_fleet
 from tests.conftest import require_tool
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "metrics.txt"
@@ -27,7 +22,7 @@ A, B = UUID("aaaaaaaa-0000-4000-8000-000000000001"), UUID("bbbbbbbb-0000-4000-80
 T = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def sample_metrics() -> tuple[Metrics, Snapshot]:
+def sample_metrics() -> tuple[Exposition, Snapshot]:
     snapshot = Snapshot()
     results = [
         IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T),
@@ -39,9 +34,9 @@ def sample_metrics() -> tuple[Metrics, Snapshot]:
                           CheckState(2, datetime(2026, 11, 22, 12, 30, tzinfo=UTC))),
     ]
     snapshot.update(results)
-    metrics = Metrics(CollectorRegistry(), snapshot, "0.1.0", known_types={"xledger", "http", "fiken"})
-    metrics.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
-    return metrics, snapshot
+    instruments = Instruments(CollectorRegistry(), "0.1.0", known_types={"xledger", "http", "fiken"})
+    instruments.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
+    return Exposition(instruments, snapshot), snapshot
 
 
 def test_metrics_exposition_matches_the_golden_file() -> None:
@@ -89,7 +84,7 @@ async def test_off_loop_render_reads_a_copy_so_changes_during_it_wait_for_the_ne
         snapshot.retain(set())
         return render_fleet(frozen)
 
-    monkeypatch.setattr("exporter.collector.render_fleet", change_mid_render)
+    monkeypatch.setattr("exporter.web.metrics.render_fleet", change_mid_render)
     first = await metrics.render_off_loop()
     assert first == expected  # rendered from the copy taken before the change
     assert b'org_id="aaaaaaaa' not in await metrics.render_off_loop()  # the next scrape sees the change

@@ -2,12 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.credentials import (
-    CachedCredentials,
-    CredentialError,
-    DirectoryCredentials,
-    StaticCredentials,
-)
+from exporter.core.model import CredentialError
+from exporter.storage.credentials import CachedCredentials, DirectoryCredentials
+from tests.support.fakes import StaticCredentials
 
 
 async def test_directory_provider_reads_one_file_per_secret(tmp_path: Path) -> None:

@@ -14,12 +14,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from exporter.adapters import ADAPTERS, AdapterContext
-from exporter.adapters.base import make_session
-from exporter.credentials import StaticCredentials
-from exporter.faults import FaultServer
-from exporter.model import HealthStatus, Integration, IntegrationResult, Reason
-from exporter.runner import Runner
+from exporter.adapters.base import AdapterContext
+from exporter.adapters.transport import make_session
+from exporter.core.model import HealthStatus, Integration, IntegrationResult, Reason
+from tests.support.fakes import StaticCredentials, runner_for
+from tests.support.fault_server import FaultServer
 
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
 SECRET = "PLANTED-hostile-7c1e2a9b"
@@ -58,7 +57,7 @@ async def run_beside_a_bystander(session, config: dict, faults: FaultServer, cap
     hostile = Integration(uuid4(), "http", config, credential_ref="ref")
     bystander = Integration(BYSTANDER, "http", {"url": f"{faults.url}/ok", "method": "GET"})
     # A hang guard only, far beyond the deadline: the assertion is on the result, not on the time.
-    hostile_result, other = await asyncio.wait_for(Runner(ADAPTERS, ctx, timeout=timeout).run([hostile, bystander]),
+    hostile_result, other = await asyncio.wait_for(runner_for(ctx, timeout=timeout).run([hostile, bystander]),
                                                    timeout * 10)
     assert other.result.status == H, other.result
     outputs = [caplog.text, hostile_result.result.model_dump_json()]
@@ -170,7 +169,7 @@ async def test_a_thousand_hanging_integrations_time_out_and_the_healthy_ones_beh
     hanging = [Integration(uuid4(), "http", {"url": f"{faults.url}/hang", "method": "GET"}) for _ in range(1000)]
     healthy = [Integration(uuid4(), "http", {"url": f"{faults.url}/ok", "method": "GET"}) for _ in range(20)]
     # As the service runs: one bound on concurrent checks, equal to the connection pool's size (256).
-    runner = Runner(ADAPTERS, AdapterContext(session=session), timeout=1.0, limiter=asyncio.Semaphore(256))
+    runner = runner_for(AdapterContext(session=session), timeout=1.0, limiter=asyncio.Semaphore(256))
     reset_rss_peak()
     before = rss_peak_mb()
     results = await asyncio.wait_for(runner.run(hanging + healthy), 60)

@@ -8,18 +8,17 @@ from uuid import UUID
 import pytest
 from aiohttp import web
 
-from exporter.adapters import ADAPTERS, AdapterContext
-from exporter.adapters.base import parse_retry_after
-from exporter.credentials import StaticCredentials
-from exporter.model import HealthStatus, Integration, Reason
-from exporter.runner import Runner
-from exporter.simulator import Mode
+from exporter.adapters.base import AdapterContext
+from exporter.adapters.classify import parse_retry_after
+from exporter.core.model import HealthStatus, Integration, Reason
+from exporter.demo.simulator import Mode
+from tests.support.fakes import StaticCredentials, runner_for
 
 ORG = UUID("33333333-3333-4333-8333-333333333333")
 
 
 async def check(ctx: AdapterContext, config: dict, timeout: float = 2.0):
-    [r] = await Runner(ADAPTERS, ctx, timeout=timeout).run([Integration(ORG, "http", config)])
+    [r] = await runner_for(ctx, timeout=timeout).run([Integration(ORG, "http", config)])
     return r.result
 
 
@@ -103,7 +102,7 @@ async def test_auth_header_is_built_from_the_credential(aiohttp_server, http_ses
     ctx = AdapterContext(session=http_session,
                          credentials=StaticCredentials({"ref": "u:pw" if auth == "basic" else "tok-9"}))
     config = {"url": str(server.make_url("/a")), "method": "GET", "auth": auth, "auth_header": header}
-    [r] = await Runner(ADAPTERS, ctx).run([Integration(ORG, "http", config, credential_ref="ref")])
+    [r] = await runner_for(ctx).run([Integration(ORG, "http", config, credential_ref="ref")])
     assert r.result.status == HealthStatus.HEALTHY
     assert got[header] == value
 
@@ -121,7 +120,7 @@ async def test_unresolvable_host_is_a_dns_failure(ctx) -> None:
 
 
 async def test_closed_port_is_a_connect_failure(ctx) -> None:
-    from exporter.localpg import free_port
+    from exporter.demo.embedded_pg import free_port
 
     result = await check(ctx, {"url": f"http://127.0.0.1:{free_port()}/"})
     assert (result.status, result.reason) == (HealthStatus.UNREACHABLE, Reason.CONNECT)

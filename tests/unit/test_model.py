@@ -10,24 +10,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from exporter.model import (
+from exporter.adapters import ADAPTERS
+from exporter.adapters.http import HttpConfig
+from exporter.core.model import (
     HealthResult,
     HealthStatus,
-    HttpConfig,
     Integration,
     InvalidConfig,
     Reason,
     make_result,
     parse_config,
-    sanitize,
 )
+from exporter.core.sanitize import sanitize
 
+MODELS = {name: spec.config for name, spec in ADAPTERS.items()}
 ORG = UUID("22222222-2222-4222-8222-222222222222")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def test_http_row_becomes_a_typed_config_with_defaults() -> None:
-    config = parse_config(Integration(ORG, "http", {"url": "https://api.example.com/health"}, "ref-1"))
+    config = parse_config(Integration(ORG, "http", {"url": "https://api.example.com/health"}, "ref-1"), MODELS)
     assert isinstance(config, HttpConfig)
     assert config.method == "HEAD"
     assert config.degraded_latency_ms == 2000
@@ -41,17 +43,17 @@ def test_http_row_becomes_a_typed_config_with_defaults() -> None:
     ("http", {"url": "https://a.example", "degraded_latency_ms": 0},
      "config.degraded_latency_ms: input should be greater than 0"),
     ("http", {"url": "https://a.example", "method": "DELETE"}, "config.method: input should be 'HEAD' or 'GET'"),
-    ("gopher", {}, "integration_type: unknown type 'gopher'"),
+    ("gopher", {}, "no adapter for 'gopher'"),
 ])
 def test_invalid_config_names_the_field_and_the_problem(kind: str, config: dict, message: str) -> None:
     with pytest.raises(InvalidConfig) as err:
-        parse_config(Integration(ORG, kind, config))
+        parse_config(Integration(ORG, kind, config), MODELS)
     assert str(err.value) == message
 
 
 def test_invalid_config_message_does_not_echo_the_value() -> None:
     with pytest.raises(InvalidConfig) as err:
-        parse_config(Integration(ORG, "http", {"url": "https://a.example", "method": "s3cr3t-value"}))
+        parse_config(Integration(ORG, "http", {"url": "https://a.example", "method": "s3cr3t-value"}), MODELS)
     assert "s3cr3t-value" not in str(err.value)
 
 

@@ -9,11 +9,10 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import Metrics
-from exporter.model import HealthResult, HealthStatus, IntegrationResult
-from exporter.outbox import Outbox
-from exporter.snapshot import Snapshot
-from exporter.store import PersistError
+from exporter.core.model import HealthResult, HealthStatus, IntegrationResult
+from exporter.engine.instruments import Instruments
+from exporter.engine.outbox import Outbox
+from exporter.storage.store import PersistError
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -32,7 +31,7 @@ class FlakyStore:
                                    RuntimeError("a driver bug")], ids=["expected", "asyncpg-internal", "unforeseen"])
 async def test_a_failed_write_keeps_the_results_and_the_next_flush_writes_them(error) -> None:
     store = FlakyStore([error])
-    outbox = Outbox(store, Metrics(CollectorRegistry(), Snapshot(), "test"))  # type: ignore[arg-type]
+    outbox = Outbox(store, Instruments(CollectorRegistry(), "test"))  # type: ignore[arg-type]
     results = [IntegrationResult(uuid4(), "http", HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
                                                                checked_at=SLOT)) for _ in range(3)]
     assert await outbox.submit(results, SLOT) is False

@@ -10,10 +10,11 @@ from uuid import UUID
 import aiohttp
 import pytest
 
-from exporter.adapters.base import AdapterContext, BodyTooLarge
-from exporter.credentials import CredentialError
-from exporter.model import HealthResult, HealthStatus, Integration, Reason, make_result
-from exporter.runner import Runner, describe_exception
+from exporter.adapters.base import AdapterContext
+from exporter.adapters.classify import describe_exception
+from exporter.adapters.transport import BodyTooLarge
+from exporter.core.model import CredentialError, HealthResult, HealthStatus, Integration, Reason, make_result
+from tests.support.fakes import runner_for
 
 ORG = UUID("11111111-1111-4111-8111-111111111111")
 HTTP_CONFIG = {"url": "http://127.0.0.1:1/x"}
@@ -74,7 +75,7 @@ class Stubborn:
 async def test_checks_overlap_in_time_rather_than_running_one_after_another(ctx: AdapterContext) -> None:
     rec = Recorder()
     slow, fast = rec.sleeper("slow", 0.4), rec.sleeper("fast", 0.1)
-    runner = Runner({"http": slow, "xledger": fast}, ctx)
+    runner = runner_for(ctx, {"http": slow, "xledger": fast})
     results = await runner.run([integration("http"), integration("xledger", {})])
     assert all(r.result.status == HealthStatus.HEALTHY for r in results)
     (s_start, s_end), (f_start, f_end) = rec.spans["slow"], rec.spans["fast"]
@@ -84,7 +85,7 @@ async def test_checks_overlap_in_time_rather_than_running_one_after_another(ctx:
 
 async def test_check_slower_than_the_timeout_is_cancelled_and_unreachable(ctx: AdapterContext) -> None:
     rec = Recorder()
-    runner = Runner({"http": rec.sleeper("slow", 30)}, ctx, timeout=0.2)
+    runner = runner_for(ctx, {"http": rec.sleeper("slow", 30)}, timeout=0.2)
     [r] = await runner.run([integration("http")])
     assert r.result.status == HealthStatus.UNREACHABLE
     assert r.result.reason == Reason.TIMEOUT
@@ -95,7 +96,7 @@ async def test_check_slower_than_the_timeout_is_cancelled_and_unreachable(ctx: A
 
 async def test_check_that_ignores_cancellation_is_still_cut_at_timeout(ctx: AdapterContext) -> None:
     rec = Recorder()
-    runner = Runner({"http": Stubborn, "xledger": rec.sleeper("fast", 0.05)}, ctx, timeout=0.3)
+    runner = runner_for(ctx, {"http": Stubborn, "xledger": rec.sleeper("fast", 0.05)}, timeout=0.3)
     results = await runner.run([integration("http"), integration("xledger", {})])
     by_type = {r.integration_type: r.result for r in results}
     assert by_type["http"].reason == Reason.TIMEOUT
@@ -111,7 +112,7 @@ async def test_check_that_ignores_cancellation_is_still_cut_at_timeout(ctx: Adap
 
 
 async def test_an_unforeseen_exception_is_mapped_by_its_type_alone(ctx: AdapterContext) -> None:
-    runner = Runner({"http": adapter_raising(RuntimeError("vendor echoed PLANTED-secret"))}, ctx)
+    runner = runner_for(ctx, {"http": adapter_raising(RuntimeError("vendor echoed PLANTED-secret"))})
     [r] = await runner.run([integration("http")])
     assert r.result.status == HealthStatus.UNREACHABLE
     assert r.result.reason == Reason.ERROR
@@ -120,7 +121,7 @@ async def test_an_unforeseen_exception_is_mapped_by_its_type_alone(ctx: AdapterC
 
 async def test_one_bad_config_row_does_not_affect_the_others(ctx: AdapterContext) -> None:
     rec = Recorder()
-    runner = Runner({"http": rec.sleeper("ok", 0.01), "xledger": rec.sleeper("x", 0.01)}, ctx)
+    runner = runner_for(ctx, {"http": rec.sleeper("ok", 0.01), "xledger": rec.sleeper("x", 0.01)})
     results = await runner.run([
         integration("http", {"url": "not a url"}),
         integration("xledger", {}),
@@ -148,14 +149,14 @@ async def test_adapter_returning_something_else_is_an_error_not_a_crash(ctx: Ada
         async def check(self, org_id: UUID, config: object) -> object:
             return {"status": "healthy"}
 
-    [r] = await Runner({"http": Wrong}, ctx).run([integration("http")])
+    [r] = await runner_for(ctx, {"http": Wrong}).run([integration("http")])
     assert r.result.status == HealthStatus.UNREACHABLE
     assert r.result.error == "adapter returned dict, not a HealthResult"
 
 
 async def test_cancelling_the_run_cancels_the_checks(ctx: AdapterContext) -> None:
     rec = Recorder()
-    runner = Runner({"http": rec.sleeper("slow", 30)}, ctx, timeout=60)
+    runner = runner_for(ctx, {"http": rec.sleeper("slow", 30)}, timeout=60)
     task = asyncio.ensure_future(runner.run([integration("http")]))
     await asyncio.sleep(0.05)
     task.cancel()
@@ -166,7 +167,7 @@ async def test_cancelling_the_run_cancels_the_checks(ctx: AdapterContext) -> Non
 
 def test_timeout_must_be_positive(ctx: AdapterContext) -> None:
     with pytest.raises(ValueError, match="timeout must be > 0"):
-        Runner({}, ctx, timeout=0)
+        runner_for(ctx, {}, timeout=0)
 
 
 class _ConnKey:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.model import CheckState, HealthStatus, Integration, Reason, make_result
-from exporter.schedule import (
+from exporter.core.model import CheckState, HealthStatus, Integration, Reason, make_result
+from exporter.core.policy import (
     after_check,
     backoff_s,
     due,

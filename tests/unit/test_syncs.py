@@ -7,15 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.model import HealthStatus, Reason
-from exporter.syncs import (
-    SyncRun,
-    SyncSchedule,
-    SyncState,
-    assess,
-    passive_result,
-    schedule_from_columns,
-)
+from exporter.core.model import HealthStatus, Reason
+from exporter.core.syncs import SyncRun, SyncSchedule, SyncState, assess, passive_result, schedule_from_columns
 
 OSLO = ZoneInfo("Europe/Oslo")
 DAILY_2 = SyncSchedule(cron="0 2 * * *", timezone="Europe/Oslo", grace_s=900, max_duration_s=3600)

@@ -10,11 +10,11 @@ from uuid import UUID
 
 import pytest
 
-from exporter.adapters import ADAPTERS, AdapterContext
-from exporter.credentials import StaticCredentials
-from exporter.model import HealthResult, HealthStatus, Integration, Reason
-from exporter.runner import Runner
-from exporter.simulator import Mode, SimState, create_app
+from exporter.adapters.base import AdapterContext
+from exporter.core.model import HealthResult, HealthStatus, Integration, Reason
+from exporter.demo.simulator import Mode, SimState, create_app
+from exporter.engine.runner import Runner
+from tests.support.fakes import StaticCredentials, runner_for
 
 ORG = UUID("44444444-4444-4444-8444-444444444444")
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
@@ -63,8 +63,13 @@ def vendor_ctx(session, vendor: Vendor, **kwargs) -> AdapterContext:
     return AdapterContext(session=session, credentials=StaticCredentials({"ref": vendor.secret}), **kwargs)
 
 
+RUNNERS: dict[tuple[AdapterContext, float], Runner] = {}
+
+
 async def run(ctx: AdapterContext, kind: str, config: dict, timeout: float = 1.0) -> HealthResult:
-    [r] = await Runner(ADAPTERS, ctx, timeout=timeout).run([Integration(ORG, kind, config, "ref")])
+    """Check through the adapters built for `ctx`: built once, as in the service, so their caches persist."""
+    runner = RUNNERS.setdefault((ctx, timeout), runner_for(ctx, timeout=timeout))
+    [r] = await runner.run([Integration(ORG, kind, config, "ref")])
     return r.result
 
 
@@ -186,7 +191,7 @@ async def test_https_target_reports_its_certificate_expiry(tmp_path) -> None:
     import trustme
     from aiohttp import web
 
-    from exporter.adapters.base import make_session
+    from exporter.adapters.transport import make_session
 
     ca = trustme.CA()
     not_after = datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -1,0 +1,63 @@
+"""What every adapter shares: the HealthCheck protocol, the context it is built with, and its registration spec."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import aiohttp
+
+from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HealthCheck(Protocol):
+    async def check(self, org_id: UUID, config: Any) -> HealthResult:
+        """Check one integration and return its result; may raise, the runner maps exceptions."""
+        ...
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What adapters are built with, once per process: the shared HTTP session, credentials, clocks."""
+
+    session: aiohttp.ClientSession
+    credentials: CredentialProvider | None = None
+    clock: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+
+    async def secret(self, ref: str | None) -> str:
+        """Resolve a credential reference; a missing provider or reference is a CredentialError."""
+        if not ref:
+            raise CredentialError("this integration needs a credential_ref")
+        if self.credentials is None:
+            raise CredentialError("no credential provider is configured")
+        return (await self.credentials.get(ref)).get_secret_value()
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One integration type, registered once in ADAPTERS: the config model it validates and its check."""
+
+    config: type[IntegrationConfigBase]
+    factory: Callable[[AdapterContext], HealthCheck]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A spec built for this process: its check instance keeps its caches (tokens, sessions) between checks."""
+
+    config: type[IntegrationConfigBase]
+    check: HealthCheck
+
+
+def build_adapters(specs: Mapping[str, AdapterSpec], ctx: AdapterContext) -> dict[str, Adapter]:
+    """Build every registered adapter once; the composition root calls this, the runner uses the result."""
+    return {name: Adapter(spec.config, spec.factory(ctx)) for name, spec in specs.items()}

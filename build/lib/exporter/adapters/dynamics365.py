@@ -1,0 +1,78 @@
+"""Dynamics 365: OAuth2 client credentials (token cached), then GET WhoAmI on the Web API."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import Field, HttpUrl
+
+from exporter.adapters.base import AdapterContext, AdapterSpec
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
+from exporter.adapters.tokens import TokenCache, TokenFailure
+from exporter.adapters.transport import Response, fetch
+from exporter.core.model import HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
+
+WHOAMI_PATH = "/api/data/v9.2/WhoAmI"
+
+
+class Dynamics365Config(IntegrationConfigBase):
+    """Dynamics 365 Web API via OAuth2 client credentials; the credential is the client secret."""
+
+    org_url: HttpUrl  # https://<org>.crm<N>.dynamics.com
+    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
+    client_id: str = Field(min_length=1)
+    token_url: HttpUrl | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
+
+    @property
+    def effective_token_url(self) -> str:
+        if self.token_url:
+            return str(self.token_url)
+        return f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
+
+
+class Dynamics365Check:
+    def __init__(self, ctx: AdapterContext) -> None:
+        self.ctx = ctx
+        self.tokens = TokenCache(ctx.monotonic)  # built once per process: the cache lives as long as the adapter
+
+    async def check(self, org_id: UUID, config: Dynamics365Config) -> HealthResult:
+        key = (config.effective_token_url, config.client_id, str(config.org_url))
+        try:
+            token = await self.tokens.get(key, lambda: self._fetch_token(config))
+        except TokenFailure as failure:
+            return failure.result
+        url = str(config.org_url).rstrip("/") + WHOAMI_PATH
+        resp = await fetch(self.ctx, "GET", url, headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
+        now = self.ctx.clock()
+        if resp.status == 401:
+            self.tokens.drop(key)  # revoked or expired early: the next check fetches a new one
+        if failed := classify_http(resp, now):
+            return failed
+        body = resp.json_object()
+        if not body or not {"UserId", "OrganizationId"} <= body.keys():
+            return bad_response(resp.latency_ms, now, "WhoAmI answer without UserId/OrganizationId")
+        return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
+
+    async def _fetch_token(self, config: Dynamics365Config) -> tuple[str, float]:
+        secret = await self.ctx.secret(config.credential_ref)
+        form = {"grant_type": "client_credentials", "client_id": config.client_id, "client_secret": secret,
+                "scope": str(config.org_url).rstrip("/") + "/.default"}
+        resp = await fetch(self.ctx, "POST", config.effective_token_url, data=form)
+        body = resp.json_object() or {}
+        if resp.status in (400, 401) and isinstance(body.get("error"), str):
+            raise TokenFailure(self._rejected(resp, body["error"]))
+        if failed := classify_http(resp, self.ctx.clock()):
+            raise TokenFailure(failed)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not isinstance(lifetime, int | float | str):
+            raise TokenFailure(bad_response(resp.latency_ms, self.ctx.clock(), "token endpoint answer without a token"))
+        return token, float(lifetime)
+
+    def _rejected(self, resp: Response, error: str) -> HealthResult:
+        code = error if error.replace("_", "").isalnum() else "error"  # the OAuth code only, never a description
+        return make_result(HealthStatus.DEGRADED, resp.latency_ms, self.ctx.clock(),
+                           f"credentials rejected by the token endpoint ({code})", Reason.AUTH)
+
+
+SPEC = AdapterSpec(Dynamics365Config, Dynamics365Check)

@@ -1,0 +1,166 @@
+"""The check contract: statuses, results, the fields every config shares, and validating a row. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from exporter.core.sanitize import sanitize
+
+DEFAULT_DEGRADED_LATENCY_MS = 2000
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+class Reason(StrEnum):
+    """Why a check was not healthy: a small, fixed set, so it is safe as a metric label."""
+
+    SLOW = "slow"
+    SYNC_FAILED = "sync_failed"
+    SYNC_LATE = "sync_late"
+    SYNC_MISSED = "sync_missed"
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    CONNECT = "connect"
+    TLS = "tls"
+    HTTP_5XX = "http_5xx"
+    HTTP_4XX = "http_4xx"
+    RATE_LIMITED = "rate_limited"
+    QUOTA = "quota"
+    AUTH = "auth"
+    BAD_RESPONSE = "bad_response"
+    INVALID_CONFIG = "invalid_config"
+    ERROR = "error"
+
+
+class HealthResult(BaseModel):
+    """The outcome of one check. Failures are values too: the runner never lets an exception escape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: HealthStatus
+    latency_ms: int = Field(ge=0)
+    checked_at: AwareDatetime
+    error: str | None = None
+    reason: Reason | None = None
+    retry_after_s: float | None = Field(default=None, ge=0)  # the vendor asked us to wait this long
+    tls_expires_at: AwareDatetime | None = None  # notAfter of the server certificate, for https targets
+
+
+class IntegrationConfigBase(BaseModel):
+    """Fields every integration type shares. Unknown keys are refused so a typo is reported, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credential_ref: str | None = None
+    degraded_latency_ms: int = Field(default=DEFAULT_DEGRADED_LATENCY_MS, gt=0)
+    check_interval_seconds: int | None = Field(default=None, gt=0, le=7 * 86400)  # rounded up to whole cycles
+
+
+class CredentialError(LookupError):
+    """A credential reference did not resolve. The message names the reference, never a secret."""
+
+
+class CredentialProvider(Protocol):
+    async def get(self, ref: str) -> SecretStr:
+        """Return the secret named by `ref`, or raise CredentialError."""
+        ...
+
+
+class InvalidConfig(ValueError):
+    """An integration row that cannot be checked; the message names the field and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """One row of integration_config as loaded: the raw config is validated later, per integration."""
+
+    org_id: UUID
+    integration_type: str
+    config: Any
+    credential_ref: str | None = None
+    health_mode: str = "active"
+    sync: dict[str, Any] | None = None  # the expected sync schedule's columns, when one is set
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """What the scheduler remembers about an integration between checks (persisted in its status row)."""
+
+    consecutive_failures: int = 0
+    next_check_at: datetime | None = None  # when next due: its next slot, or later while backing off
+    rate_limited_streak: int = 0  # throttled or out of quota, in a row
+    passive_until: datetime | None = None  # switched to passive health after repeated throttling
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationResult:
+    """A result with its integration's key and the scheduler's state after it (persisted together)."""
+
+    org_id: UUID
+    integration_type: str
+    result: HealthResult
+    state: CheckState = CheckState()
+
+
+def parse_config(integration: Integration, models: Mapping[str, type[IntegrationConfigBase]]) -> Any:
+    """Validate a row with its type's registered config model, or raise InvalidConfig naming the bad field."""
+    model = models.get(integration.integration_type)
+    if model is None:
+        raise InvalidConfig(f"no adapter for {integration.integration_type!r}")
+    if not isinstance(integration.config, dict):
+        raise InvalidConfig(f"config must be a JSON object, got {_json_type(integration.config)}")
+    data = {**integration.config, "credential_ref": integration.credential_ref}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidConfig(describe_validation_error(exc, integration.integration_type)) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "an array"}
+    return names.get(type(value), type(value).__name__)
+
+
+def describe_validation_error(exc: ValidationError, integration_type: str, root: str = "config") -> str:
+    """One `config.<field>: <message>` per problem, without echoing the offending values."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        if err["type"] == "union_tag_invalid":
+            parts.append(f"integration_type: unknown type {integration_type!r}")
+            continue
+        loc = [str(p)[:64] for p in err["loc"]]  # a key can be a megabyte long
+        if loc and loc[0] == integration_type:  # the discriminated union prefixes the tag
+            loc = loc[1:]
+        msg = err["msg"].removeprefix("Value error, ")
+        if msg[1:2].islower():  # "Field required" → "field required", but "URL input …" stays
+            msg = msg[:1].lower() + msg[1:]
+        prefix = ".".join([root, *loc]) if root else ".".join(loc)
+        parts.append(f"{prefix}: {msg}" if prefix else msg)
+    return "; ".join(parts)
+
+
+def make_result(status: HealthStatus, latency_ms: float, checked_at: datetime, error: str | None = None,
+                reason: Reason | None = None, retry_after_s: float | None = None,
+                tls_expires_at: datetime | None = None) -> HealthResult:
+    """Build a result with a sanitised error and a non-negative integer latency."""
+    return HealthResult(
+        status=status,
+        latency_ms=max(0, round(latency_ms)),
+        checked_at=checked_at,
+        error=sanitize(error) if error else None,
+        reason=reason,
+        retry_after_s=retry_after_s,
+        tls_expires_at=tls_expires_at,
+    )

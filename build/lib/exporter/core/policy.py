@@ -1,0 +1,136 @@
+"""Scheduling decisions, pure: slots, what is due, backoff, active or passive, what a restart assumes."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from tenacity import RetryCallState, wait_exponential
+
+from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
+
+MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
+DEFAULT_TYPE_INTERVALS: Mapping[str, int] = {"xledger": 3600}  # Xledger bills requests: hourly by default
+BACKOFF_CAP_S = 4 * 3600
+MAX_RETRY_AFTER_S = 24 * 3600  # a vendor's Retry-After is honoured up to a day, never longer
+FAILURE_REASONS = frozenset({Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH})  # degraded, but back off too
+
+
+def slot_start(now: datetime, interval_s: int) -> datetime:
+    """The start of the wall-clock-aligned slot containing `now` (slots at :00, :15, :30, :45 for 900 s)."""
+    ts = now.timestamp()
+    return datetime.fromtimestamp(ts - ts % interval_s, UTC)
+
+
+def next_slot(now: datetime, interval_s: int) -> datetime:
+    return slot_start(now, interval_s) + timedelta(seconds=interval_s)
+
+
+def validate_interval(interval_s: int, allow_fast: bool) -> None:
+    """Refuse intervals that divide no day evenly or that would burn vendor quota."""
+    if interval_s <= 0 or 86400 % interval_s:
+        raise ValueError(f"check interval {interval_s} s must divide a day evenly (e.g. 300, 900, 1800, 3600)")
+    if interval_s < MIN_INTERVAL_S and not allow_fast:
+        raise ValueError(f"check interval {interval_s} s is below {MIN_INTERVAL_S} s, and every check costs "
+                         "vendor API quota; set EXPORTER_ALLOW_FAST_INTERVAL=true to allow it (demo, tests)")
+
+
+def interval_for(integration: Integration, base_s: int, type_intervals: Mapping[str, int]) -> int:
+    """The integration's own interval: its config, else its type's default, else the base; a multiple of base."""
+    config = integration.config if isinstance(integration.config, dict) else {}
+    wanted = config.get("check_interval_seconds") or type_intervals.get(integration.integration_type) or base_s
+    try:
+        wanted = int(wanted)
+    except (TypeError, ValueError):
+        wanted = base_s  # the runner reports the invalid config; scheduling falls back to the base
+    return max(base_s, math.ceil(wanted / base_s) * base_s)
+
+
+def is_due(slot: datetime, interval_s: int, state: CheckState | None) -> bool:
+    """Due when the slot falls on the integration's interval and no deferral reaches past the slot."""
+    if int(slot.timestamp()) % interval_s:
+        return False
+    return state is None or state.next_check_at is None or state.next_check_at <= slot
+
+
+def due(integrations: Iterable[Integration], slot: datetime, base_s: int, type_intervals: Mapping[str, int],
+        states: Mapping[tuple, CheckState]) -> list[Integration]:
+    """The integrations to check in `slot`."""
+    return [i for i in integrations
+            if is_due(slot, interval_for(i, base_s, type_intervals), states.get((i.org_id, i.integration_type)))]
+
+
+def counts_as_failure(result: HealthResult) -> bool:
+    """Unreachable, or refused in a way a retry soon would not fix (throttled, out of quota, bad credentials)."""
+    return result.status == HealthStatus.UNREACHABLE or result.reason in FAILURE_REASONS
+
+
+def backoff_s(failures: int, interval_s: int, cap_s: int = BACKOFF_CAP_S,
+              rng: Callable[[], float] = random.random) -> int:
+    """Delay before the next check after `failures` consecutive failures, in whole slots.
+
+    interval × 2^(n-1) (tenacity's exponential wait: 15 min → 30 → 60 → … capped at 4 h), plus jitter of
+    up to a quarter of that, rounded down to whole slots: checks only run on slot boundaries, so sub-slot
+    jitter would just round up and skew the progression; whole-slot jitter spreads a fleet that failed
+    together without delaying the first retries.
+    """
+    if failures <= 0:
+        return 0
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = failures
+    base = wait_exponential(multiplier=interval_s, max=cap_s)(state)
+    jitter_slots = int(base * 0.25 * rng() // interval_s)
+    return int(min(cap_s, base + jitter_slots * interval_s))
+
+
+def after_check(previous: CheckState | None, result: HealthResult, slot: datetime, interval_s: int,
+                rng: Callable[[], float] = random.random) -> CheckState:
+    """The state after a check: a success resets; a failure counts and defers (never sooner than Retry-After).
+
+    `next_check_at` is always the first slot on the integration's own interval at or after the delay.
+    """
+    previous = previous or CheckState()
+    throttled = result.reason in (Reason.RATE_LIMITED, Reason.QUOTA)
+    streak = previous.rate_limited_streak + 1 if throttled else 0
+    if not counts_as_failure(result):
+        return CheckState(0, next_slot(slot, interval_s), streak, previous.passive_until)
+    failures = previous.consecutive_failures + 1
+    delay = max(backoff_s(failures, interval_s, rng=rng), min(result.retry_after_s or 0, MAX_RETRY_AFTER_S))
+    next_at = max(next_slot(slot, interval_s), _ceil_slot(slot + timedelta(seconds=delay), interval_s))
+    return CheckState(failures, next_at, streak, previous.passive_until)
+
+
+def _ceil_slot(when: datetime, interval_s: int) -> datetime:
+    start = slot_start(when, interval_s)
+    return start if start == when else start + timedelta(seconds=interval_s)
+
+
+def is_passive(integration: Integration, state: CheckState | None, slot: datetime,
+               passive_types: Collection[str]) -> bool:
+    """Passive by its row, by its type (EXPORTER_PASSIVE_TYPES), or for a cool-down after throttling."""
+    cooling = state is not None and state.passive_until is not None and slot < state.passive_until
+    return integration.health_mode == "passive" or integration.integration_type in passive_types or cooling
+
+
+def throttle_fallback(state: CheckState, slot: datetime, fallback_after: int, cooldown_s: int) -> CheckState:
+    """Throttled `fallback_after` times in a row: judge it from its sync runs for a cool-down (0: never)."""
+    if not fallback_after or state.rate_limited_streak < fallback_after:
+        return state
+    return replace(state, rate_limited_streak=0, passive_until=slot + timedelta(seconds=cooldown_s))
+
+
+def after_passive(previous: CheckState | None, result: HealthResult, slot: datetime, interval_s: int) -> CheckState:
+    """The state after a passive assessment: failures count, but nothing is deferred (no vendor was asked)."""
+    previous = previous or CheckState()
+    failures = previous.consecutive_failures + 1 if counts_as_failure(result) else 0
+    return CheckState(failures, next_slot(slot, interval_s), 0, previous.passive_until)
+
+
+def assume_next_check(r: IntegrationResult, interval_s: int) -> IntegrationResult:
+    """A restored row written without a next check (by hand, or by an older version) is due in its next slot."""
+    if r.state.next_check_at is not None:
+        return r
+    return replace(r, state=replace(r.state, next_check_at=next_slot(r.result.checked_at, interval_s)))

@@ -1,0 +1,94 @@
+"""Run the checks of a set of integrations concurrently; every outcome, good or bad, becomes a result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from exporter.adapters.base import Adapter, HealthCheck
+from exporter.adapters.classify import Failure, describe_exception
+from exporter.core.model import (
+    HealthResult,
+    HealthStatus,
+    Integration,
+    IntegrationResult,
+    InvalidConfig,
+    Reason,
+    make_result,
+    parse_config,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runner:
+    """Runs checks with a per-check deadline. Holds the tasks it had to abandon so none is lost unawaited."""
+
+    def __init__(self, adapters: Mapping[str, Adapter], *, timeout: float = DEFAULT_TIMEOUT_S,
+                 limiter: asyncio.Semaphore | None = None, clock: Callable[[], datetime] = utcnow,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
+        self.adapters, self.timeout, self.limiter = adapters, timeout, limiter
+        self.clock, self.monotonic = clock, monotonic
+        self.models = {name: a.config for name, a in adapters.items()}
+        self.abandoned: set[asyncio.Task[HealthResult]] = set()
+
+    async def run(self, integrations: Sequence[Integration]) -> list[IntegrationResult]:
+        """Check all concurrently, like Promise.allSettled: one failure never aborts the others."""
+        results = await asyncio.gather(*(self._run_one(i) for i in integrations))
+        return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
+
+    async def _run_one(self, integration: Integration) -> HealthResult:
+        try:
+            config = parse_config(integration, self.models)
+        except InvalidConfig as exc:
+            return self._failure(0, describe_exception(exc))
+        async with self.limiter or contextlib.nullcontext():
+            return await self._check_with_deadline(self.adapters[integration.integration_type].check,
+                                                   integration.org_id, config)
+
+    async def _check_with_deadline(self, check: HealthCheck, org_id: UUID, config: object) -> HealthResult:
+        start = self.monotonic()
+        task = asyncio.ensure_future(check.check(org_id, config))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        elapsed_ms = (self.monotonic() - start) * 1000
+        if not done:
+            # Cancel, but do not wait: a check that swallows cancellation must not hold up the others.
+            task.cancel()
+            self.abandoned.add(task)
+            task.add_done_callback(self._forget)
+            return self._failure(self.timeout * 1000, (HealthStatus.UNREACHABLE, Reason.TIMEOUT,
+                                                        f"timed out after {self.timeout:g} s"))
+        exc = task.exception()
+        if exc is not None:
+            return self._failure(elapsed_ms, describe_exception(exc))
+        result = task.result()
+        if not isinstance(result, HealthResult):
+            return self._failure(elapsed_ms, (HealthStatus.UNREACHABLE, Reason.ERROR,
+                                              f"adapter returned {type(result).__name__}, not a HealthResult"))
+        return result
+
+    def _forget(self, task: asyncio.Task[HealthResult]) -> None:
+        self.abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("abandoned check ended with %s", type(task.exception()).__name__)
+
+    def _failure(self, latency_ms: float, failure: Failure) -> HealthResult:
+        status, reason, message = failure
+        return make_result(status, latency_ms, self.clock(), message, reason)

@@ -1,0 +1,245 @@
+"""The cycle loop: each wall-clock slot, check what is due, record backoff state, publish, persist."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from exporter.core import policy, syncs
+from exporter.core.model import (
+    CheckState,
+    HealthResult,
+    HealthStatus,
+    Integration,
+    IntegrationResult,
+    Reason,
+    make_result,
+)
+from exporter.engine.instruments import Instruments
+from exporter.engine.leases import ShardLeases, shard_of
+from exporter.engine.outbox import Outbox
+from exporter.engine.runner import Runner
+from exporter.engine.snapshot import Snapshot
+from exporter.storage.store import TRANSIENT_ERRORS, Store
+
+log = logging.getLogger(__name__)
+
+
+def _key(i: Integration) -> tuple[UUID, str]:
+    return (i.org_id, i.integration_type)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    """Runs cycles on slot boundaries. Holds the last integration list so checks go on while the
+    database is away (their results wait in the outbox)."""
+
+    def __init__(self, *, store: Store, runner: Runner, snapshot: Snapshot, instruments: Instruments, outbox: Outbox,
+                 interval_s: int, type_intervals: Mapping[str, int] = policy.DEFAULT_TYPE_INTERVALS,
+                 clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
+                 on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
+                 passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
+                 shards: ShardLeases | None = None) -> None:
+        self.shards = shards  # None: this replica checks every organisation
+        self.passive_types, self.fallback_after = frozenset(passive_types), fallback_after
+        self.passive_cooldown_s = passive_cooldown_s
+        self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
+        self.store, self.runner, self.snapshot, self.instruments, self.outbox = store, runner, snapshot, instruments, outbox
+        self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals, clock, rng
+        self.on_cycle = on_cycle
+        self.integrations: list[Integration] = []
+        self.last_slot: datetime | None = None
+        self.cycle_task: asyncio.Task[None] | None = None
+
+    def _last_latency(self, integration: Integration) -> int:
+        last = self.snapshot.results.get((integration.org_id, integration.integration_type))
+        return last.result.latency_ms if last else 0
+
+    def _interval(self, integration: Integration) -> int:
+        return policy.interval_for(integration, self.interval_s, self.type_intervals)
+
+    async def run_cycle(self, slot: datetime, due_at: datetime) -> list[IntegrationResult]:
+        """One cycle for `slot`: load configs (or reuse the last), check what is due, publish, persist."""
+        started = self.clock()
+        drift = (started - due_at).total_seconds()
+        self.instruments.cycle_drift.set(drift)
+        log.info("cycle start", extra={"slot": slot.isoformat(), "due_at": due_at.isoformat(),
+                                       "started_at": started.isoformat(), "drift_s": round(drift, 3)})
+        try:
+            loaded = await self.store.load_integrations()
+            if self.shards is not None:
+                await self.shards.maintain()
+                loaded = [i for i in loaded if self.shards.owns(i.org_id)]
+            self.integrations = loaded
+        except TRANSIENT_ERRORS as exc:
+            log.warning("cannot load integrations (%s); checking the %d known from the last cycle",
+                        type(exc).__name__, len(self.integrations))
+        self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
+        states = self.snapshot.states()
+        modes = {_key(i): "passive" if self.is_passive(i, states.get(_key(i)), slot) else "active"
+                 for i in self.integrations}
+        self.snapshot.modes = modes
+        passive = [i for i in self.integrations if modes[_key(i)] == "passive"]
+        active = [i for i in self.integrations if modes[_key(i)] == "active"]
+        todo = policy.due(active, slot, self.interval_s, self.type_intervals, states)
+        todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
+        passive_results = await self.assess_syncs(passive, slot)
+        if passive_results:
+            await self.publish(passive_results, slot)
+        results = await self.check(todo, slot) + passive_results
+        duration = (self.clock() - started).total_seconds()
+        self.instruments.cycle_duration.set(duration)
+        self.instruments.cycles.labels("success").inc()
+        self.instruments.cycle_last_success.set(self.clock().timestamp())
+        self.last_slot = slot
+        log.info("cycle done", extra={"slot": slot.isoformat(), "checked": len(results),
+                                      "duration_s": round(duration, 3), "queued": self.outbox.pending})
+        if self.on_cycle:
+            outcome = self.on_cycle(slot, results)
+            if outcome is not None:
+                await outcome
+        return results
+
+    def is_passive(self, i: Integration, state: CheckState | None, slot: datetime) -> bool:
+        return policy.is_passive(i, state, slot, self.passive_types)
+
+    async def check(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
+        """Check, attach the next backoff state, publish to the snapshot and hand to the outbox."""
+        results = await self.runner.run(integrations)
+        states = self.snapshot.states()
+        by_key = {(i.org_id, i.integration_type): i for i in integrations}
+        stated = []
+        for r in results:
+            key = (r.org_id, r.integration_type)
+            checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng)
+            state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s)
+            if state.passive_until != checked.passive_until:
+                log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
+                            state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
+            stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state))
+        await self.publish(stated, slot)
+        return stated
+
+    async def publish(self, results: list[IntegrationResult], slot: datetime) -> None:
+        self.snapshot.update(results)
+        self.instruments.observe(results)
+        await self.outbox.submit(results, slot)
+
+    async def assess_syncs(self, passive: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
+        """Judge every integration's syncs (drift and state for all; health for the passive ones)."""
+        try:
+            runs = await self.store.recent_sync_runs()
+        except TRANSIENT_ERRORS as exc:
+            log.warning("cannot load sync runs (%s); passive integrations keep their status", type(exc).__name__)
+            return []
+        now, states, passive_keys = self.clock(), self.snapshot.states(), {_key(i) for i in passive}
+        assessments, results = {}, []
+        for i in self.integrations:
+            key = _key(i)
+            try:  # a bad schedule fails its own integration only (croniter errors are ValueErrors)
+                sched = syncs.schedule_from_columns(i.sync)
+                if sched is None and key not in runs:
+                    continue
+                assessment = syncs.assess(sched, runs.get(key, []), now)
+            except ValueError as exc:
+                if key in passive_keys:
+                    results.append(self._passive(i, make_result(
+                        HealthStatus.UNREACHABLE, 0, now, f"invalid configuration: sync schedule: {exc}",
+                        Reason.INVALID_CONFIG), states.get(key), slot))
+                continue
+            assessments[key] = assessment
+            self._log_new_run(i, assessment.last_run)
+            if key in passive_keys and (result := syncs.passive_result(assessment, now)):
+                results.append(self._passive(i, result, states.get(key), slot))
+        self.snapshot.syncs = assessments
+        return results
+
+    def _passive(self, i: Integration, result: HealthResult, previous: CheckState | None,
+                 slot: datetime) -> IntegrationResult:
+        return IntegrationResult(i.org_id, i.integration_type, result,
+                                 policy.after_passive(previous, result, slot, self.interval_s))
+
+    def _log_new_run(self, i: Integration, run: syncs.SyncRun | None) -> None:
+        """Log each run once (scheduled vs actual), when first seen and again when it finishes."""
+        if run is None or self._seen_runs.get(_key(i)) == (run.scheduled_for, run.outcome):
+            return
+        self._seen_runs[_key(i)] = (run.scheduled_for, run.outcome)
+        log.info("sync run %s: scheduled %s, started %s, finished %s, drift %s s", run.outcome,
+                 run.scheduled_for.isoformat(), run.started_at.isoformat() if run.started_at else "-",
+                 run.finished_at.isoformat() if run.finished_at else "-",
+                 f"{run.drift_s:.0f}" if run.drift_s is not None else "-",
+                 extra={"org_id": str(i.org_id), "integration_type": i.integration_type})
+
+    async def run_health_checks(self, org_id: UUID) -> list[IntegrationResult]:
+        """'Test connection': check every active integration of one org now, whatever its policy.
+
+        An integration passive by its row or type is not pinged; one cooling down after throttling is
+        (an admin pressing the button after fixing a quota is exactly who should learn it works again).
+        """
+        integrations = [i for i in await self.store.load_integrations(org_id)
+                        if i.health_mode == "active" and i.integration_type not in self.passive_types]
+        return await self.check(integrations, policy.slot_start(self.clock(), self.interval_s))
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Run a cycle for each new slot until `stop` is set; a late start runs once, for the latest slot."""
+        due_at = self.clock()  # the first cycle is due now, if its slot has not been checked yet
+        while not stop.is_set():
+            now = self.clock()
+            slot = policy.slot_start(now, self.interval_s)
+            if self.last_slot is None or slot > self.last_slot:
+                self.cycle_task = asyncio.create_task(self.run_cycle(slot, max(due_at, slot)))
+                try:
+                    await asyncio.shield(self.cycle_task)  # shutdown cancels the loop, not the cycle
+                except Exception:
+                    self.instruments.cycles.labels("failure").inc()
+                    log.exception("cycle failed", extra={"slot": slot.isoformat()})
+                    self.last_slot = slot  # do not spin on a failing slot; the next slot tries again
+                continue
+            due_at = policy.next_slot(now, self.interval_s)
+            wait = max(0.0, (due_at - now).total_seconds())
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def take_over(self, gained: Collection[int]) -> list[IntegrationResult]:
+        """Shards gained between cycles (their replica died or left): check, once, what their last owner
+        left unchecked in the current slot, so a crashed replica costs its integrations no slot."""
+        if not gained or self.last_slot is None or self.shards is None:
+            return []  # before the first cycle: that cycle covers every shard held
+        if self.cycle_task is not None and not self.cycle_task.done():
+            await asyncio.wait({self.cycle_task})  # it filtered by the old shards; then see what is left
+        slot, total = self.last_slot, self.shards.total
+        try:
+            mine = [i for i in await self.store.load_integrations() if shard_of(i.org_id, total) in gained]
+            keys = {_key(i) for i in mine}
+            fresh = [r for r in await self.store.last_results() if (r.org_id, r.integration_type) in keys]
+        except TRANSIENT_ERRORS as exc:
+            log.warning("cannot load the shards taken over (%s); the next cycle checks them", type(exc).__name__)
+            return []
+        self.snapshot.update(fresh)  # the previous owner's latest states decide what is still due
+        known = {_key(i) for i in self.integrations}
+        self.integrations = [*self.integrations, *(i for i in mine if _key(i) not in known)]
+        states = self.snapshot.states()
+        active = [i for i in mine if not self.is_passive(i, states.get(_key(i)), slot)]
+        todo = policy.due(active, slot, self.interval_s, self.type_intervals, states)
+        log.info("took over %d shards: %d integrations, %d left unchecked in slot %s", len(gained), len(mine),
+                 len(todo), slot.isoformat())
+        return await self.check(todo, slot) if todo else []
+
+    def restore(self, results: Sequence[IntegrationResult]) -> None:
+        """Load the last known results (from the database) so a restart neither blanks nor re-checks.
+
+        The first cycle then runs for the current slot and checks only what is still due in it, by each
+        integration's stored next check: a crash after part of a slot was written costs the rest nothing.
+        """
+        if self.shards is not None:
+            results = [r for r in results if self.shards.owns(r.org_id)]
+        self.snapshot.update([policy.assume_next_check(r, self.interval_s) for r in results])

@@ -1,0 +1,44 @@
+"""The latest result per integration, held in memory: what /metrics renders and the scheduler consults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from exporter.core.model import CheckState, IntegrationResult
+from exporter.core.syncs import SyncAssessment
+
+Key = tuple[UUID, str]
+
+
+@dataclass
+class Snapshot:
+    results: dict[Key, IntegrationResult] = field(default_factory=dict)
+    version: int = 0  # bumped on every change, so renderers can cache per version
+    syncs: dict[Key, SyncAssessment] = field(default_factory=dict)  # schedule adherence, where known
+    modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
+
+    def update(self, results: Iterable[IntegrationResult]) -> None:
+        """Record newer results; an older one (a late run-now, a restore) never replaces a newer one."""
+        for r in results:
+            key = (r.org_id, r.integration_type)
+            current = self.results.get(key)
+            if current is None or current.result.checked_at <= r.result.checked_at:
+                self.results[key] = r
+        self.version += 1
+
+    def retain(self, keys: set[Key]) -> None:
+        """Forget integrations that are no longer configured, so their series disappear."""
+        gone = self.results.keys() - keys
+        for key in gone:
+            del self.results[key]
+        if gone:
+            self.version += 1
+
+    def copy(self) -> Snapshot:
+        """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
+        return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes))
+
+    def states(self) -> dict[Key, CheckState]:
+        return {k: r.state for k, r in self.results.items()}

@@ -1,0 +1,94 @@
+"""The composition root: Settings -> store, credentials, adapters, runner, scheduler. Nothing else builds these."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.adapters import ADAPTERS
+from exporter.adapters.base import AdapterContext, AdapterSpec, build_adapters
+from exporter.adapters.transport import make_session
+from exporter.core.model import CredentialProvider
+from exporter.engine.instruments import Instruments
+from exporter.engine.leases import ShardLeases
+from exporter.engine.outbox import Outbox
+from exporter.engine.runner import Runner
+from exporter.engine.scheduler import Scheduler
+from exporter.engine.snapshot import Snapshot
+from exporter.settings import Settings
+from exporter.storage.credentials import CachedCredentials, DirectoryCredentials, SupabaseVaultCredentials
+from exporter.storage.store import Store, create_pool
+
+POOL_SIZE = 10
+
+
+@dataclass
+class Services:
+    """Everything the service runs on, built once per process; the web layer and the CLI use it."""
+
+    store: Store
+    runner: Runner
+    scheduler: Scheduler
+    snapshot: Snapshot
+    instruments: Instruments
+    outbox: Outbox
+    shards: ShardLeases | None = None  # None: this process checks every organisation
+
+
+def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | None:
+    """The provider EXPORTER_CREDENTIAL_PROVIDER names, behind a cache of EXPORTER_CREDENTIAL_CACHE_SECONDS."""
+    if settings.credential_provider == "none":
+        return None
+    inner: CredentialProvider = (DirectoryCredentials(settings.credentials_dir) if settings.credentials_dir
+                                 and settings.credential_provider == "directory" else SupabaseVaultCredentials(pool))
+    return CachedCredentials(inner, ttl=settings.credential_cache_seconds)
+
+
+def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientSession,
+                   credentials: CredentialProvider | None = None, specs: Mapping[str, AdapterSpec] = ADAPTERS,
+                   on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None) -> Services:
+    """Wire the adapters (built once), runner, snapshot, instruments, outbox and scheduler (no I/O)."""
+    ctx = AdapterContext(session=session, credentials=credentials)
+    runner = Runner(build_adapters(specs, ctx), timeout=settings.check_timeout_seconds,
+                    limiter=asyncio.Semaphore(settings.max_concurrency))
+    snapshot = Snapshot()
+    instruments = Instruments(CollectorRegistry(), __version__, known_types=specs.keys())
+    instruments.interval.set(settings.check_interval)
+    outbox = Outbox(store, instruments, max_results=settings.persist_queue_max)
+    scheduler = Scheduler(store=store, runner=runner, snapshot=snapshot, instruments=instruments, outbox=outbox,
+                          interval_s=settings.check_interval, type_intervals=settings.type_intervals,
+                          on_cycle=on_cycle, passive_types=settings.passive_types,
+                          fallback_after=settings.rate_limit_fallback_after,
+                          passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards)
+    return Services(store, runner, scheduler, snapshot, instruments, outbox, shards)
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, AdapterSpec] = ADAPTERS,
+                        on_cycle: Callable[..., Any] | None = None, shared: bool = True) -> AsyncIterator[Services]:
+    """Open the pool and the HTTP session (and, when `shared`, this replica's shard leases); close them on exit.
+
+    `shared=False` (the `check` command) takes no leases: it checks the one organisation it was asked for.
+    """
+    pool: asyncpg.Pool = await create_pool(dsn, role=settings.db_role or None, max_size=POOL_SIZE)
+    session = make_session(limit=settings.max_concurrency)
+    shards = ShardLeases(pool, settings.replica_id, settings.lease_ttl_seconds) if shared else None
+    try:
+        if shards is not None:
+            await shards.maintain()
+        yield build_services(settings, store=Store(pool), session=session,
+                             credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
+                             shards=shards)
+        if shards is not None:
+            await shards.release_all()
+    finally:
+        await session.close()
+        await pool.close()

@@ -1,0 +1,81 @@
+"""Configuration from the environment (EXPORTER_*, DATABASE_URL) and .env, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from exporter.core.policy import DEFAULT_TYPE_INTERVALS, validate_interval
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "EXPORTER_DATABASE_URL"),
+        description="PostgreSQL DSN; unset means the embedded PostgreSQL in data_dir")
+    db_role: str | None = Field(default="service_role", description="role the service's sessions SET; empty: none")
+    data_dir: Path = Field(default=Path(".data"), description="where the embedded PostgreSQL keeps its files")
+    host: str = "0.0.0.0"
+    port: int = Field(default=9464, ge=1, le=65535)
+    check_interval: int = Field(default=900, description="seconds between cycles, aligned to the wall clock")
+    allow_fast_interval: bool = False
+    type_intervals: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_TYPE_INTERVALS))
+    check_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    max_concurrency: int = Field(default=256, ge=1, le=10_000)
+    api_token: SecretStr | None = None
+    api_enabled: bool = Field(default=True, description="false serves /metrics without the /api/v1 routes")
+    run_now_min_interval_seconds: float = Field(default=60.0, ge=0)
+    persist_queue_max: int = Field(default=100_000, ge=1)
+    credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"
+    credentials_dir: Path | None = Field(default=None, description="directory of secret files (one per ref)")
+    credential_cache_seconds: float = Field(default=300.0, ge=0)
+    passive_types: Annotated[frozenset[str], NoDecode] = frozenset()  # e.g. xledger,dynamics365: never pinged
+    rate_limit_fallback_after: int = Field(default=3, ge=0, description="throttled N times in a row → passive; 0: never")
+    passive_cooldown_seconds: int = Field(default=86400, ge=0)
+    replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
+    lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("passive_types", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return frozenset(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        try:
+            validate_interval(self.check_interval, self.allow_fast_interval)
+        except ValueError as exc:
+            raise ValueError(f"check_interval: {exc}") from None
+        if self.credential_provider == "directory" and not self.credentials_dir:
+            raise ValueError("credentials_dir: required when EXPORTER_CREDENTIAL_PROVIDER=directory")
+        return self
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per bad variable: its environment name and what to put there."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            name = str(err["loc"][0]).upper()
+        elif ": " in msg:  # a model-level check names its field first
+            name, msg = msg.split(": ", 1)
+            name = name.upper()
+        else:
+            name = "?"
+        env = name if name == "DATABASE_URL" else f"EXPORTER_{name}"
+        lines.append(f"{env}: {msg}")
+    return "; ".join(lines)

@@ -1,0 +1,1 @@
+"""Talks to PostgreSQL: the store (asyncpg), migrations, credential providers."""

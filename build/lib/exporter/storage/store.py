@@ -1,0 +1,257 @@
+"""Postgres I/O: load integrations, persist results (status upsert + history) in one set-based statement."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
+from exporter.core.syncs import SyncRun
+
+log = logging.getLogger(__name__)
+
+SELECT_INTEGRATIONS = """
+SELECT org_id, integration_type, config, credential_ref, health_mode,
+       sync_cron, sync_timezone, sync_period_seconds, sync_grace_seconds, sync_max_duration_seconds
+FROM public.integration_config
+WHERE enabled AND ($1::uuid IS NULL OR org_id = $1)
+ORDER BY org_id, integration_type"""
+
+# One round trip for a whole batch: unnest the arrays once, upsert the status rows (never letting an
+# older result overwrite a newer one, e.g. a delayed retry) and append the slot's history rows
+# (a re-run of the same slot adds nothing). The history trigger prunes to 96 rows per key.
+PERSIST_RESULTS = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
+                         $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::int[],
+                         $12::timestamptz[])
+        AS t(org_id, integration_type, status, latency_ms, checked_at, error_message,
+             reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until)
+), upserted AS (
+    INSERT INTO public.integration_health_status AS s
+        (org_id, integration_type, status, latency_ms, checked_at, error_message,
+         reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until)
+    SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
+           reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until
+    FROM input
+    ON CONFLICT (org_id, integration_type) DO UPDATE
+        SET status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms,
+            checked_at = EXCLUDED.checked_at, error_message = EXCLUDED.error_message,
+            reason = EXCLUDED.reason, consecutive_failures = EXCLUDED.consecutive_failures,
+            next_check_at = EXCLUDED.next_check_at, rate_limited_streak = EXCLUDED.rate_limited_streak,
+            passive_until = EXCLUDED.passive_until,
+            tls_expires_at = coalesce(EXCLUDED.tls_expires_at, s.tls_expires_at)
+        WHERE s.checked_at <= EXCLUDED.checked_at
+)
+INSERT INTO public.health_check_history
+    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason)
+SELECT org_id, integration_type, $13, status, latency_ms, checked_at, error_message, reason FROM input
+ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
+
+SELECT_STATUS = """
+SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
+       reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until
+FROM public.integration_health_status
+WHERE ($1::uuid IS NULL OR org_id = $1)
+ORDER BY org_id, integration_type"""
+
+SELECT_HISTORY = """
+SELECT org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason
+FROM public.health_check_history
+WHERE org_id = $1
+ORDER BY integration_type, slot"""
+
+SELECT_RECENT_RUNS = """
+SELECT c.org_id, c.integration_type, r.scheduled_for, r.started_at, r.finished_at, r.outcome, r.error_message
+FROM public.integration_config c
+CROSS JOIN LATERAL (
+    SELECT * FROM public.integration_sync_runs r
+    WHERE r.org_id = c.org_id AND r.integration_type = c.integration_type
+    ORDER BY r.scheduled_for DESC
+    LIMIT $1) r
+WHERE c.enabled"""
+
+# The sync scheduler's report: the period (org, type, scheduled_for) is the idempotency key. A retry
+# of the same report, or a running run finishing, updates the row; a finished run reported again with
+# another outcome changes nothing and returns no row (the API answers 409). The same statement is the
+# one documented for schedulers that write directly with the service role.
+REPORT_SYNC_RUN = """
+INSERT INTO public.integration_sync_runs AS r
+    (org_id, integration_type, scheduled_for, started_at, finished_at, outcome, error_message)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (org_id, integration_type, scheduled_for) DO UPDATE
+    SET started_at = coalesce(EXCLUDED.started_at, r.started_at),
+        finished_at = coalesce(EXCLUDED.finished_at, r.finished_at),
+        outcome = EXCLUDED.outcome,
+        error_message = coalesce(EXCLUDED.error_message, r.error_message),
+        updated_at = now()
+    WHERE r.outcome = 'running' OR r.outcome = EXCLUDED.outcome
+RETURNING scheduled_for, started_at, finished_at, outcome, error_message"""
+
+SELECT_SYNC_RUN = """
+SELECT scheduled_for, started_at, finished_at, outcome, error_message FROM public.integration_sync_runs
+WHERE org_id = $1 AND integration_type = $2 AND scheduled_for = $3"""
+
+# Errors worth retrying: the server or the network went away for a moment, or a transaction lost a race.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,  # a pooled connection cut off mid-query ("another operation is in progress")
+)
+
+
+class PersistError(RuntimeError):
+    """Results could not be written after the retries; the caller keeps them and tries again later."""
+
+
+def default_retrying(attempts: int = 5) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, role: str | None = "service_role", min_size: int = 1,
+                      max_size: int = 10) -> asyncpg.Pool:
+    """Open a pool whose sessions run as `role` (RLS applies), or as the DSN's user when role is None."""
+    settings = {"application_name": "integration-health"}
+    if role:
+        settings["role"] = role  # a session default, so the pool's RESET ALL keeps it
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings,
+                                     init=_init_connection)
+
+
+def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
+    """Columns for unnest, one entry per (org, type): the latest result wins if a key repeats."""
+    latest: dict[tuple[UUID, str], IntegrationResult] = {}
+    for r in results:
+        key = (r.org_id, r.integration_type)
+        if key not in latest or latest[key].result.checked_at <= r.result.checked_at:
+            latest[key] = r
+    rows = list(latest.values())
+    return [
+        [r.org_id for r in rows],
+        [r.integration_type for r in rows],
+        [r.result.status.value for r in rows],
+        [r.result.latency_ms for r in rows],
+        [r.result.checked_at for r in rows],
+        [r.result.error for r in rows],
+        [r.result.reason.value if r.result.reason else None for r in rows],
+        [r.state.consecutive_failures for r in rows],
+        [r.state.next_check_at for r in rows],
+        [r.result.tls_expires_at for r in rows],
+        [r.state.rate_limited_streak for r in rows],
+        [r.state.passive_until for r in rows],
+    ]
+
+
+def _sync_columns(r: asyncpg.Record) -> dict[str, Any] | None:
+    if r["sync_cron"] is None and r["sync_period_seconds"] is None:
+        return None
+    return {"cron": r["sync_cron"], "timezone": r["sync_timezone"], "period_s": r["sync_period_seconds"],
+            "grace_s": r["sync_grace_seconds"], "max_duration_s": r["sync_max_duration_seconds"]}
+
+
+def _run(r: asyncpg.Record) -> SyncRun:
+    return SyncRun(r["scheduled_for"], r["outcome"], r["started_at"], r["finished_at"], r["error_message"])
+
+
+def result_from_row(row: asyncpg.Record) -> IntegrationResult:
+    reason = row["reason"] if row["reason"] in Reason.__members__.values() else None
+    result = HealthResult(status=HealthStatus(row["status"]), latency_ms=row["latency_ms"] or 0,
+                          checked_at=row["checked_at"], error=row["error_message"],
+                          reason=Reason(reason) if reason else None, tls_expires_at=row["tls_expires_at"])
+    state = CheckState(row["consecutive_failures"], row["next_check_at"], row["rate_limited_streak"],
+                       row["passive_until"])
+    return IntegrationResult(row["org_id"], row["integration_type"], result, state)
+
+
+class Store:
+    """The monitor's database access. Every write is one statement in one transaction, retried when transient."""
+
+    def __init__(self, pool: asyncpg.Pool, *, retrying: AsyncRetrying | None = None) -> None:
+        self.pool = pool
+        self._retrying = retrying or default_retrying()
+
+    async def ping(self) -> None:
+        """One round trip, no retry: /readyz asks whether the database answers now."""
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def load_integrations(self, org_id: UUID | None = None) -> list[Integration]:
+        rows = await self._with_retry(lambda c: c.fetch(SELECT_INTEGRATIONS, org_id))
+        return [Integration(r["org_id"], r["integration_type"], r["config"], r["credential_ref"],
+                            r["health_mode"], _sync_columns(r)) for r in rows]
+
+    async def recent_sync_runs(self, limit_per_integration: int = 5) -> dict[tuple[UUID, str], list[SyncRun]]:
+        """The latest runs of every enabled integration, one round trip."""
+        rows = await self._with_retry(lambda c: c.fetch(SELECT_RECENT_RUNS, limit_per_integration))
+        runs: dict[tuple[UUID, str], list[SyncRun]] = {}
+        for r in rows:
+            runs.setdefault((r["org_id"], r["integration_type"]), []).append(
+                SyncRun(r["scheduled_for"], r["outcome"], r["started_at"], r["finished_at"], r["error_message"]))
+        return runs
+
+    async def report_sync_run(self, org_id: UUID, integration_type: str, run: SyncRun) -> tuple[bool, SyncRun]:
+        """Record a run idempotently; returns (accepted, the stored run). Not accepted: a finished run
+        for that period was already reported with a different outcome, and is left as it was."""
+        args = (org_id, integration_type, run.scheduled_for, run.started_at, run.finished_at, run.outcome,
+                run.error_message)
+        row = await self._with_retry(lambda c: c.fetchrow(REPORT_SYNC_RUN, *args))
+        if row is not None:
+            return True, _run(row)
+        existing = await self._with_retry(lambda c: c.fetchrow(SELECT_SYNC_RUN, *args[:3]))
+        return False, _run(existing)
+
+    async def persist(self, results: Sequence[IntegrationResult], slot: datetime) -> None:
+        """Upsert status and append history for `slot`, atomically; raise PersistError when it cannot."""
+        if not results:
+            return
+        columns = _batch(results)
+        try:
+            await self._with_retry(lambda c: c.execute(PERSIST_RESULTS, *columns, slot))
+        except TRANSIENT_ERRORS as exc:
+            raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}") from exc
+
+    async def status(self, org_id: UUID | None = None) -> list[asyncpg.Record]:
+        return await self._with_retry(lambda c: c.fetch(SELECT_STATUS, org_id))
+
+    async def last_results(self, org_id: UUID | None = None) -> list[IntegrationResult]:
+        """The stored status rows as results: what the service restores into its snapshot at start-up."""
+        return [result_from_row(r) for r in await self.status(org_id)]
+
+    async def history(self, org_id: UUID) -> list[asyncpg.Record]:
+        return await self._with_retry(lambda c: c.fetch(SELECT_HISTORY, org_id))
+
+    async def _with_retry(self, op: Any) -> Any:
+        async for attempt in self._retrying.copy():
+            with attempt:
+                async with self.pool.acquire() as conn:
+                    return await op(conn)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover

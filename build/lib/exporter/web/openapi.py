@@ -1,0 +1,59 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ORG = {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_HEALTH = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrgHealth"}}}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "integration-health", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            "Integration": {"type": "object", "properties": {
+                "integration_type": {"type": "string"},
+                "status": {"enum": ["healthy", "degraded", "unreachable"]},
+                "latency_ms": {"type": "integer"}, "checked_at": {"type": "string", "format": "date-time"},
+                "error": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
+                "consecutive_failures": {"type": "integer"},
+                "next_check_at": {"type": ["string", "null"], "format": "date-time"},
+                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+            "OrgHealth": {"type": "object", "properties": {
+                "org_id": {"type": "string", "format": "uuid"},
+                "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}}}},
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/v1/orgs/{org_id}/health": {"get": {
+            "summary": "Current status of an organisation's integrations", "parameters": [_ORG],
+            "responses": {"200": {"description": "status", **_HEALTH}, "400": _ERROR, "401": _ERROR, "404": _ERROR}}},
+        "/api/v1/orgs/{org_id}/health/history": {"get": {
+            "summary": "The 96-slot (24 h) history per integration", "parameters": [_ORG],
+            "responses": {"200": {"description": "history"}, "400": _ERROR, "401": _ERROR, "404": _ERROR}}},
+        "/api/v1/sync-runs": {"post": {
+            "summary": "Report a sync run; the same period again updates it (idempotent)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["org_id", "integration_type", "scheduled_for", "outcome"],
+                "additionalProperties": False, "properties": {
+                    "org_id": {"type": "string", "format": "uuid"}, "integration_type": {"type": "string"},
+                    "scheduled_for": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": ["string", "null"], "format": "date-time"},
+                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                    "outcome": {"enum": ["success", "failure", "running"]},
+                    "error_message": {"type": ["string", "null"]}}}}}},
+            "responses": {"200": {"description": "stored"}, "400": _ERROR, "401": _ERROR,
+                          "409": {"description": "that period already finished with another outcome"},
+                          "413": _ERROR, "415": _ERROR}}},
+        "/api/v1/orgs/{org_id}/checks": {"post": {
+            "summary": "Run the organisation's checks now (test connection); at most once a minute per org",
+            "parameters": [_ORG],
+            "responses": {"200": {"description": "fresh results", **_HEALTH}, "400": _ERROR, "401": _ERROR,
+                          "404": _ERROR, "429": _ERROR}}},
+    },
+}

@@ -1,0 +1,95 @@
+"""Classify what a vendor answered (or the exception a check raised) as a status, a reason and a message."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from exporter.adapters.transport import BodyTooLarge, Response, TooManyRedirects
+from exporter.core.model import CredentialError, HealthResult, HealthStatus, InvalidConfig, Reason, make_result
+
+Failure = tuple[HealthStatus, Reason, str]
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def classify_http(resp: Response, now: datetime, *, expected: frozenset[int] | None = None) -> HealthResult | None:
+    """Classify by status code; None means the status is acceptable and the caller checks the body."""
+    code = resp.status
+    if expected and code in expected or not expected and 200 <= code < 300:
+        return None
+    if code == 429:
+        retry = parse_retry_after(resp.headers.get("Retry-After"), now)
+        return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, "rate limited (HTTP 429)",
+                           Reason.RATE_LIMITED, retry)
+    if code in (401, 403):
+        return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"credentials rejected (HTTP {code})",
+                           Reason.AUTH)
+    if code >= 500:
+        return make_result(HealthStatus.UNREACHABLE, resp.latency_ms, now, f"server error (HTTP {code})",
+                           Reason.HTTP_5XX)
+    return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"unexpected status HTTP {code}",
+                       Reason.HTTP_4XX if code >= 400 else Reason.BAD_RESPONSE)
+
+
+def healthy_or_slow(latency_ms: float, now: datetime, degraded_latency_ms: int) -> HealthResult:
+    """Healthy, or degraded when the answer took longer than the integration's threshold."""
+    if latency_ms > degraded_latency_ms:
+        return make_result(HealthStatus.DEGRADED, latency_ms, now,
+                           f"slow: {latency_ms / 1000:.1f} s > {degraded_latency_ms / 1000:.1f} s threshold",
+                           Reason.SLOW)
+    return make_result(HealthStatus.HEALTHY, latency_ms, now)
+
+
+def bad_response(latency_ms: float, now: datetime, what: str) -> HealthResult:
+    return make_result(HealthStatus.DEGRADED, latency_ms, now, f"unexpected response: {what}", Reason.BAD_RESPONSE)
+
+
+def describe_exception(exc: BaseException) -> Failure:
+    """Map an adapter's exception to a status, a bounded reason and a short human message (no secrets)."""
+    match exc:
+        case CredentialError():
+            return HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {exc}"
+        case InvalidConfig() | aiohttp.InvalidURL():
+            return HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG, f"invalid configuration: {exc}"
+        case aiohttp.ClientConnectorDNSError():
+            return HealthStatus.UNREACHABLE, Reason.DNS, f"DNS lookup failed for {exc.host}"
+        case aiohttp.ClientConnectorCertificateError():
+            return HealthStatus.UNREACHABLE, Reason.TLS, f"TLS certificate rejected for {exc.host}"
+        case aiohttp.ClientSSLError() | ssl.SSLError():
+            return HealthStatus.UNREACHABLE, Reason.TLS, "TLS handshake failed"
+        case aiohttp.ClientConnectorError():
+            why = exc.os_error.strerror or type(exc.os_error).__name__
+            return HealthStatus.UNREACHABLE, Reason.CONNECT, f"cannot connect to {exc.host}:{exc.port}: {why}"
+        case aiohttp.ServerDisconnectedError() | aiohttp.ClientOSError() | ConnectionError():
+            return HealthStatus.UNREACHABLE, Reason.CONNECT, "connection closed or reset by the server"
+        case TimeoutError():
+            return HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"
+        case aiohttp.TooManyRedirects() | TooManyRedirects():
+            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"
+        case aiohttp.ClientPayloadError():
+            return HealthStatus.UNREACHABLE, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"
+        case aiohttp.ClientResponseError() if not isinstance(exc, aiohttp.ContentTypeError):
+            # A parse failure of the status line or headers; its text quotes the bytes received, so not here.
+            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"
+        case BodyTooLarge() | aiohttp.ContentTypeError() | ValueError():
+            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, f"unexpected response: {exc}"
+        case _:  # the text of an unforeseen exception may quote what the server sent: only its type leaves
+            return HealthStatus.UNREACHABLE, Reason.ERROR, f"unexpected {type(exc).__name__} in the check"

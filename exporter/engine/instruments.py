@@ -1,0 +1,47 @@
+"""The service's own counters and gauges, which the engine records into (the exposition lives in web/metrics.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from exporter.core.model import IntegrationResult
+
+
+class Instruments:
+    """A few service-level series in a registry of their own (one per app, one per test)."""
+
+    def __init__(self, registry: CollectorRegistry, version: str, known_types: Collection[str] = ()) -> None:
+        disable_created_metrics()  # `_created` series double the output and say nothing to an operator
+        self.registry = registry
+        self.known_types = frozenset(known_types)
+        kw = {"registry": registry}
+        self.checks = Counter("integration_health_checks", "Checks run, by type and resulting status",
+                              ["integration_type", "status"], **kw)
+        self.check_duration = Histogram("integration_health_check_duration_seconds", "Duration of checks",
+                                        ["integration_type"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), **kw)
+        self.cycle_duration = Gauge("integration_health_cycle_duration_seconds", "Duration of the latest cycle", **kw)
+        self.cycle_drift = Gauge("integration_health_cycle_drift_seconds",
+                                 "How late the latest cycle started after it was due", **kw)
+        self.cycle_last_success = Gauge("integration_health_cycle_last_success_timestamp_seconds",
+                                        "When the latest successful cycle finished", **kw)
+        self.cycles = Counter("integration_health_cycles", "Cycles run, by outcome", ["outcome"], **kw)
+        self.persist_errors = Counter("integration_health_persist_errors",
+                                      "Attempts to write results that failed (results are kept and retried)", **kw)
+        self.persist_queue = Gauge("integration_health_persist_queue_results",
+                                   "Results waiting to be written to the database", **kw)
+        self.persist_dropped = Counter("integration_health_persist_dropped_results",
+                                       "Results dropped because the write queue was full", **kw)
+        Gauge("integration_health_build_info", "Build information", ["version"], **kw).labels(version).set(1)
+        self.interval = Gauge("integration_health_check_interval_seconds",
+                              "The cycle's interval (alert rules scale their staleness thresholds by it)", **kw)
+        for outcome in ("success", "failure"):
+            self.cycles.labels(outcome)
+
+    def observe(self, results: Sequence[IntegrationResult]) -> None:
+        """Count each result by type and status; an unregistered type counts as `other`, so labels stay bounded."""
+        for r in results:
+            kind = r.integration_type if r.integration_type in self.known_types else "other"  # bounded labels
+            self.checks.labels(kind, r.result.status.value).inc()
+            self.check_duration.labels(kind).observe(r.result.latency_ms / 1000)

@@ -1,0 +1,89 @@
+"""Results waiting to be written: kept in order while the database is away, retried with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from exporter.core.model import IntegrationResult
+from exporter.engine.instruments import Instruments
+from exporter.storage.store import PersistError, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    results: Sequence[IntegrationResult]
+    slot: datetime
+
+
+class Outbox:
+    """A bounded queue of result batches in front of the store. Nothing is dropped while there is room;
+    when full, the oldest batches go first, counted and logged (their newer results are what matter)."""
+
+    def __init__(self, store: Store, instruments: Instruments, *, max_results: int = 100_000,
+                 retry_min_s: float = 1.0, retry_max_s: float = 60.0) -> None:
+        if max_results <= 0:
+            raise ValueError("max_results must be > 0")
+        self.store, self.instruments, self.max_results = store, instruments, max_results
+        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self._batches: deque[Batch] = deque()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        return sum(len(b.results) for b in self._batches)
+
+    async def submit(self, results: Sequence[IntegrationResult], slot: datetime) -> bool:
+        """Queue a batch and try to write everything queued; True when the queue is empty afterwards."""
+        if results:
+            self._batches.append(Batch(results, slot))
+            self._enforce_bound()
+        return await self.flush()
+
+    async def flush(self) -> bool:
+        """Write queued batches oldest first; stop at the first failure and leave the rest queued."""
+        async with self._lock:
+            while self._batches:
+                batch = self._batches[0]
+                try:
+                    await self.store.persist(batch.results, batch.slot)
+                except Exception as exc:  # whatever the database did, the results stay queued
+                    self.instruments.persist_errors.inc()
+                    self.instruments.persist_queue.set(self.pending)
+                    why = exc if isinstance(exc, PersistError) else f"unexpected {type(exc).__name__}"
+                    log.warning("database write failed; %d results kept for retry: %s", self.pending, why)
+                    self._wake.set()
+                    return False
+                self._batches.popleft()
+            self.instruments.persist_queue.set(0)
+            return True
+
+    async def retry_forever(self) -> None:
+        """Background task: while anything is queued, retry with exponential backoff."""
+        delay = self.retry_min_s
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._batches:
+                await asyncio.sleep(delay)
+                if await self.flush():
+                    log.info("database writes recovered; queue flushed")
+                    delay = self.retry_min_s
+                    break
+                delay = min(self.retry_max_s, delay * 2)
+
+    def _enforce_bound(self) -> None:
+        dropped = 0
+        while self.pending > self.max_results and len(self._batches) > 1:
+            dropped += len(self._batches.popleft().results)
+        if dropped:
+            self.instruments.persist_dropped.inc(dropped)
+            log.error("write queue full (%d results): dropped the %d oldest results", self.max_results, dropped)
+        self.instruments.persist_queue.set(self.pending)

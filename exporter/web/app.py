@@ -1,0 +1,85 @@
+"""The aiohttp application: routes, and the lifecycle that runs the scheduler and its helpers in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from exporter.engine.leases import ShardLeases
+from exporter.engine.scheduler import Scheduler
+from exporter.services import Services
+from exporter.settings import Settings
+from exporter.web import api
+from exporter.web.api import EXPOSITION, RUNTIME, SERVICES, SETTINGS, Runtime
+from exporter.web.metrics import Exposition
+
+log = logging.getLogger(__name__)
+
+
+async def background(app: web.Application) -> AsyncIterator[None]:
+    """Restore the last known status, then run the scheduler, the outbox's retries and the lease renewal;
+    on exit stop scheduling, let the running cycle finish and flush what is queued."""
+    services, runtime = app[SERVICES], app[RUNTIME]
+    restored = await services.store.last_results()
+    services.scheduler.restore(restored)
+    log.info("restored the last known status of %d integrations", len(restored))
+    runtime.loop_task = asyncio.create_task(services.scheduler.run_forever(runtime.stop))
+    retry_task = asyncio.create_task(services.outbox.retry_forever())
+    lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler)) if services.shards else None
+    yield
+    if lease_task:
+        lease_task.cancel()
+    await shutdown(services, runtime, retry_task, grace_s=app[SETTINGS].check_timeout_seconds + 5)
+
+
+async def renew_forever(shards: ShardLeases, scheduler: Scheduler) -> None:
+    """Renew (and rebalance) the leases every third of their TTL, between cycles too; shards gained
+    here are taken over at once, not at the next slot."""
+    while True:
+        await asyncio.sleep(shards.ttl_s / 3)
+        before = shards.owned
+        try:  # the lease loop must outlive any one failure (a read-only transaction in a failover, say)
+            gained = await shards.maintain() - before
+            await scheduler.take_over(gained)
+        except Exception:
+            log.exception("renewing or taking over shards failed; trying again in %.0f s", shards.ttl_s / 3)
+
+
+async def shutdown(services: Services, runtime: Runtime, retry_task: asyncio.Task[None], grace_s: float) -> None:
+    """Stop scheduling, let an in-flight cycle finish (its checks are cut at their timeout), flush."""
+    runtime.stop.set()
+    if runtime.loop_task:
+        runtime.loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runtime.loop_task
+    cycle = services.scheduler.cycle_task
+    if cycle and not cycle.done():
+        log.info("waiting for the running cycle to finish (at most %.0f s)", grace_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(cycle), grace_s)
+    retry_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await retry_task
+    if not await services.outbox.flush():
+        log.error("exiting with %d results not written: the database is unreachable", services.outbox.pending)
+
+
+def create_app(settings: Settings, services: Services) -> web.Application:
+    """Serve `services`; the background lifecycle starts when the app does and stops before it closes."""
+    app = web.Application(middlewares=[api.errors_as_json, api.bearer_auth])
+    app[SETTINGS], app[SERVICES], app[RUNTIME] = settings, services, Runtime()
+    app[EXPOSITION] = Exposition(services.instruments, services.snapshot)
+    app.cleanup_ctx.append(background)
+    app.router.add_get("/metrics", api.get_metrics)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/api/v1/openapi.json", api.openapi)
+    app.router.add_get("/api/v1/orgs/{org_id}/health", api.get_health)
+    app.router.add_get("/api/v1/orgs/{org_id}/health/history", api.get_history)
+    app.router.add_post("/api/v1/orgs/{org_id}/checks", api.post_checks)
+    app.router.add_post("/api/v1/sync-runs", api.post_sync_run)
+    return app

@@ -1,0 +1,1 @@
+"""Test support: fakes and a misbehaving server. Never imported by the shipped package."""

@@ -1,0 +1,47 @@
+"""Fakes for tests and benchmarks: static credentials, adapters built over a context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import SecretStr
+
+from exporter.adapters import ADAPTERS
+from exporter.adapters.base import Adapter, AdapterContext, HealthCheck, build_adapters
+from exporter.core.model import CredentialError, IntegrationResult
+from exporter.engine.runner import Runner
+from exporter.storage.store import Store
+
+
+class StaticCredentials:
+    """Secrets from a mapping."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._secrets = {k: SecretStr(v) for k, v in secrets.items()}
+
+    async def get(self, ref: str) -> SecretStr:
+        try:
+            return self._secrets[ref]
+        except KeyError:
+            raise CredentialError(f"credential {ref!r} not found") from None
+
+
+def runner_for(ctx: AdapterContext, checks: Mapping[str, Callable[[AdapterContext], HealthCheck]] | None = None,
+               **options: Any) -> Runner:
+    """A Runner over the registered adapters built on `ctx`, or over fake checks under registered type names
+    (validated by that type's real config model)."""
+    if checks is None:
+        adapters = build_adapters(ADAPTERS, ctx)
+    else:
+        adapters = {name: Adapter(ADAPTERS[name].config, factory(ctx)) for name, factory in checks.items()}
+    return Runner(adapters, clock=ctx.clock, monotonic=ctx.monotonic, **options)
+
+
+async def check_org(org_id: UUID, *, store: Store, runner: Runner, slot: datetime) -> list[IntegrationResult]:
+    """Load an org's enabled integrations, check them, persist: the bare path, without the scheduler's state."""
+    results = await runner.run(await store.load_integrations(org_id))
+    await store.persist(results, slot)
+    return results
