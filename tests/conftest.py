@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -56,13 +57,17 @@ def _bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = LocalPostgres(tmp_path_factory.mktemp("pg") / "data", _bin_dir(), fast=True)
+def pg_server() -> Iterator[str]:
+    """The session's PostgreSQL, in a directory of its own: not under pytest's tmp_path, which a second
+    pytest session started meanwhile (another checkout, a parallel run) prunes, stopping the server."""
+    root = Path(tempfile.mkdtemp(prefix="ih-test-pg-"))
+    server = LocalPostgres(root / "data", _bin_dir(), fast=True)
     dsn = server.start()
     try:
         yield dsn
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def dsn_for(server_dsn: str, database: str) -> str:

@@ -178,7 +178,9 @@ class Scheduler:
                  extra={"org_id": str(i.org_id), "integration_type": i.integration_type})
 
     async def run_health_checks(self, org_id: UUID) -> list[IntegrationResult]:
-        """'Test connection': check every active integration of one org now, whatever its policy.
+        """The specification's run_health_checks(org_id), behind "test connection" and `check`: load the org's
+        enabled integrations, check them all concurrently now whatever their schedule, keep the backoff state
+        right, publish, and persist status and history in one transaction (through the outbox).
 
         An integration passive by its row or type is not pinged; one cooling down after throttling is
         (an admin pressing the button after fixing a quota is exactly who should learn it works again).

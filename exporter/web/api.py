@@ -29,6 +29,7 @@ from pydantic import (
 from exporter.core.model import IntegrationResult, describe_validation_error
 from exporter.core.syncs import SyncRun
 from exporter.services import Services
+from exporter.storage.store import TRANSIENT_ERRORS
 from exporter.settings import Settings
 from exporter.web.metrics import Exposition
 from exporter.web.openapi import OPENAPI
@@ -65,6 +66,9 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
         if exc.status < 400:
             raise
         return error_json(exc.status, exc.reason)
+    except TRANSIENT_ERRORS as exc:  # infrastructure, not the caller's fault: say so, and when to retry
+        log.warning("database unreachable in %s %s: %s", request.method, request.path, type(exc).__name__)
+        return error_json(503, "the database is unreachable; try again shortly", **{"Retry-After": "30"})
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_json(500, "internal error")
@@ -137,7 +141,11 @@ async def post_checks(request: web.Request) -> web.Response:
         return error_json(429, f"checks for this organisation ran less than {min_gap:g} s ago; retry in {wait} s",
                           **{"Retry-After": str(wait)})
     runtime.run_now_at[org_id] = now
-    results = await services.scheduler.run_health_checks(org_id)
+    try:
+        results = await services.scheduler.run_health_checks(org_id)
+    except Exception:
+        runtime.run_now_at.pop(org_id, None)  # nothing ran: the next press must not wait
+        raise
     if not results:
         runtime.run_now_at.pop(org_id, None)
         raise web.HTTPNotFound(reason=f"organisation {org_id} has no enabled active integrations")

@@ -1,0 +1,64 @@
+"""An in-memory stand-in for storage.store.Store, for web and engine tests that are not about SQL.
+
+The database tests keep using the real Store on a real PostgreSQL; this fake only keeps what the
+service reads back, so a web test needs no database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from exporter.core.model import Integration, IntegrationResult
+from exporter.core.syncs import SyncRun
+
+
+class MemoryStore:
+    """Integrations to load, the latest result per integration, history by slot, sync runs; `down` fails all."""
+
+    def __init__(self, integrations: Sequence[Integration] = ()) -> None:
+        self.integrations = list(integrations)
+        self.status: dict[tuple[UUID, str], IntegrationResult] = {}
+        self.slots: dict[tuple[UUID, str, datetime], IntegrationResult] = {}
+        self.runs: dict[tuple[UUID, str], list[SyncRun]] = {}
+        self.down = False
+
+    def _available(self) -> None:
+        if self.down:
+            raise OSError("the in-memory database is down")
+
+    async def ping(self) -> None:
+        self._available()
+
+    async def load_integrations(self, org_id: UUID | None = None) -> list[Integration]:
+        self._available()
+        return [i for i in self.integrations if org_id is None or i.org_id == org_id]
+
+    async def persist(self, results: Sequence[IntegrationResult], slot: datetime) -> None:
+        self._available()
+        for r in results:
+            key = (r.org_id, r.integration_type)
+            if key not in self.status or self.status[key].result.checked_at <= r.result.checked_at:
+                self.status[key] = r
+            self.slots.setdefault((*key, slot), r)
+
+    async def last_results(self, org_id: UUID | None = None) -> list[IntegrationResult]:
+        self._available()
+        return [r for k, r in sorted(self.status.items()) if org_id is None or k[0] == org_id]
+
+    async def history(self, org_id: UUID) -> list[dict]:
+        self._available()
+        return [{"integration_type": kind, "slot": slot, "status": r.result.status.value,
+                 "latency_ms": r.result.latency_ms, "checked_at": r.result.checked_at, "error_message": r.result.error,
+                 "reason": r.result.reason.value if r.result.reason else None}
+                for (org, kind, slot), r in sorted(self.slots.items()) if org == org_id]
+
+    async def recent_sync_runs(self, limit_per_integration: int = 5) -> dict[tuple[UUID, str], list[SyncRun]]:
+        self._available()
+        return {k: runs[-limit_per_integration:] for k, runs in self.runs.items()}
+
+    async def report_sync_run(self, org_id: UUID, integration_type: str, run: SyncRun) -> tuple[bool, SyncRun]:
+        self._available()
+        self.runs.setdefault((org_id, integration_type), []).append(run)
+        return True, run

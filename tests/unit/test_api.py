@@ -1,0 +1,68 @@
+"""The web layer over services built on an in-memory store: no PostgreSQL needed for what is not SQL."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import aiohttp
+import pytest
+
+from exporter.core.model import Integration
+from exporter.services import build_services
+from exporter.web.api import RUNTIME, SERVICES
+from exporter.web.app import create_app
+from tests.helpers import AUTH, settings_for, wait_until
+from tests.support.memory_store import MemoryStore
+
+ORG = UUID("33333333-3333-4333-8333-333333333333")
+
+
+@pytest.fixture
+async def served(aiohttp_client, sim):
+    """The service over a MemoryStore holding one org's http integration on the simulator."""
+    _, base = sim
+    store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
+    settings = settings_for("postgresql://unused", run_now_min_interval_seconds=60)
+    async with aiohttp.ClientSession() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        client = await aiohttp_client(create_app(settings, services))
+        await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
+        yield client, store
+
+
+async def test_the_first_cycle_is_served_from_memory_and_stored(served) -> None:
+    client, store = served
+    body = await (await client.get(f"/api/v1/orgs/{ORG}/health", headers=AUTH)).json()
+    assert [(i["integration_type"], i["status"]) for i in body["integrations"]] == [("http", "healthy")]
+    assert list(store.status) == [(ORG, "http")]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'integration_health_status{{integration_type="http",org_id="{ORG}",status="healthy"}} 1.0' in metrics
+
+
+async def test_readyz_says_the_database_is_unreachable_while_metrics_keep_serving(served) -> None:
+    client, store = served
+    store.down = True
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["problems"] == ["database unreachable: OSError"]
+    assert (await client.get("/metrics")).status == 200  # the snapshot needs no database
+
+
+async def test_readyz_says_so_when_the_scheduler_stopped(served) -> None:
+    client, _ = served
+    task = client.app[RUNTIME].loop_task
+    task.cancel()
+    await wait_until(task.done, what="the scheduler task to end")
+    assert (await (await client.get("/readyz")).json())["problems"] == ["scheduler is not running"]
+
+
+async def test_a_database_outage_is_a_503_with_a_reason_and_retry_after_not_a_traceback(served) -> None:
+    client, store = served
+    store.down = True
+    resp = await client.post(f"/api/v1/orgs/{ORG}/checks", headers=AUTH)
+    assert (resp.status, resp.headers["Retry-After"]) == (503, "30")
+    assert await resp.json() == {"error": "the database is unreachable; try again shortly"}
+    assert client.app[SERVICES].outbox.pending == 0
+    store.down = False
+    again = await client.post(f"/api/v1/orgs/{ORG}/checks", headers=AUTH)
+    assert again.status == 200, "a run-now that never ran must not count against the per-org limit"
