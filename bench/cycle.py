@@ -27,6 +27,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, start_simulator  # noqa: E402
+from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.transport import make_session  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.demo.seed import install_vault_stand_in  # noqa: E402

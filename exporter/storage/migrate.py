@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable

@@ -29,8 +29,8 @@ from pydantic import (
 from exporter.core.model import IntegrationResult, describe_validation_error
 from exporter.core.syncs import SyncRun
 from exporter.services import Services
-from exporter.storage.store import TRANSIENT_ERRORS
 from exporter.settings import Settings
+from exporter.storage.store import TRANSIENT_ERRORS
 from exporter.web.metrics import Exposition
 from exporter.web.openapi import OPENAPI
 
