@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, Val
 from exporter.core.sanitize import sanitize
 
 DEFAULT_DEGRADED_LATENCY_MS = 2000
+MAX_LATENCY_MS = 2**31 - 1  # the `integer` column; a sync running ~25 days would overflow it
 
 
 class HealthStatus(StrEnum):
@@ -49,7 +50,7 @@ class HealthResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     status: HealthStatus
-    latency_ms: int = Field(ge=0)
+    latency_ms: int = Field(ge=0, le=MAX_LATENCY_MS)
     checked_at: AwareDatetime
     error: str | None = None
     reason: Reason | None = None
@@ -154,10 +155,10 @@ def describe_validation_error(exc: ValidationError, integration_type: str, root:
 def make_result(status: HealthStatus, latency_ms: float, checked_at: datetime, error: str | None = None,
                 reason: Reason | None = None, retry_after_s: float | None = None,
                 tls_expires_at: datetime | None = None) -> HealthResult:
-    """Build a result with a sanitised error and a non-negative integer latency."""
+    """Build a result with a sanitised error and an integer latency clamped to what the database stores."""
     return HealthResult(
         status=status,
-        latency_ms=max(0, round(latency_ms)),
+        latency_ms=min(MAX_LATENCY_MS, max(0, round(latency_ms))),
         checked_at=checked_at,
         error=sanitize(error) if error else None,
         reason=reason,

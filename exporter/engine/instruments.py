@@ -31,6 +31,9 @@ class Instruments:
                                       "Attempts to write results that failed (results are kept and retried)", **kw)
         self.persist_queue = Gauge("integration_health_persist_queue_results",
                                    "Results waiting to be written to the database", **kw)
+        self.persist_rejected = Counter("integration_health_persist_rejected_results",
+                                        "Results the database refused as invalid data, dropped alone (the rest of "
+                                        "their batch is written)", **kw)
         self.persist_dropped = Counter("integration_health_persist_dropped_results",
                                        "Results dropped because the write queue was full", **kw)
         Gauge("integration_health_build_info", "Build information", ["version"], **kw).labels(version).set(1)

@@ -9,11 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from exporter.core.model import IntegrationResult
 from exporter.engine.instruments import Instruments
 from exporter.storage.store import PersistError, Store
 
 log = logging.getLogger(__name__)
+
+# The database refused the values themselves (out of range, not storable, a constraint): retrying never helps.
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Outbox:
             while self._batches:
                 batch = self._batches[0]
                 try:
-                    await self.store.persist(batch.results, batch.slot)
+                    await self._write(batch)
                 except Exception as exc:  # whatever the database did, the results stay queued
                     self.instruments.persist_errors.inc()
                     self.instruments.persist_queue.set(self.pending)
@@ -64,6 +69,25 @@ class Outbox:
                 self._batches.popleft()
             self.instruments.persist_queue.set(0)
             return True
+
+    async def _write(self, batch: Batch) -> None:
+        """Persist a batch; when the database refuses its data, write it in halves until the offending
+        results are alone, drop those (counted and logged) and write the rest: one bad value never
+        blocks the queue. Re-writing a half that already landed is harmless (the upsert keeps the newest,
+        the history is unique per slot)."""
+        try:
+            await self.store.persist(batch.results, batch.slot)
+        except DATA_ERRORS as exc:
+            if len(batch.results) == 1:
+                r = batch.results[0]
+                self.instruments.persist_rejected.inc()
+                log.error("the database refused a result (%s); dropped it", type(exc).__name__,
+                          extra={"org_id": str(r.org_id), "integration_type": r.integration_type,
+                                 "slot": batch.slot.isoformat()})
+                return
+            half = len(batch.results) // 2
+            await self._write(Batch(batch.results[:half], batch.slot))
+            await self._write(Batch(batch.results[half:], batch.slot))
 
     async def retry_forever(self) -> None:
         """Background task: while anything is queued, retry with exponential backoff."""

@@ -38,3 +38,33 @@ async def test_a_failed_write_keeps_the_results_and_the_next_flush_writes_them(e
     assert outbox.pending == 3
     assert await outbox.flush() is True
     assert (outbox.pending, store.written) == (0, results)
+
+
+class PickyStore:
+    """Refuses (as PostgreSQL would) any batch holding a result of the `bad` integration types."""
+
+    def __init__(self, bad: set[str]) -> None:
+        self.bad, self.written, self.attempts = bad, [], 0
+
+    async def persist(self, results, slot) -> None:
+        self.attempts += 1
+        if any(r.integration_type in self.bad for r in results):
+            raise asyncpg.NumericValueOutOfRangeError("integer out of range")
+        self.written.extend(results)
+
+
+async def test_a_result_the_database_refuses_is_dropped_alone_and_the_rest_is_written() -> None:
+    store = PickyStore({"bad"})
+    instruments = Instruments(CollectorRegistry(), "test")
+    outbox = Outbox(store, instruments)  # type: ignore[arg-type]
+    kinds = ["http"] * 5 + ["bad"] + ["http"] * 4
+    results = [IntegrationResult(uuid4(), kind, HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
+                                                             checked_at=SLOT)) for kind in kinds]
+    assert await outbox.submit(results, SLOT) is True
+    assert outbox.pending == 0, "a bad value must not block the queue"
+    assert store.written == [r for r in results if r.integration_type != "bad"]
+    assert instruments.persist_rejected._value.get() == 1
+    assert store.attempts <= 1 + 2 * 4, "bisection, not one statement per result"
+    later = [IntegrationResult(uuid4(), "http", HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
+                                                              checked_at=SLOT))]
+    assert await outbox.submit(later, SLOT) is True and store.written[-1] == later[0]
