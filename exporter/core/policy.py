@@ -115,9 +115,14 @@ def is_passive(integration: Integration, state: CheckState | None, slot: datetim
     return integration.health_mode == "passive" or integration.integration_type in passive_types or cooling
 
 
-def throttle_fallback(state: CheckState, slot: datetime, fallback_after: int, cooldown_s: int) -> CheckState:
-    """Throttled `fallback_after` times in a row: judge it from its sync runs for a cool-down (0: never)."""
-    if not fallback_after or state.rate_limited_streak < fallback_after:
+def throttle_fallback(state: CheckState, slot: datetime, fallback_after: int, cooldown_s: int,
+                      has_sync_evidence: bool) -> CheckState:
+    """Throttled `fallback_after` times in a row: judge it from its sync runs for a cool-down (0: never).
+
+    Only with something to judge by (a sync schedule or reported runs): otherwise passive health would
+    freeze its status for the whole cool-down, so it stays active, backing off and honouring Retry-After.
+    """
+    if not fallback_after or state.rate_limited_streak < fallback_after or not has_sync_evidence:
         return state
     return replace(state, rate_limited_streak=0, passive_until=slot + timedelta(seconds=cooldown_s))
 

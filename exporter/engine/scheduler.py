@@ -119,7 +119,8 @@ class Scheduler:
         for r in results:
             key = (r.org_id, r.integration_type)
             checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng)
-            state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s)
+            state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s,
+                                             has_sync_evidence=key in self.snapshot.syncs)
             if state.passive_until != checked.passive_until:
                 log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
                             state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})

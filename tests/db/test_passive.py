@@ -139,6 +139,7 @@ async def test_repeated_throttling_switches_to_passive_and_back_after_the_cool_d
     org = uuid4()
     state.modes["busy"] = Mode("rate_limited", retry_after=1)
     await add_http(admin, org, "busy", base)
+    await admin.execute("UPDATE integration_config SET sync_period_seconds = 3600 WHERE org_id = $1", org)
     client = await service(rate_limit_fallback_after=3, passive_cooldown_seconds=6 * 3600, check_interval=900)
     scheduler = client.app[SERVICES].scheduler
     start = scheduler.last_slot

@@ -1,0 +1,42 @@
+"""The scheduler's decisions over a real runner and the simulator, with an in-memory store and a fixed clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import aiohttp
+import pytest
+
+from exporter.core.model import CheckState, Integration
+from exporter.core.policy import throttle_fallback
+from exporter.demo.simulator import Mode
+from exporter.services import build_services
+from tests.helpers import settings_for
+from tests.support.memory_store import MemoryStore
+
+ORG = UUID("66666666-6666-4666-8666-666666666666")
+SLOT = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("evidence", "passive"), [(True, True), (False, False)])
+def test_throttling_falls_back_to_passive_only_with_sync_evidence_to_judge_by(evidence, passive) -> None:
+    state = throttle_fallback(CheckState(3, None, rate_limited_streak=3), SLOT, 3, 3600, has_sync_evidence=evidence)
+    assert (state.passive_until is not None) is passive
+    assert state.passive_until == (SLOT + timedelta(hours=1) if passive else None)
+
+
+async def test_a_throttled_integration_without_sync_schedule_stays_active_and_keeps_being_checked(sim) -> None:
+    state, base = sim
+    state.modes["busy"] = Mode("rate_limited", retry_after=1)
+    store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/busy", "method": "GET"})])
+    settings = settings_for("postgresql://unused", check_interval=900, rate_limit_fallback_after=3)
+    async with aiohttp.ClientSession() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        for n in range(5):  # 4 h apart, so backoff never skips a cycle
+            slot = SLOT + timedelta(hours=4 * n)
+            await services.scheduler.run_cycle(slot, slot)
+    assert state.requests["busy"] == 5, "an integration with nothing to judge by must not go quiet"
+    assert services.snapshot.modes[(ORG, "http")] == "active"
+    assert store.status[(ORG, "http")].state.passive_until is None
+    assert len([k for k in store.slots if k[:2] == (ORG, "http")]) == 5, "one history row per cycle"
