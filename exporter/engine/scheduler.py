@@ -55,6 +55,7 @@ class Scheduler:
         self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals, clock, rng
         self.on_cycle = on_cycle
         self.integrations: list[Integration] = []
+        self.loaded = False  # whether the integration list was ever loaded (else a restart's restored status stands)
         self.last_slot: datetime | None = None
         self.cycle_task: asyncio.Task[None] | None = None
 
@@ -77,8 +78,10 @@ class Scheduler:
             if self.shards is not None:
                 await self.shards.maintain()
                 loaded = [i for i in loaded if self.shards.owns(i.org_id)]
-            self.integrations = loaded
+            self.integrations, self.loaded = loaded, True
         except TRANSIENT_ERRORS as exc:
+            if not self.loaded:  # nothing known to check yet: fail the cycle, keep the restored gauges
+                raise
             log.warning("cannot load integrations (%s); checking the %d known from the last cycle",
                         type(exc).__name__, len(self.integrations))
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})

@@ -62,17 +62,19 @@ SELECT org_id, integration_type, $13, status, latency_ms, checked_at, error_mess
 ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
 
 SELECT_STATUS = """
-SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
-       reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until
-FROM public.integration_health_status
-WHERE ($1::uuid IS NULL OR org_id = $1)
-ORDER BY org_id, integration_type"""
+SELECT s.org_id, s.integration_type, s.status, s.latency_ms, s.checked_at, s.error_message,
+       s.reason, s.consecutive_failures, s.next_check_at, s.tls_expires_at, s.rate_limited_streak, s.passive_until
+FROM public.integration_health_status s
+JOIN public.integration_config c USING (org_id, integration_type)  -- a disabled or deleted one is not current
+WHERE c.enabled AND ($1::uuid IS NULL OR s.org_id = $1)
+ORDER BY s.org_id, s.integration_type"""
 
 SELECT_HISTORY = """
-SELECT org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason
-FROM public.health_check_history
-WHERE org_id = $1
-ORDER BY integration_type, slot"""
+SELECT h.org_id, h.integration_type, h.slot, h.status, h.latency_ms, h.checked_at, h.error_message, h.reason
+FROM public.health_check_history h
+JOIN public.integration_config c USING (org_id, integration_type)
+WHERE c.enabled AND h.org_id = $1
+ORDER BY h.integration_type, h.slot"""
 
 SELECT_RECENT_RUNS = """
 SELECT c.org_id, c.integration_type, r.scheduled_for, r.started_at, r.finished_at, r.outcome, r.error_message

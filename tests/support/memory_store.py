@@ -45,7 +45,8 @@ class MemoryStore:
 
     async def last_results(self, org_id: UUID | None = None) -> list[IntegrationResult]:
         self._available()
-        return [r for k, r in sorted(self.status.items()) if org_id is None or k[0] == org_id]
+        configured = {(i.org_id, i.integration_type) for i in self.integrations}  # the enabled ones
+        return [r for k, r in sorted(self.status.items()) if k in configured and (org_id is None or k[0] == org_id)]
 
     async def history(self, org_id: UUID) -> list[dict]:
         self._available()

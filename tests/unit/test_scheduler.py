@@ -40,3 +40,18 @@ async def test_a_throttled_integration_without_sync_schedule_stays_active_and_ke
     assert services.snapshot.modes[(ORG, "http")] == "active"
     assert store.status[(ORG, "http")].state.passive_until is None
     assert len([k for k in store.slots if k[:2] == (ORG, "http")]) == 5, "one history row per cycle"
+
+
+async def test_a_first_cycle_that_cannot_load_integrations_keeps_the_restored_status(sim) -> None:
+    _, base = sim
+    store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
+    settings = settings_for("postgresql://unused", check_interval=900)
+    async with aiohttp.ClientSession() as session:
+        before = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        await before.scheduler.run_cycle(SLOT, SLOT)
+        after = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        after.scheduler.restore(await store.last_results())
+        store.down = True
+        with pytest.raises(OSError):
+            await after.scheduler.run_cycle(SLOT + timedelta(minutes=15), SLOT + timedelta(minutes=15))
+    assert list(after.snapshot.results) == [(ORG, "http")], "a restart with the database away must not blank gauges"
