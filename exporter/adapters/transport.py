@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from exporter.adapters.base import AdapterContext
 
 MAX_BODY_BYTES = 256 * 1024  # a health answer is small; a bigger body is refused, not buffered
+ACCEPT_ENCODING = "gzip, deflate"  # what _read_capped decodes, in bounded steps; other codings are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +94,13 @@ async def fetch(ctx: "AdapterContext", method: str, url: str, *, read_body: bool
 
     Redirects are never followed here: aiohttp would re-send a 307's body (an OAuth client secret, say)
     to whatever host it names. Vendor APIs do not redirect, so a 3xx is classified as unexpected; the
-    http adapter follows redirects itself, keeping credentials on their origin.
+    http adapter follows redirects itself, keeping credentials on their origin. aiohttp does not decompress
+    here, whatever the session says: _read_capped does, so its cap counts decoded bytes.
     """
     start = ctx.monotonic()
-    async with ctx.session.request(method, url, allow_redirects=False, **kwargs) as resp:
+    headers = {"Accept-Encoding": ACCEPT_ENCODING, **(kwargs.pop("headers", None) or {})}
+    async with ctx.session.request(method, url, allow_redirects=False, auto_decompress=False, headers=headers,
+                                   **kwargs) as resp:
         body = await _read_capped(resp) if read_body and method != "HEAD" else b""
         expires = None
         if resp.url.scheme == "https" and isinstance(ctx.session.connector, CertRecordingConnector):
@@ -103,15 +109,43 @@ async def fetch(ctx: "AdapterContext", method: str, url: str, *, read_body: bool
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
-    """Read the body, refusing (before buffering it) anything over MAX_BODY_BYTES."""
-    if resp.content_length is not None:  # the common case: the size is announced, read it in one go
-        if resp.content_length > MAX_BODY_BYTES:
-            raise BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
-        return await resp.read()
+    """Read and decode the body, stopping once MAX_BODY_BYTES of decoded bytes have arrived.
+
+    Content-Length counts the bytes on the wire: a 250 KiB gzip body can inflate to 256 MiB, and aiohttp
+    before 3.13.3 inflates a whole network chunk at once (64 KiB of zeros is 64 MiB). Decoding here with
+    `max_length` keeps every step within the cap, whatever aiohttp or optional decoders are installed.
+    """
+    too_large = BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+    if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+        raise too_large
+    decode = _decoder(resp.headers.get("Content-Encoding", "identity"))
     chunks, size = [], 0
-    async for chunk in resp.content.iter_any():
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        chunk = decode(chunk, MAX_BODY_BYTES + 1 - size)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _decoder(encoding: str) -> Callable[[bytes, int], bytes]:
+    """Decode a body piece by piece, each call returning at most `limit` bytes; ValueError for other codings."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return lambda data, limit: data
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ValueError("content encoding other than gzip or deflate")  # not echoed: the server chose it
+    inflater: Any = None
+
+    def decode(data: bytes, limit: int) -> bytes:
+        nonlocal inflater
+        if inflater is None:  # "deflate" should be zlib-wrapped; some servers send it raw, as browsers accept
+            raw = encoding == "deflate" and data[0] & 0x0F != zlib.DEFLATED
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS | 32)  # 32: gzip or zlib header
+        try:
+            return inflater.decompress(data, limit)  # the rest waits in unconsumed_tail: over the cap, refused
+        except zlib.error:
+            raise ValueError(f"the {encoding} body does not decode") from None
+
+    return decode

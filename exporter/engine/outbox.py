@@ -32,11 +32,11 @@ class Outbox:
     when full, the oldest batches go first, counted and logged (their newer results are what matter)."""
 
     def __init__(self, store: Store, instruments: Instruments, *, max_results: int = 100_000,
-                 retry_min_s: float = 1.0, retry_max_s: float = 60.0) -> None:
+                 retry_min_s: float = 1.0, retry_max_s: float = 60.0, submit_timeout_s: float = 15.0) -> None:
         if max_results <= 0:
             raise ValueError("max_results must be > 0")
         self.store, self.instruments, self.max_results = store, instruments, max_results
-        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self.retry_min_s, self.retry_max_s, self.submit_timeout_s = retry_min_s, retry_max_s, submit_timeout_s
         self._batches: deque[Batch] = deque()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -46,11 +46,22 @@ class Outbox:
         return sum(len(b.results) for b in self._batches)
 
     async def submit(self, results: Sequence[IntegrationResult], slot: datetime) -> bool:
-        """Queue a batch and try to write everything queued; True when the queue is empty afterwards."""
+        """Queue a batch and try to write everything queued; True when the queue is empty afterwards.
+
+        The try is bounded: a database that stops answering must not hold up the cycle that submitted;
+        what is left waits for the background retries."""
         if results:
             self._batches.append(Batch(results, slot))
             self._enforce_bound()
-        return await self.flush()
+        try:
+            async with asyncio.timeout(self.submit_timeout_s):
+                return await self.flush()
+        except TimeoutError:
+            self.instruments.persist_errors.inc()
+            log.warning("database write did not finish within %.0f s; %d results kept for retry",
+                        self.submit_timeout_s, self.pending)
+            self._wake.set()
+            return False
 
     async def flush(self) -> bool:
         """Write queued batches oldest first; stop at the first failure and leave the rest queued."""

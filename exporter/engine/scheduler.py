@@ -46,8 +46,9 @@ class Scheduler:
                  clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
-                 shards: ShardLeases | None = None) -> None:
+                 shards: ShardLeases | None = None, load_timeout_s: float = 15.0) -> None:
         self.shards = shards  # None: this replica checks every organisation
+        self.load_timeout_s = load_timeout_s
         self.passive_types, self.fallback_after = frozenset(passive_types), fallback_after
         self.passive_cooldown_s = passive_cooldown_s
         self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
@@ -74,7 +75,8 @@ class Scheduler:
         log.info("cycle start", extra={"slot": slot.isoformat(), "due_at": due_at.isoformat(),
                                        "started_at": started.isoformat(), "drift_s": round(drift, 3)})
         try:
-            loaded = await self.store.load_integrations()
+            async with asyncio.timeout(self.load_timeout_s):  # a stalled database must not stall the checks
+                loaded = await self.store.load_integrations()
             if self.shards is not None:
                 await self.shards.maintain()
                 loaded = [i for i in loaded if self.shards.owns(i.org_id)]
@@ -139,7 +141,8 @@ class Scheduler:
     async def assess_syncs(self, passive: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
         """Judge every integration's syncs (drift and state for all; health for the passive ones)."""
         try:
-            runs = await self.store.recent_sync_runs()
+            async with asyncio.timeout(self.load_timeout_s):
+                runs = await self.store.recent_sync_runs()
         except TRANSIENT_ERRORS as exc:
             log.warning("cannot load sync runs (%s); passive integrations keep their status", type(exc).__name__)
             return []
@@ -218,10 +221,12 @@ class Scheduler:
     async def take_over(self, gained: Collection[int]) -> list[IntegrationResult]:
         """Shards gained between cycles (their replica died or left): check, once, what their last owner
         left unchecked in the current slot, so a crashed replica costs its integrations no slot."""
-        if not gained or self.last_slot is None or self.shards is None:
-            return []  # before the first cycle: that cycle covers every shard held
+        if not gained or self.shards is None:
+            return []
         if self.cycle_task is not None and not self.cycle_task.done():
             await asyncio.wait({self.cycle_task})  # it filtered by the old shards; then see what is left
+        if self.last_slot is None:
+            return []  # no cycle has run yet: the first one covers every shard held
         slot, total = self.last_slot, self.shards.total
         try:
             mine = [i for i in await self.store.load_integrations() if shard_of(i.org_id, total) in gained]

@@ -139,14 +139,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, role: str | None = "service_role", min_size: int = 1,
-                      max_size: int = 10) -> asyncpg.Pool:
-    """Open a pool whose sessions run as `role` (RLS applies), or as the DSN's user when role is None."""
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 30.0  # a persist of 10,000 results takes ~1 s; a half-open connection would wait ~15 min
+ACQUIRE_TIMEOUT_S = 10.0
+
+
+async def create_pool(dsn: str, *, role: str | None = "service_role", min_size: int = 1, max_size: int = 10,
+                      command_timeout: float = COMMAND_TIMEOUT_S) -> asyncpg.Pool:
+    """Open a pool whose sessions run as `role` (RLS applies), or as the DSN's user when role is None.
+
+    Every wait is bounded (connect, each command), so a half-open connection fails as a TimeoutError,
+    a transient error, instead of stalling until TCP gives up.
+    """
     settings = {"application_name": "integration-health"}
     if role:
         settings["role"] = role  # a session default, so the pool's RESET ALL keeps it
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings,
-                                     init=_init_connection)
+                                     init=_init_connection, timeout=CONNECT_TIMEOUT_S, command_timeout=command_timeout)
 
 
 def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
@@ -203,7 +212,7 @@ class Store:
 
     async def ping(self) -> None:
         """One round trip, no retry: /readyz asks whether the database answers now."""
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             await conn.fetchval("SELECT 1")
 
     async def load_integrations(self, org_id: UUID | None = None) -> list[Integration]:
@@ -254,6 +263,6 @@ class Store:
     async def _with_retry(self, op: Any) -> Any:
         async for attempt in self._retrying.copy():
             with attempt:
-                async with self.pool.acquire() as conn:
+                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                     return await op(conn)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover

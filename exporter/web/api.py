@@ -43,6 +43,7 @@ class Runtime:
 
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loop_task: asyncio.Task[None] | None = None
+    lease_task: asyncio.Task[None] | None = None  # only with shard leases
     run_now_at: dict[UUID, float] = field(default_factory=dict)  # org → monotonic time of the last run-now
 
 
@@ -227,6 +228,8 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append(f"database unreachable: {type(exc).__name__}")
     if runtime.loop_task is None or runtime.loop_task.done():
         problems.append("scheduler is not running")
+    if services.shards is not None and (runtime.lease_task is None or runtime.lease_task.done()):
+        problems.append("shard lease renewal is not running")
     if problems:
         return web.json_response({"status": "not ready", "problems": problems}, status=503)
     return web.json_response({"status": "ready", "queued_results": services.outbox.pending})

@@ -29,10 +29,11 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     log.info("restored the last known status of %d integrations", len(restored))
     runtime.loop_task = asyncio.create_task(services.scheduler.run_forever(runtime.stop))
     retry_task = asyncio.create_task(services.outbox.retry_forever())
-    lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler)) if services.shards else None
+    if services.shards:
+        runtime.lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler))
     yield
-    if lease_task:
-        lease_task.cancel()
+    if runtime.lease_task:
+        runtime.lease_task.cancel()
     await shutdown(services, runtime, retry_task, grace_s=app[SETTINGS].check_timeout_seconds + 5)
 
 

@@ -103,3 +103,16 @@ async def test_each_integration_is_checked_by_exactly_one_replica_per_slot(pools
         assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", slot) == 90
     for s in replicas:  # each replica exports only its own shards' integrations
         assert {k[0] for k in s.snapshot.results} == {o for o in orgs if s.scheduler.shards.owns(o)}
+
+
+async def test_a_read_only_database_keeps_the_leases_held_instead_of_ending_the_renewal(db_dsn, admin) -> None:
+    pool = await create_pool(db_dsn, role="service_role", max_size=2)
+    try:
+        leases = ShardLeases(pool, "r0", ttl_s=30)
+        held = await leases.maintain()
+        assert held, "a lone replica holds shards"
+        await admin.execute(f"ALTER DATABASE {db_dsn.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+        await pool.expire_connections()  # as after a failover to a read-only standby
+        assert await leases.maintain() == held  # logged and kept, not raised
+    finally:
+        await pool.close()

@@ -111,8 +111,10 @@ async def test_load_integrations_returns_enabled_rows_of_the_org(store: Store, a
     assert len(await store.load_integrations()) == 2
 
 
-async def test_status_and_history_reads(store: Store) -> None:
+async def test_status_and_history_reads(store: Store, admin) -> None:
     org = uuid4()
+    await admin.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES ($1, 'http', '{}')",
+                        org)  # reads show configured, enabled integrations only
     await store.persist([result(org, "http", HealthStatus.HEALTHY, T0)], T0)
     assert [r["status"] for r in await store.status(org)] == ["healthy"]
     assert [r["slot"] for r in await store.history(org)] == [T0]
@@ -124,11 +126,11 @@ class FlakyPool:
     def __init__(self, pool: asyncpg.Pool, failures: int) -> None:
         self.pool, self.failures, self.calls = pool, failures, 0
 
-    def acquire(self):
+    def acquire(self, **options):
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionRefusedError(111, "Connection refused")
-        return self.pool.acquire()
+        return self.pool.acquire(**options)
 
 
 def fast_retrying(attempts: int) -> AsyncRetrying:

@@ -66,3 +66,27 @@ async def test_a_database_outage_is_a_503_with_a_reason_and_retry_after_not_a_tr
     store.down = False
     again = await client.post(f"/api/v1/orgs/{ORG}/checks", headers=AUTH)
     assert again.status == 200, "a run-now that never ran must not count against the per-org limit"
+
+
+class OneReplica:
+    """Shard leases of a replica alone: it owns everything (the real ones are tested on PostgreSQL)."""
+
+    ttl_s, total, owned = 30.0, 1, frozenset({0})
+
+    def owns(self, org_id: UUID) -> bool:
+        return True
+
+    async def maintain(self) -> frozenset[int]:
+        return self.owned
+
+
+async def test_readyz_says_so_when_the_lease_renewal_stopped(aiohttp_client) -> None:
+    settings = settings_for("postgresql://unused")
+    async with aiohttp.ClientSession() as session:
+        services = build_services(settings, store=MemoryStore(), session=session,  # type: ignore[arg-type]
+                                  shards=OneReplica())  # type: ignore[arg-type]
+        client = await aiohttp_client(create_app(settings, services))
+        assert (await client.get("/readyz")).status == 200
+        client.app[RUNTIME].lease_task.cancel()
+        await wait_until(client.app[RUNTIME].lease_task.done, what="the lease task to end")
+        assert (await (await client.get("/readyz")).json())["problems"] == ["shard lease renewal is not running"]
