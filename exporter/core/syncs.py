@@ -56,23 +56,26 @@ class SyncSchedule:
         if self.period_s:
             ts = now.timestamp()
             return datetime.fromtimestamp(ts - ts % self.period_s, UTC)
-        tz = ZoneInfo(self.timezone)
-        it = croniter(self.cron, now.astimezone(tz) + timedelta(microseconds=1))
-        while True:
-            tick = it.get_prev(datetime)
-            if not tick.astimezone(UTC).astimezone(tz).fold:  # skip the second pass through a repeated hour
-                return tick.astimezone(UTC)
+        it = croniter(self.cron, (now + timedelta(microseconds=1)).astimezone(ZoneInfo(self.timezone)))
+        while True:  # arithmetic in UTC, then local: adding to a local time would lose its `fold`
+            first = _first_occurrence(it.get_prev(datetime))
+            if first <= now:
+                return first
 
     def next(self, now: datetime) -> datetime:
         """The first expected start after `now`."""
         if self.period_s:
             return self.previous(now) + timedelta(seconds=self.period_s)
-        tz = ZoneInfo(self.timezone)
-        it = croniter(self.cron, now.astimezone(tz))
+        it = croniter(self.cron, now.astimezone(ZoneInfo(self.timezone)))
         while True:
-            tick = it.get_next(datetime)
-            if not tick.astimezone(UTC).astimezone(tz).fold:
-                return tick.astimezone(UTC)
+            first = _first_occurrence(it.get_next(datetime))
+            if first > now:  # a wall time repeated in autumn is due once, at its first pass
+                return first
+
+
+def _first_occurrence(local: datetime) -> datetime:
+    """A local wall-clock time as UTC, at its first pass when the autumn change repeats it."""
+    return local.replace(fold=0).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,3 +143,21 @@ def test_schedule_columns_round_trip() -> None:
     assert schedule_from_columns({"cron": "0 2 * * *", "timezone": "Europe/Oslo", "period_s": None,
                                   "grace_s": 60, "max_duration_s": 600}) == SyncSchedule(
         cron="0 2 * * *", timezone="Europe/Oslo", grace_s=60, max_duration_s=600)
+
+
+def test_a_daily_sync_in_the_repeated_autumn_hour_stays_on_schedule_all_night() -> None:
+    """02:30 Europe/Oslo on 25 October 2026 happens twice (00:30 and 01:30 UTC): expected once, judged once."""
+    schedule = SyncSchedule(cron="30 2 * * *", timezone="Europe/Oslo", grace_s=900)
+
+    def ran(day: int, hour_utc: int) -> SyncRun:
+        start = datetime(2026, 10, day, hour_utc, 31, tzinfo=UTC)
+        return SyncRun(start - timedelta(minutes=1), "success", start, start + timedelta(minutes=9))
+    runs = [ran(24, 0), ran(25, 0)]
+    states, previous, now = [], [], datetime(2026, 10, 25, 0, 45, tzinfo=UTC)
+    while now < datetime(2026, 10, 25, 4, 0, tzinfo=UTC):
+        states.append(assess(schedule, runs, now).state)
+        previous.append(schedule.previous(now))
+        now += timedelta(minutes=1)
+    assert set(states) == {SyncState.ON_SCHEDULE}
+    assert set(previous) == {datetime(2026, 10, 25, 0, 30, tzinfo=UTC)}, "the second 02:30 is not a new period"
+    assert schedule.next(datetime(2026, 10, 25, 1, 0, tzinfo=UTC)) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
