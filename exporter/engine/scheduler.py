@@ -191,10 +191,18 @@ class Scheduler:
 
         An integration passive by its row or type is not pinged; one cooling down after throttling is
         (an admin pressing the button after fixing a quota is exactly who should learn it works again).
+        An organisation another replica owns is checked and answered, but its state, gauges and rows are
+        left to the owner: two replicas must not overwrite each other's failure counts.
         """
         integrations = [i for i in await self.store.load_integrations(org_id)
                         if i.health_mode == "active" and i.integration_type not in self.passive_types]
+        if not self.owns(org_id):
+            return await self.runner.run(integrations)
         return await self.check(integrations, policy.slot_start(self.clock(), self.interval_s))
+
+    def owns(self, org_id: UUID) -> bool:
+        """Whether this replica checks, exports and stores the organisation (always, without shards)."""
+        return self.shards is None or self.shards.owns(org_id)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run a cycle for each new slot until `stop` is set; a late start runs once, for the latest slot."""

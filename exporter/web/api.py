@@ -146,7 +146,8 @@ async def post_checks(request: web.Request) -> web.Response:
     if not results:
         runtime.run_now_at.pop(org_id, None)
         raise web.HTTPNotFound(reason=f"organisation {org_id} has no enabled active integrations")
-    return web.json_response({"org_id": str(org_id), "integrations": [result_json(r) for r in results]})
+    return web.json_response({"org_id": str(org_id), "integrations": [result_json(r) for r in results],
+                              "stored": services.scheduler.owns(org_id)})
 
 
 RUN_YEARS = (2000, 2200)

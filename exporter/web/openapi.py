@@ -25,7 +25,9 @@ OPENAPI: dict[str, Any] = {
                 "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
             "OrgHealth": {"type": "object", "properties": {
                 "org_id": {"type": "string", "format": "uuid"},
-                "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}}}},
+                "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}},
+                "stored": {"type": "boolean", "description": "run-now only: false when another replica owns the "
+                           "organisation (results answered, its state left to the owner)"}}},
         },
     },
     "security": [{"bearer": []}],

@@ -90,3 +90,28 @@ async def test_readyz_says_so_when_the_lease_renewal_stopped(aiohttp_client) -> 
         client.app[RUNTIME].lease_task.cancel()
         await wait_until(client.app[RUNTIME].lease_task.done, what="the lease task to end")
         assert (await (await client.get("/readyz")).json())["problems"] == ["shard lease renewal is not running"]
+
+
+class NoShards(OneReplica):
+    """Another replica holds every shard."""
+
+    owned = frozenset()
+
+    def owns(self, org_id: UUID) -> bool:
+        return False
+
+
+async def test_run_now_on_a_replica_that_does_not_own_the_org_answers_but_leaves_its_state_alone(
+        aiohttp_client, sim) -> None:
+    state, base = sim
+    store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
+    settings = settings_for("postgresql://unused")
+    async with aiohttp.ClientSession() as session:
+        services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
+                                  shards=NoShards())  # type: ignore[arg-type]
+        client = await aiohttp_client(create_app(settings, services))
+        resp = await client.post(f"/api/v1/orgs/{ORG}/checks", headers=AUTH)
+        body = await resp.json()
+    assert (resp.status, body["stored"], [i["status"] for i in body["integrations"]]) == (200, False, ["healthy"])
+    assert state.requests["ok"] == 1
+    assert (store.status, services.snapshot.results) == ({}, {}), "the owner's state, gauges and rows are its own"
