@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 DEMO_INTERVAL_S = 30
+DEMO_GRACE_S = 0.25  # Ctrl-C in the demo stops at once: a hanging simulated tenant must not hold it up
 
 
 class UsageError(Exception):
@@ -133,8 +134,9 @@ async def cmd_check(dsn: str, settings: Settings, org_id: UUID) -> int:
     return exit_code(results)
 
 
-async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def start_site(app: web.Application, host: str, port: int, shutdown_timeout: float = 60.0) -> web.AppRunner:
+    """Serve `app`; on cleanup, requests still open get `shutdown_timeout` seconds to finish."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -149,7 +151,7 @@ async def start_simulator(state: SimState | None = None, port: int = 0,
     """Serve the simulator (port 0: any free one) and return its runner and port."""
     from exporter.demo.simulator import create_app as create_simulator
 
-    runner = await start_site(create_simulator(state), host, port)
+    runner = await start_site(create_simulator(state), host, port, shutdown_timeout=0.5)  # a hanging tenant waits
     return runner, runner.addresses[0][1]
 
 
@@ -163,10 +165,12 @@ async def until_signal() -> None:
 
 
 async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | None = None,
-                banner: Callable[[Services], None] | None = None) -> int:
-    """Run the service until SIGTERM/SIGINT; shutdown lets the running cycle finish and flushes results."""
+                banner: Callable[[Services], None] | None = None, grace_s: float | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT; shutdown lets the running cycle finish (up to `grace_s`, by
+    default the check timeout + 5 s) and flushes results."""
     async with open_services(settings, dsn, on_cycle=on_cycle) as services:
-        runner = await start_site(create_app(settings, services), settings.host, settings.port)
+        app = create_app(settings, services, shutdown_grace_s=grace_s)
+        runner = await start_site(app, settings.host, settings.port, shutdown_timeout=grace_s or 60.0)
         log.info("serving on http://%s:%d (/metrics, /healthz, /readyz, /api/v1)", settings.host, settings.port)
         if banner:
             banner(services)
@@ -248,7 +252,7 @@ static_configs: [{{targets: ['127.0.0.1:{settings.port}']}}]}}]
 Data is kept in {settings.data_dir if not settings.database_url else 'DATABASE_URL'}; run the demo again to \
 continue where it stopped.""", flush=True)
 
-        return await serve(settings, dsn, on_cycle=show, banner=banner)
+        return await serve(settings, dsn, on_cycle=show, banner=banner, grace_s=DEMO_GRACE_S)
     finally:
         await sim.cleanup()
 

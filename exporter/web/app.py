@@ -18,6 +18,7 @@ from exporter.web.api import EXPOSITION, RUNTIME, SERVICES, SETTINGS, Runtime
 from exporter.web.metrics import Exposition
 
 log = logging.getLogger(__name__)
+GRACE = web.AppKey("shutdown_grace_s", float)
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
@@ -34,7 +35,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     yield
     if runtime.lease_task:
         runtime.lease_task.cancel()
-    await shutdown(services, runtime, retry_task, grace_s=app[SETTINGS].check_timeout_seconds + 5)
+    await shutdown(services, runtime, retry_task, grace_s=app[GRACE])
 
 
 async def renew_forever(shards: ShardLeases, scheduler: Scheduler) -> None:
@@ -60,8 +61,14 @@ async def shutdown(services: Services, runtime: Runtime, retry_task: asyncio.Tas
     cycle = services.scheduler.cycle_task
     if cycle and not cycle.done():
         log.info("waiting for the running cycle to finish (at most %.0f s)", grace_s)
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(asyncio.shield(cycle), grace_s)
+        except TimeoutError:  # past the grace: stop it, so nothing outlives the pool and the session
+            cycle.cancel()
+            with contextlib.suppress(BaseException):
+                await cycle
+        except Exception:
+            pass  # the cycle's own failure was logged where it happened
     retry_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await retry_task
@@ -69,9 +76,12 @@ async def shutdown(services: Services, runtime: Runtime, retry_task: asyncio.Tas
         log.error("exiting with %d results not written: the database is unreachable", services.outbox.pending)
 
 
-def create_app(settings: Settings, services: Services) -> web.Application:
-    """Serve `services`; the background lifecycle starts when the app does and stops before it closes."""
+def create_app(settings: Settings, services: Services, *, shutdown_grace_s: float | None = None) -> web.Application:
+    """Serve `services`; the background lifecycle starts when the app does and stops before it closes.
+
+    On shutdown a running cycle gets `shutdown_grace_s` to finish (default: the check timeout + 5 s)."""
     app = web.Application(middlewares=[api.errors_as_json, api.bearer_auth])
+    app[GRACE] = settings.check_timeout_seconds + 5 if shutdown_grace_s is None else shutdown_grace_s
     app[SETTINGS], app[SERVICES], app[RUNTIME] = settings, services, Runtime()
     app[EXPOSITION] = Exposition(services.instruments, services.snapshot)
     app.cleanup_ctx.append(background)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -90,9 +95,22 @@ def test_demo_serves_all_three_statuses_prints_where_to_look_and_stops_on_ctrl_c
         assert "Authorization: Bearer " in text
         for status in ("healthy", "degraded", "unreachable"):
             assert status in text
+        simulator = re.search(r"break one +curl -X PUT -d '(.*)' (\S+)", text)
+        assert simulator, text
+        urllib.request.urlopen(urllib.request.Request(simulator[2], data=simulator[1].encode(), method="PUT"))
+        run_now = re.search(r"run now +curl -X POST -H '([^:]+): ([^']+)' (\S+)", text)
+        assert run_now, text
+        pressed = urllib.request.Request(run_now[3], headers={run_now[1]: run_now[2]}, method="POST")
+
+        def press() -> None:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(pressed, timeout=30)
+
+        threading.Thread(target=press, daemon=True).start()
+        time.sleep(1)  # ordering only: the run-now's hanging check is in flight when Ctrl-C comes
     finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)  # a tenant now hangs, as the banner invites: Ctrl-C must not wait on it
+        out, _ = proc.communicate(timeout=15)  # ~2 s measured; 60 s when the hanging request was awaited
     assert proc.returncode == 0, "".join(seen) + out
     assert "stopping" in out
 
