@@ -167,7 +167,7 @@ async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, 
         "EXPORTER_CREDENTIAL_PROVIDER": "none", "EXPORTER_API_ENABLED": "false",
         # A new replica id each start (host-pid), as without a StatefulSet: the successor must wait for
         # the dead one's leases to lapse, then take its shards over within the slot.
-        "EXPORTER_LEASE_TTL_SECONDS": "3"}
+        "EXPORTER_LEASE_TTL_SECONDS": "10"}  # long enough that the successor starts before they lapse
     logs = []
 
     async def start() -> asyncio.subprocess.Process:
