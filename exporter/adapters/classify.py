@@ -19,7 +19,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" and "٣" are digits to str.isdigit(), not to float()
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -42,9 +42,10 @@ def classify_http(resp: Response, now: datetime, *, expected: frozenset[int] | N
     if code in (401, 403):
         return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"credentials rejected (HTTP {code})",
                            Reason.AUTH)
-    if code >= 500:
+    if code >= 500:  # a 503 may say when to come back (maintenance): honoured like a 429's
+        retry = parse_retry_after(resp.headers.get("Retry-After"), now)
         return make_result(HealthStatus.UNREACHABLE, resp.latency_ms, now, f"server error (HTTP {code})",
-                           Reason.HTTP_5XX)
+                           Reason.HTTP_5XX, retry)
     return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"unexpected status HTTP {code}",
                        Reason.HTTP_4XX if code >= 400 else Reason.BAD_RESPONSE)
 
