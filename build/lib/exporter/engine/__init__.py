@@ -1,1 +1,0 @@
-"""Runs the checks: the runner (deadlines), the scheduler (cycles), the snapshot, the outbox, shard leases."""

@@ -1,1 +1,0 @@
-"""Talks to PostgreSQL: the store (asyncpg), migrations, credential providers."""
