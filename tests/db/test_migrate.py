@@ -8,6 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from exporter import cli, logs
+from exporter.storage import migrate as migrate_module
 from exporter.storage.migrate import Migration, MigrationError, load_migrations, migrate
 
 
@@ -63,3 +65,15 @@ def test_duplicate_migration_numbers_are_refused(tmp_path: Path) -> None:
     (tmp_path / "0001_b.sql").write_text("")
     with pytest.raises(MigrationError, match="two migrations share the number 0001"):
         load_migrations(tmp_path)
+
+
+def test_migrate_command_without_migrations_exits_2_and_says_the_package_is_incomplete(
+        empty_db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wheel built without its SQL must fail loudly, not report an up-to-date database."""
+    monkeypatch.setattr(migrate_module, "migrations_dir", lambda: tmp_path)
+    monkeypatch.setattr(logs, "configure", lambda level, fmt: None)  # main() would take over the root logger
+    monkeypatch.setenv("DATABASE_URL", empty_db_dsn)
+    assert cli.main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no migrations found in {tmp_path}: the package is incomplete"), err
+    assert "reinstall integration-health" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -18,12 +19,67 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
-def test_every_mounted_path_exists_in_the_repository() -> None:
-    for name, service in SERVICES.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0]
-            if source.startswith("."):
-                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), one list per FROM stage."""
+    stages: list[list[tuple[str, str]]] = []
+    for line in re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text()).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, arguments = line.strip().partition(" ")
+            if instruction.upper() == "FROM":
+                stages.append([])
+            stages[-1].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def copy_arguments(arguments: str) -> tuple[list[str], list[str]]:
+    """COPY's flags (--from=…, --chown=…) and its paths, sources first, destination last (shell or JSON form)."""
+    words = json.loads(arguments) if arguments.startswith("[") else shlex.split(arguments)
+    return [w for w in words if w.startswith("--")], [w for w in words if not w.startswith("--")]
+
+
+def compose_paths(service: dict) -> list[str]:
+    """The repository paths a service names: bind-mounted files, its build context and Dockerfile, env files."""
+    paths = []
+    for volume in service.get("volumes", []):
+        source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+        if source.startswith("."):
+            paths.append(source)
+    build = service.get("build")
+    if build is not None:
+        build = {"context": build} if isinstance(build, str) else build
+        paths += [build["context"], f"{build['context']}/{build.get('dockerfile', 'Dockerfile')}"]
+    env_files = service.get("env_file", [])
+    for env_file in [env_files] if isinstance(env_files, str) else env_files:
+        paths.append(env_file if isinstance(env_file, str) else env_file["path"])
+    return paths
+
+
+def test_every_path_the_compose_file_names_exists_in_the_repository() -> None:
+    named = {(name, path) for name, service in SERVICES.items() for path in compose_paths(service)}
+    assert {path for _, path in named} >= {".", "./Dockerfile", "./deploy/prometheus.yml"}  # the parser sees them
+    for name, path in sorted(named):
+        assert (ROOT / path).exists(), f"{name} names missing {path}"
+
+
+def test_every_dockerfile_copy_source_exists_in_the_repository() -> None:
+    sources = []
+    for stage in dockerfile_stages():
+        for instruction, arguments in stage:
+            flags, paths = copy_arguments(arguments) if instruction in ("COPY", "ADD") else ([], [])
+            if not any(f.startswith("--from=") for f in flags):  # --from copies from a stage, not the repo
+                sources += paths[:-1]
+    assert {"pyproject.toml", "exporter", "migrations"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists() or any(ROOT.glob(source)), f"Dockerfile copies missing {source}"
+
+
+def test_the_image_installs_the_wheel_built_in_its_build_stage() -> None:
+    *builders, final = dockerfile_stages()
+    assert any(i == "RUN" and "pip wheel" in a for stage in builders for i, a in stage)
+    copies = [copy_arguments(a)[0] for i, a in final if i in ("COPY", "ADD")]
+    assert copies and all(any(f.startswith("--from=") for f in flags) for flags in copies), \
+        "the final stage must take only the built wheel, not the source tree"
+    assert any(i == "RUN" and re.search(r"pip install .*\.whl", a) for i, a in final)
 
 
 @pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if s.get("image") == "integration-health:local"])
@@ -63,8 +119,9 @@ def test_prometheus_config_is_valid_with_the_repos_rules(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_dockerfile_runs_the_cli_as_an_unprivileged_user() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "USER exporter" in dockerfile
-    cmd = re.search(r"^CMD (.+)$", dockerfile, re.M).group(1)
-    assert shlex.split(cmd.replace('"', "").strip("[]").replace(",", " "))[:2] == ["integration-health", "serve"]
+def test_dockerfile_serves_a_valid_cli_invocation_as_an_unprivileged_user() -> None:
+    final = dockerfile_stages()[-1]
+    assert [a for i, a in final if i == "USER"][-1] == "exporter"
+    command = json.loads([a for i, a in final if i == "CMD"][-1])  # exec form: signals reach the process
+    assert command[:2] == ["integration-health", "serve"]
+    parse_args(command[1:])  # exits (SystemExit) on an unknown command or flag
