@@ -116,3 +116,49 @@ async def test_a_read_only_database_keeps_the_leases_held_instead_of_ending_the_
         assert await leases.maintain() == held  # logged and kept, not raised
     finally:
         await pool.close()
+
+
+def orgs_in_both_halves(n: int) -> list[UUID]:
+    """n organisations in shards 0-31 and n in shards 32-63, so each of two replicas has some."""
+    low: list[UUID] = []
+    high: list[UUID] = []
+    while len(low) < n or len(high) < n:
+        org = uuid4()
+        half = low if shard_of(org, 64) < 32 else high
+        if len(half) < n:
+            half.append(org)
+    return low + high
+
+
+async def test_shards_gained_while_the_first_cycle_runs_are_checked_in_that_slot(pools, db_dsn, admin) -> None:
+    """A replica starting beside a dying one: it holds half the shards when its first cycle starts, and the
+    other half lapse to it mid-cycle. The take-over waits for that cycle, then checks the gained half."""
+    orgs = orgs_in_both_halves(8)
+    await admin.executemany("INSERT INTO integration_config (org_id, integration_type, config) VALUES "
+                            "($1, 'http', $2::jsonb)", [(o, json.dumps({"url": "http://127.0.0.1:9/"})) for o in orgs])
+    dying, starting = ShardLeases(pools[0], "dying", ttl_s=30), ShardLeases(pools[1], "starting", ttl_s=30)
+    await settle([dying, starting])
+    in_cycle, release = asyncio.Event(), asyncio.Event()
+
+    class Gated:
+        def __init__(self, ctx) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object):
+            in_cycle.set()
+            await release.wait()
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    settings = Settings(database_url=db_dsn, credential_provider="none", type_intervals={})
+    scheduler = build_services(settings, store=Store(pools[1]), session=None,  # type: ignore[arg-type]
+                               specs={"http": AdapterSpec(HttpConfig, Gated)}, shards=starting).scheduler
+    scheduler.cycle_task = asyncio.create_task(scheduler.run_cycle(SLOT, SLOT))  # as run_forever starts it
+    await in_cycle.wait()
+    await dying.release_all()  # its shards are free now, as after its leases lapsed
+    before = starting.owned
+    gained = await starting.maintain() - before  # what the lease loop does between cycles
+    assert len(before) == len(gained) == 32
+    take_over = asyncio.create_task(scheduler.take_over(gained))
+    release.set()
+    checked = [*await scheduler.cycle_task, *await take_over]
+    assert sorted(r.org_id for r in checked) == sorted(orgs), "an integration was checked twice or not at all"
