@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases
 from exporter.engine.outbox import Outbox
 from exporter.engine.runner import Runner
-from exporter.engine.scheduler import Scheduler
+from exporter.engine.scheduler import Scheduler, utcnow
 from exporter.engine.snapshot import Snapshot
 from exporter.settings import Settings
 from exporter.storage.credentials import CachedCredentials, DirectoryCredentials, SupabaseVaultCredentials
@@ -54,11 +55,14 @@ def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | N
 
 def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientSession,
                    credentials: CredentialProvider | None = None, specs: Mapping[str, AdapterSpec] = ADAPTERS,
-                   on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None) -> Services:
-    """Wire the adapters (built once), runner, snapshot, instruments, outbox and scheduler (no I/O)."""
-    ctx = AdapterContext(session=session, credentials=credentials)
+                   on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None,
+                   clock: Callable[[], datetime] = utcnow) -> Services:
+    """Wire the adapters (built once), runner, snapshot, instruments, outbox and scheduler (no I/O).
+
+    `clock` is the wall clock of slots, sync judgements and results (tests fix the time of day with it)."""
+    ctx = AdapterContext(session=session, credentials=credentials, clock=clock)
     runner = Runner(build_adapters(specs, ctx), timeout=settings.check_timeout_seconds,
-                    limiter=asyncio.Semaphore(settings.max_concurrency))
+                    limiter=asyncio.Semaphore(settings.max_concurrency), clock=clock)
     snapshot = Snapshot()
     instruments = Instruments(CollectorRegistry(), __version__, known_types=specs.keys())
     instruments.interval.set(settings.check_interval)
@@ -67,13 +71,14 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           interval_s=settings.check_interval, type_intervals=settings.type_intervals,
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
-                          passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards)
+                          passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards, clock=clock)
     return Services(store, runner, scheduler, snapshot, instruments, outbox, shards)
 
 
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, AdapterSpec] = ADAPTERS,
-                        on_cycle: Callable[..., Any] | None = None, shared: bool = True) -> AsyncIterator[Services]:
+                        on_cycle: Callable[..., Any] | None = None, shared: bool = True,
+                        clock: Callable[[], datetime] = utcnow) -> AsyncIterator[Services]:
     """Open the pool and the HTTP session (and, when `shared`, this replica's shard leases); close them on exit.
 
     `shared=False` (the `check` command) takes no leases: it checks the one organisation it was asked for.
@@ -86,7 +91,7 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
             await shards.maintain()
         yield build_services(settings, store=Store(pool), session=session,
                              credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
-                             shards=shards)
+                             shards=shards, clock=clock)
         if shards is not None:
             await shards.release_all()
     finally:

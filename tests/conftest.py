@@ -90,30 +90,31 @@ async def template_db(pg_server: str) -> str:
     return TEMPLATE
 
 
-@pytest.fixture
-async def db_dsn(pg_server: str, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this test only (superuser DSN)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server)
+@contextlib.asynccontextmanager
+async def scratch_database(server_dsn: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
+    """Create a database of a random name (a copy of `template`, or empty), yield its DSN, drop it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_dsn)
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-        yield dsn_for(pg_server, name)
+        await conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        yield dsn_for(server_dsn, name)
         await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def db_dsn(pg_server: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test only (superuser DSN)."""
+    async with scratch_database(pg_server, "t", template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def empty_db_dsn(pg_server: str) -> AsyncIterator[str]:
     """A fresh database with no migrations applied."""
-    name = f"e_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-        yield dsn_for(pg_server, name)
-        await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    async with scratch_database(pg_server, "e") as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -165,17 +166,17 @@ async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")} | {
         "DATABASE_URL": dsn, "EXPORTER_CHECK_INTERVAL": "86400", "EXPORTER_CHECK_TIMEOUT_SECONDS": "2",
         "EXPORTER_CREDENTIAL_PROVIDER": "none", "EXPORTER_API_ENABLED": "false",
-        # A new replica id each start (host-pid), as without a StatefulSet: the successor must wait for
-        # the dead one's leases to lapse, then take its shards over within the slot.
         "EXPORTER_LEASE_TTL_SECONDS": "10"}  # long enough that the successor starts before they lapse
     logs = []
 
     async def start() -> asyncio.subprocess.Process:
+        # A new replica id each start, as without a StatefulSet: the successor must wait for the dead
+        # one's leases to lapse, then take its shards over within the slot.
         logs.append(tmp_path / f"serve-{len(logs)}.log")
         with logs[-1].open("w") as out:
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "exporter", "serve", env=env | {"EXPORTER_PORT": str(free_port())},
-                stdout=out, stderr=asyncio.subprocess.STDOUT)
+                sys.executable, "-m", "exporter", "serve", stdout=out, stderr=asyncio.subprocess.STDOUT,
+                env=env | {"EXPORTER_PORT": str(free_port()), "EXPORTER_REPLICA_ID": f"replica-{len(logs) - 1}"})
 
     first = await start()
     await wait_until(lambda: state.requests.get("slow") == len(orgs), what="the hanging checks to start")
@@ -187,7 +188,14 @@ async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, 
     try:
         await wait_until_async(lambda: history_count(dsn, 2 * len(orgs)), timeout=60,
                                what="the missed slot to be run")
-        await asyncio.sleep(3)  # a second run of the slot would check again here
+        # A second run of the slot could only come from the successor's lease loop (renew, then take over
+        # what it gained). Wait until it holds every shard and has renewed twice since: a whole pass of
+        # that loop, take-over included, then ran after the slot was complete.
+        await wait_until_async(lambda: holds_every_shard(dsn, "replica-1"), timeout=30, what="every shard held")
+        for _ in range(2):
+            _, latest = await leases(dsn, "replica-1")
+            await wait_until_async(functools.partial(renewed_after, dsn, "replica-1", latest), timeout=30,
+                                   what="a renewal")
     finally:
         second.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.wait(), 30)
@@ -198,9 +206,33 @@ async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, 
     assert state.requests["slow"] == 2 * len(orgs)  # once by the killed process, once by its successor
 
 
-async def history_count(dsn: str, at_least: int) -> bool:
+async def fetchrow(dsn: str, sql: str, *args: object) -> asyncpg.Record:
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetchval("SELECT count(*) FROM health_check_history") >= at_least
+        return await conn.fetchrow(sql, *args)
     finally:
         await conn.close()
+
+
+async def holds_every_shard(dsn: str, replica: str) -> bool:
+    row = await fetchrow(dsn, "SELECT count(*) FILTER (WHERE owner = $1 AND lease_until > now()) = count(*) "
+                              "FROM integration_health_shards", replica)
+    return row[0]
+
+
+async def leases(dsn: str, replica: str) -> tuple[datetime, datetime]:
+    """The earliest and the latest lease_until of the replica's shards."""
+    row = await fetchrow(dsn, "SELECT min(lease_until), max(lease_until) FROM integration_health_shards "
+                              "WHERE owner = $1", replica)
+    return row[0], row[1]
+
+
+async def renewed_after(dsn: str, replica: str, moment: datetime) -> bool:
+    """Every shard of the replica renewed after `moment`: its lease loop has run maintain() since."""
+    earliest, _ = await leases(dsn, replica)
+    return earliest > moment
+
+
+async def history_count(dsn: str, at_least: int) -> bool:
+    row = await fetchrow(dsn, "SELECT count(*) FROM health_check_history")
+    return row[0] >= at_least

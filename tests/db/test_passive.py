@@ -12,13 +12,16 @@ from exporter.storage.store import REPORT_SYNC_RUN
 from exporter.web.api import SERVICES
 from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+# The service runs on a fixed wall clock, 20 minutes into an hour: whether a sync is late depends on the
+# time of day, and a test must not pass or fail by the minute it happens to run in.
+HOUR = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW = HOUR + timedelta(minutes=20)
 
 
 @pytest.fixture
 async def service(db_dsn, admin, sim, service_client):
-    async def start(**overrides):
-        client = await service_client(settings_for(db_dsn, **overrides), db_dsn)
+    async def start(now: datetime = NOW, **overrides):
+        client = await service_client(settings_for(db_dsn, **overrides), db_dsn, clock=lambda: now)
         await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
         return client
     return start
@@ -88,24 +91,29 @@ async def add_run(admin, org, kind, scheduled, outcome="success", drift=timedelt
                         scheduled + drift, scheduled + drift + timedelta(seconds=90), outcome, error)
 
 
-async def test_passive_integrations_are_never_pinged_and_get_status_and_history_from_runs(service, admin, sim) -> None:
+@pytest.mark.parametrize(("minutes", "late_status", "late_error"), [
+    (2, "healthy", None),  # within the 5-minute grace: the previous hour's run still stands
+    (20, "degraded", "sync late by 20 min"),
+], ids=["within-grace", "past-grace"])
+async def test_passive_integrations_are_never_pinged_and_get_status_and_history_from_runs(
+        service, admin, sim, minutes, late_status, late_error) -> None:
     state, base = sim
-    hour = NOW.replace(minute=0, second=0)
+    hour = HOUR
     ok, failed, late = uuid4(), uuid4(), uuid4()
     for org in (ok, failed, late):
         await add_passive(admin, org, "xledger")
     await add_run(admin, ok, "xledger", hour)
     await add_run(admin, failed, "xledger", hour, outcome="failure", error="export rejected: 422")
     await add_run(admin, late, "xledger", hour - timedelta(hours=1))  # this hour's run has not started
-    client = await service()
+    client = await service(now=hour + timedelta(minutes=minutes))
     rows = {r["org_id"]: r for r in await admin.fetch(
         "SELECT org_id, status, error_message, reason, latency_ms, checked_at FROM integration_health_status")}
     assert (rows[ok]["status"], rows[ok]["latency_ms"]) == ("healthy", 90_000)
     assert (rows[failed]["status"], rows[failed]["error_message"]) == ("unreachable",
                                                                       "last sync failed: export rejected: 422")
-    # Judged when the cycle ran (its checked_at), not when this module was imported: grace is 5 min.
-    expected_late = "degraded" if rows[late]["checked_at"] - hour >= timedelta(minutes=5) else "healthy"
-    assert rows[late]["status"] == expected_late
+    # Judged when the cycle ran (its checked_at, the fixed clock's time): grace is 5 min.
+    assert {r["checked_at"] for r in rows.values()} == {hour + timedelta(minutes=minutes)}
+    assert (rows[late]["status"], rows[late]["error_message"]) == (late_status, late_error)
     assert state.requests == {}, "a passive integration was pinged"
     assert await admin.fetchval("SELECT count(*) FROM health_check_history") == 3
     metrics = gauges(await (await client.get("/metrics")).text())
@@ -126,12 +134,13 @@ async def test_passive_types_setting_makes_a_whole_type_passive(service, admin, 
 async def test_sync_drift_over_5_minutes_is_visible_in_metrics(service, admin) -> None:
     org = uuid4()
     await add_passive(admin, org, "fiken")
-    await add_run(admin, org, "fiken", NOW.replace(minute=0, second=0), drift=timedelta(minutes=6))
+    await add_run(admin, org, "fiken", HOUR, drift=timedelta(minutes=6))
     client = await service()
     metrics = gauges(await (await client.get("/metrics")).text())
     key = (("integration_type", "fiken"), ("org_id", str(org)))
     assert metrics["integration_health_sync_drift_seconds"][key] == 360.0
-    assert metrics["integration_health_sync_last_success_timestamp_seconds"][key] > 0
+    finished = HOUR + timedelta(minutes=6, seconds=90)  # add_run: started with the drift, 90 s long
+    assert metrics["integration_health_sync_last_success_timestamp_seconds"][key] == finished.timestamp()
 
 
 async def test_repeated_throttling_switches_to_passive_and_back_after_the_cool_down(service, admin, sim) -> None:
@@ -163,7 +172,7 @@ async def test_an_invalid_sync_schedule_fails_that_integration_only(service, adm
     org, other = uuid4(), uuid4()
     await add_passive(admin, org, "xledger", cron="99 * * * *", period_s=None)
     await add_passive(admin, other, "xledger")
-    await add_run(admin, other, "xledger", NOW.replace(minute=0, second=0))
+    await add_run(admin, other, "xledger", HOUR)
     await service()
     rows = {r["org_id"]: (r["status"], r["error_message"]) for r in await admin.fetch(
         "SELECT org_id, status, error_message FROM integration_health_status")}

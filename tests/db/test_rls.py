@@ -59,10 +59,29 @@ async def test_a_member_of_two_orgs_sees_both(seeded) -> None:
     assert {r["org_id"] for r in rows} == {ORG_A, ORG_B}
 
 
-@pytest.mark.parametrize("claims", [None, {}, {"org_id": "garbage"}, {"org_id": 42}, {"app_metadata": "x"}])
+# Supabase lets every user edit their own user_metadata: an org named there proves nothing.
+USER_EDITABLE_CLAIMS = [
+    {"user_metadata": {"org_id": str(ORG_A)}},
+    {"user_metadata": {"org_ids": [str(ORG_A)]}},
+    {"user_metadata": {"app_metadata": {"org_id": str(ORG_A)}}},
+]
+
+
+@pytest.mark.parametrize("claims", [None, {}, {"org_id": "garbage"}, {"org_id": 42}, {"app_metadata": "x"},
+                                    *USER_EDITABLE_CLAIMS])
 async def test_authenticated_without_a_valid_org_claim_sees_nothing(seeded, claims) -> None:
     rows = await as_role(seeded, "authenticated", claims, "SELECT * FROM integration_health_status")
     assert rows == []
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("claims", USER_EDITABLE_CLAIMS, ids=["org_id", "org_ids", "nested-app_metadata"])
+async def test_an_org_named_only_in_user_editable_metadata_opens_no_table(seeded, claims, table: str) -> None:
+    assert await as_role(seeded, "authenticated", claims, f"SELECT org_id FROM {table}") == []
+    # the same org as an app_metadata claim (set by the server, not the user) is honoured
+    rows = await as_role(seeded, "authenticated", {"app_metadata": {"org_id": str(ORG_A)}},
+                         f"SELECT org_id FROM {table}")
+    assert [r["org_id"] for r in rows] == [ORG_A]
 
 
 @pytest.mark.parametrize("sql", [

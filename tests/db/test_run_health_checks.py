@@ -15,6 +15,8 @@ import urllib.request
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import pytest
+
 from exporter.cli import cmd_check
 from exporter.demo.simulator import Mode
 from exporter.settings import Settings
@@ -28,14 +30,20 @@ async def add(admin, org, kind, config, enabled=True) -> None:
                         "VALUES ($1, $2, $3::jsonb, $4)", org, kind, json.dumps(config), enabled)
 
 
-async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, sim) -> None:
-    state, sim = sim
+@pytest.fixture
+def vendor(sim) -> str:
+    """The simulator with three http tenants, ok (healthy), down (HTTP 500) and hang; its base URL."""
+    state, base = sim
     state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
+    return base
+
+
+async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, vendor) -> None:
     org, other = uuid4(), uuid4()
-    await add(admin, org, "http", {"url": f"{sim}/http/ok"})
+    await add(admin, org, "http", {"url": f"{vendor}/http/ok"})
     await add(admin, org, "sftp", {"host": "files.example"})
-    await add(admin, org, "xledger", {"url": f"{sim}/http/hang"}, enabled=False)
-    await add(admin, other, "http", {"url": f"{sim}/http/down"})
+    await add(admin, org, "xledger", {"url": f"{vendor}/http/hang"}, enabled=False)
+    await add(admin, other, "http", {"url": f"{vendor}/http/down"})
     results = await check_org(org, store=store, runner=runner_for(ctx, timeout=1), slot=SLOT)
     assert sorted((r.integration_type, r.result.status.value) for r in results) == [
         ("http", "healthy"), ("sftp", "unreachable")]
@@ -47,21 +55,18 @@ async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, 
     assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", SLOT) == 2
 
 
-async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db_dsn, admin, sim, capsys) -> None:
-    state, sim = sim
-    state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
+async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db_dsn, admin, vendor,
+                                                                              capsys) -> None:
     org = uuid4()
-    await add(admin, org, "http", {"url": f"{sim}/http/down"})
+    await add(admin, org, "http", {"url": f"{vendor}/http/down"})
     assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 1
     out = capsys.readouterr().out
     assert "unreachable" in out and "server error (HTTP 500)" in out
 
 
-async def test_check_command_exits_0_when_all_are_healthy(db_dsn, admin, sim, capsys) -> None:
-    state, sim = sim
-    state.modes.update({"ok": Mode("healthy"), "down": Mode("server_error"), "hang": Mode("hang")})
+async def test_check_command_exits_0_when_all_are_healthy(db_dsn, admin, vendor, capsys) -> None:
     org = uuid4()
-    await add(admin, org, "http", {"url": f"{sim}/http/ok"})
+    await add(admin, org, "http", {"url": f"{vendor}/http/ok"})
     assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 0
     assert "healthy" in capsys.readouterr().out
 

@@ -11,6 +11,7 @@ import pytest
 
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.transport import make_session
+from exporter.core.model import HealthStatus, Reason
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import MODES, Mode, SimState, create_app
 from exporter.storage.credentials import SupabaseVaultCredentials
@@ -63,6 +64,7 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
         await admin.execute("INSERT INTO integration_config (org_id, integration_type, config, credential_ref) "
                             "VALUES ($1, $2, $3::jsonb, $4)", org, kind, json.dumps(config), REFS[kind])
     outputs: list[str] = []
+    in_healthy_mode: dict[str, tuple[HealthStatus, Reason | None, str | None]] = {}
     async with make_session() as session:
         ctx = AdapterContext(session=session, credentials=SupabaseVaultCredentials(store.pool))
         runner = runner_for(ctx, timeout=0.5)
@@ -71,7 +73,20 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
             results = await check_org(org, store=store, runner=runner, slot=T0 + i * timedelta(minutes=15))
             outputs += [r.result.model_dump_json() for r in results]
             outputs += [repr(r) for r in results]
+            if mode == "healthy":
+                in_healthy_mode = {r.integration_type: (r.result.status, r.result.reason, r.result.error)
+                                   for r in results}
     assert len(outputs) == 2 * len(MODES) * len(REFS)
+    # Before scanning: the secrets were fetched from the vault and reached the vendors (a vault refusing
+    # them would leave nothing to leak, and every check "credential unavailable").
+    assert in_healthy_mode["http"] == (HealthStatus.HEALTHY, None, None)  # its header carries the secret
+    vendors = {kind: in_healthy_mode[kind] for kind in REFS if kind != "http"}
+    # Each simulated vendor accepts only its planted secret; with the wrong ones it saw a secret and refused it.
+    expected = (HealthStatus.DEGRADED, Reason.AUTH) if wrong_secrets else (HealthStatus.HEALTHY, None)
+    assert {kind: (status, reason) for kind, (status, reason, _) in vendors.items()} == dict.fromkeys(vendors,
+                                                                                                     expected)
+    if wrong_secrets:
+        assert all("credentials rejected" in error for _, _, error in vendors.values()), vendors
     for table in ("integration_health_status", "health_check_history"):
         outputs += [json.dumps([dict(r) for r in await admin.fetch(f"SELECT * FROM {table}")], default=str)]
     outputs += [caplog.text]

@@ -17,6 +17,10 @@ from exporter.demo.simulator import Mode
 from exporter.web.api import SERVICES
 from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
 
+# A fixed wall clock for the tests whose slot depends on the time of day (settings_for: one slot a day).
+NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+DAY_SLOT = datetime(2026, 11, 22, tzinfo=UTC)
+
 
 async def test_a_cycle_runs_and_database_rows_and_gauges_agree(db_dsn, admin, sim, service_client) -> None:
     state, base = sim
@@ -43,17 +47,19 @@ async def test_restart_restores_gauges_before_the_first_cycle(db_dsn, admin, sim
     state, base = sim
     org = uuid4()
     await add_http(admin, org, "ok", base)
-    now = datetime.now(UTC)
+    checked = NOON - timedelta(minutes=5)  # earlier in today's slot
     await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
                         "checked_at, error_message, reason, consecutive_failures) "
-                        "VALUES ($1, 'http', 'unreachable', 10000, $2, 'timed out', 'timeout', 3)", org, now)
-    client = await service_client(settings_for(db_dsn), db_dsn)
+                        "VALUES ($1, 'http', 'unreachable', 10000, $2, 'timed out', 'timeout', 3)", org, checked)
+    client = await service_client(settings_for(db_dsn), db_dsn, clock=lambda: NOON)
     metrics = gauges(await (await client.get("/metrics")).text())
     key = (("integration_type", "http"), ("org_id", str(org)))
     assert metrics["integration_health_status"][tuple(sorted((*key, ("status", "unreachable"))))] == 1.0
     assert metrics["integration_health_consecutive_failures"][key] == 3.0
-    await asyncio.sleep(0.3)
-    assert state.requests == {}, "the slot was already checked: no cycle should have run"
+    scheduler = client.app[SERVICES].scheduler
+    await wait_until(lambda: scheduler.last_slot is not None, what="the first cycle")
+    assert scheduler.last_slot == DAY_SLOT
+    assert state.requests == {}, "the slot was already checked: the first cycle should have checked nothing"
 
 
 @pytest.fixture
@@ -163,14 +169,11 @@ async def test_a_restart_mid_slot_checks_only_what_the_slot_still_owes(db_dsn, a
     done, owed = uuid4(), uuid4()
     await add_http(admin, done, "done", base)
     await add_http(admin, owed, "owed", base)
-    if (left := 86400 - datetime.now(UTC).timestamp() % 86400) < 30:
-        await asyncio.sleep(left + 1)  # not across midnight UTC: the daily slot (settings_for) would change under us
-    now = datetime.now(UTC)
-    slot = datetime.fromtimestamp(now.timestamp() - now.timestamp() % 86400, UTC)
-    for org, checked, next_check in ((done, now, slot + timedelta(days=1)), (owed, slot - timedelta(hours=1), slot)):
+    slot = DAY_SLOT  # the fixed clock's day: a run at midnight UTC cannot move the slot under the test
+    for org, checked, next_check in ((done, NOON, slot + timedelta(days=1)), (owed, slot - timedelta(hours=1), slot)):
         await admin.execute("INSERT INTO integration_health_status (org_id, integration_type, status, latency_ms, "
                             "checked_at, next_check_at) VALUES ($1, 'http', 'healthy', 5, $2, $3)",
                             org, checked, next_check)
-    client = await service_client(settings_for(db_dsn), db_dsn)
+    client = await service_client(settings_for(db_dsn), db_dsn, clock=lambda: NOON + timedelta(minutes=1))
     await wait_until(lambda: client.app[SERVICES].scheduler.last_slot is not None, what="the first cycle")
     assert state.requests == {"owed": 1}

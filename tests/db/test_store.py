@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -11,6 +12,7 @@ import pytest
 from tenacity import AsyncRetrying, stop_after_attempt, wait_none
 
 from exporter.core.model import HealthStatus, IntegrationResult, Reason, make_result
+from exporter.storage import store as store_module
 from exporter.storage.store import PersistError, Store, default_retrying
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -88,6 +90,27 @@ async def test_100_history_rows_for_one_key_leave_exactly_the_latest_96(store: S
     assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE org_id = $1", other) == 3
 
 
+async def test_an_hourly_type_beside_a_15_minute_type_in_one_org_keeps_its_own_96_rows(store: Store, admin) -> None:
+    """Four days of hourly Xledger checks and the last 25 hours of 15-minute http checks in one org: each type
+    keeps its own latest 96 rows (Xledger four days, http one day), neither is pruned by the other's count."""
+    org = uuid4()
+    hours = 100
+    for i in range(hours * 4):  # every 15-minute slot of 100 hours
+        at = T0 + i * SLOT
+        batch = []
+        if i % 4 == 0:
+            batch.append(result(org, "xledger", HealthStatus.HEALTHY, at))
+        if i >= (hours - 25) * 4:
+            batch.append(result(org, "http", HealthStatus.HEALTHY, at))
+        if batch:
+            await store.persist(batch, at)
+    kept = {kind: [r["slot"] for r in await admin.fetch(
+        "SELECT slot FROM health_check_history WHERE org_id = $1 AND integration_type = $2 ORDER BY slot", org, kind)]
+        for kind in ("xledger", "http")}
+    assert kept["xledger"] == [T0 + timedelta(hours=h) for h in range(hours - 96, hours)]
+    assert kept["http"] == [T0 + i * SLOT for i in range(hours * 4 - 96, hours * 4)]
+
+
 async def test_one_insert_of_many_rows_prunes_set_based(store: Store, admin) -> None:
     org = uuid4()
     await admin.execute("""
@@ -150,6 +173,38 @@ async def test_persist_gives_up_with_persist_error_after_bounded_retries(store: 
     with pytest.raises(PersistError, match="could not persist 1 results: ConnectionRefusedError"):
         await Store(flaky, retrying=fast_retrying(3)).persist([result(uuid4(), "http", HealthStatus.HEALTHY, T0)], T0)
     assert flaky.calls == 3
+
+
+@pytest.fixture
+def recorded_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The store's own default retrying, unchanged but for its sleeps: recorded here instead of slept."""
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(store_module, "AsyncRetrying", functools.partial(AsyncRetrying, sleep=record))
+    return waits
+
+
+async def test_by_default_a_write_still_lands_when_the_database_refuses_four_times(store: Store, admin,
+                                                                                  recorded_waits) -> None:
+    flaky = FlakyPool(store.pool, failures=4)
+    await Store(flaky).persist([result(uuid4(), "http", HealthStatus.HEALTHY, T0)], T0)
+    assert flaky.calls == 5
+    assert await admin.fetchval("SELECT count(*) FROM integration_health_status") == 1
+    # backing off between the attempts, longer each time
+    assert len(recorded_waits) == 4 and recorded_waits == sorted(recorded_waits) and recorded_waits[0] > 0
+
+
+async def test_by_default_a_write_gives_up_with_persist_error_when_the_fifth_attempt_fails(store: Store, admin,
+                                                                                          recorded_waits) -> None:
+    flaky = FlakyPool(store.pool, failures=5)
+    with pytest.raises(PersistError, match="could not persist 1 results: ConnectionRefusedError"):
+        await Store(flaky).persist([result(uuid4(), "http", HealthStatus.HEALTHY, T0)], T0)
+    assert flaky.calls == 5
+    assert len(recorded_waits) == 4
+    assert await admin.fetchval("SELECT count(*) FROM integration_health_status") == 0
 
 
 async def test_empty_batch_touches_nothing(store: Store) -> None:

@@ -66,8 +66,13 @@ def test_any_rows_give_one_bounded_result_each_and_never_raise(rows) -> None:
 
     results = asyncio.run(run())
     assert len(results) == len(rows)
-    for r in results:
-        assert r.result.status in HealthStatus
+    for (kind, config), r in zip(rows, results, strict=True):
+        try:  # what the row deserves: the stand-in's healthy answer when it validates, else invalid configuration
+            parse_config(Integration(ORG, kind, config), MODELS)
+            expected = (HealthStatus.HEALTHY, None)
+        except InvalidConfig:
+            expected = (HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG)
+        assert (r.integration_type, r.result.status, r.result.reason) == (kind, *expected)
         if r.result.status != HealthStatus.HEALTHY:
             assert r.result.reason == Reason.INVALID_CONFIG
             assert len(r.result.error) <= MAX_ERROR_CHARS

@@ -17,6 +17,7 @@ from aiohttp import web
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.transport import make_session
 from exporter.core.model import HealthStatus, Integration, IntegrationResult, Reason
+from tests.helpers import wait_until
 from tests.support.fakes import StaticCredentials, runner_for
 from tests.support.fault_server import FaultServer
 
@@ -176,6 +177,8 @@ async def test_a_thousand_hanging_integrations_time_out_and_the_healthy_ones_beh
     by_status = [(r.result.status, r.result.reason) for r in results]
     assert by_status[:1000] == [(U, Reason.TIMEOUT)] * 1000
     assert by_status[1000:] == [(H, None)] * 20
-    await asyncio.sleep(0.2)  # let the cancelled checks close their sockets
+    # the cancelled checks close their sockets: a leak would keep a connection open past this generous wait
+    await wait_until(lambda: (len(runner.abandoned), faults.open_connections) == (0, 0), timeout=10,
+                     what="the cancelled checks to close their connections")
     assert (len(runner.abandoned), faults.open_connections) == (0, 0)
     assert rss_peak_mb() - before < 64

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
+import trustme
 from aiohttp import web
 
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.classify import parse_retry_after
-from exporter.core.model import HealthStatus, Integration, Reason
+from exporter.adapters.transport import make_session
+from exporter.core.model import HealthResult, HealthStatus, Integration, Reason
 from exporter.demo.simulator import Mode
 from tests.support.fakes import StaticCredentials, runner_for
 
@@ -105,6 +112,126 @@ async def test_auth_header_is_built_from_the_credential(aiohttp_server, http_ses
     [r] = await runner_for(ctx).run([Integration(ORG, "http", config, credential_ref="ref")])
     assert r.result.status == HealthStatus.HEALTHY
     assert got[header] == value
+
+
+# --- redirects: credentials stay on their origin (scheme, host and port) ----------------------------------
+
+SECRET = "PLANTED-redirect-5d1f"
+NOT_FOLLOWED = "unexpected response: redirect to another host (127.0.0.1) not followed with credentials"
+
+
+class Landing:
+    """Where a redirect points: records the headers of every request that reaches it."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    async def handler(self, request: web.Request) -> web.Response:
+        self.seen.append({"scheme": request.scheme, **request.headers})
+        return web.Response(text="ok")
+
+
+def redirecting_to(location: str):
+    async def redirect(_: web.Request) -> web.Response:
+        raise web.HTTPFound(location)
+
+    return redirect
+
+
+async def check_with_or_without_credentials(session, url: str, with_credentials: bool) -> HealthResult:
+    ctx = AdapterContext(session=session, credentials=StaticCredentials({"ref": SECRET}))
+    config = {"url": url, "method": "GET"} | ({"auth": "bearer"} if with_credentials else {})
+    [r] = await runner_for(ctx, timeout=5).run([Integration(ORG, "http", config, credential_ref="ref")])
+    return r.result
+
+
+async def test_credentials_do_not_follow_a_redirect_to_another_port_of_the_same_host(aiohttp_server,
+                                                                                    http_session) -> None:
+    landing = Landing()
+    other = web.Application()
+    other.router.add_get("/landing", landing.handler)
+    other_server = await aiohttp_server(other)
+    start = web.Application()
+    start.router.add_get("/start", redirecting_to(str(other_server.make_url("/landing"))))
+    start_server = await aiohttp_server(start)
+    assert start_server.host == other_server.host and start_server.port != other_server.port
+    url = str(start_server.make_url("/start"))
+
+    result = await check_with_or_without_credentials(http_session, url, with_credentials=True)
+    assert (result.status, result.reason, result.error) == (HealthStatus.DEGRADED, Reason.BAD_RESPONSE, NOT_FOLLOWED)
+    assert landing.seen == [], "the request with credentials followed the redirect to another port"
+    # Without credentials the same redirect is followed: the landing server is reachable, the guard held.
+    result = await check_with_or_without_credentials(http_session, url, with_credentials=False)
+    assert result.status == HealthStatus.HEALTHY
+    assert [h.get("Authorization") for h in landing.seen] == [None]
+
+
+@contextlib.asynccontextmanager
+async def serve_https_and_http_on_one_port(app: web.Application, tls: ssl.SSLContext) -> AsyncIterator[int]:
+    """Serve `app` on one loopback port, TLS or plain by the client's first byte (0x16: a TLS handshake),
+    so an https URL and an http URL can differ in their scheme alone."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    connections: set[asyncio.Task[object]] = set()
+
+    async def serve(sock: socket.socket) -> None:
+        readable = loop.create_future()
+        loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            loop.remove_reader(sock.fileno())
+        first = sock.recv(1, socket.MSG_PEEK)
+        await loop.connect_accepted_socket(runner.server, sock, ssl=tls if first == b"\x16" else None)
+
+    async def accept() -> None:
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(serve(sock))
+            connections.add(task)
+            task.add_done_callback(connections.discard)
+
+    acceptor = asyncio.create_task(accept())
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        acceptor.cancel()
+        for task in (acceptor, *connections):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        listener.close()
+        await runner.cleanup()
+
+
+async def test_credentials_do_not_follow_a_redirect_from_https_down_to_http() -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    landing = Landing()
+
+    async def start(request: web.Request) -> web.Response:
+        assert request.secure
+        raise web.HTTPFound(request.url.with_scheme("http").with_path("/landing"))  # same host and port, plain http
+
+    app = web.Application()
+    app.router.add_get("/start", start)
+    app.router.add_get("/landing", landing.handler)
+    async with serve_https_and_http_on_one_port(app, server_tls) as port, make_session(ssl_context=client_tls) as s:
+        url = f"https://127.0.0.1:{port}/start"
+        result = await check_with_or_without_credentials(s, url, with_credentials=True)
+        assert (result.status, result.reason, result.error) == (
+            HealthStatus.DEGRADED, Reason.BAD_RESPONSE, NOT_FOLLOWED)
+        assert landing.seen == [], "the request with credentials followed the redirect down to plain http"
+        # Without credentials the same redirect is followed, in plain http: the guard, not the setup, held.
+        result = await check_with_or_without_credentials(s, url, with_credentials=False)
+        assert result.status == HealthStatus.HEALTHY
+        assert [(h["scheme"], h.get("Authorization")) for h in landing.seen] == [("http", None)]
 
 
 async def test_auth_without_a_credential_ref_is_degraded_auth(ctx) -> None:

@@ -97,7 +97,10 @@ async def test_check_slower_than_the_timeout_is_cancelled_and_unreachable(ctx: A
 async def test_check_that_ignores_cancellation_is_still_cut_at_timeout(ctx: AdapterContext) -> None:
     rec = Recorder()
     runner = runner_for(ctx, {"http": Stubborn, "xledger": rec.sleeper("fast", 0.05)}, timeout=0.3)
+    started = time.monotonic()
     results = await runner.run([integration("http"), integration("xledger", {})])
+    # The runner's own deadline, generously bounded: it stops waiting at the timeout, not when the check gives in.
+    assert time.monotonic() - started < 0.3 + 1.0, "run() waited for the check that ignores cancellation"
     by_type = {r.integration_type: r.result for r in results}
     assert by_type["http"].reason == Reason.TIMEOUT
     assert by_type["xledger"].status == HealthStatus.HEALTHY
@@ -155,14 +158,33 @@ async def test_adapter_returning_something_else_is_an_error_not_a_crash(ctx: Ada
 
 
 async def test_cancelling_the_run_cancels_the_checks(ctx: AdapterContext) -> None:
-    rec = Recorder()
-    runner = runner_for(ctx, {"http": rec.sleeper("slow", 30)}, timeout=60)
+    started, inner = asyncio.Event(), []
+
+    class Waiting:
+        """Runs until cancelled; tells when it started and which task it runs in."""
+
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            inner.append(asyncio.current_task())
+            started.set()
+            await asyncio.sleep(30)
+            raise AssertionError("never cancelled")
+
+    runner = runner_for(ctx, {"http": Waiting}, timeout=60)
     task = asyncio.ensure_future(runner.run([integration("http")]))
-    await asyncio.sleep(0.05)
+    await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert runner.abandoned == set()
+    [check] = inner
+    try:
+        await asyncio.wait({check}, timeout=5)  # a hang guard only: a cancelled check ends at its next await
+        assert check.cancelled(), "the check went on running after run() was cancelled"
+    finally:
+        check.cancel()
 
 
 def test_timeout_must_be_positive(ctx: AdapterContext) -> None:
