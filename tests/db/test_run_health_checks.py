@@ -111,8 +111,18 @@ def test_demo_serves_all_three_statuses_prints_where_to_look_and_stops_on_ctrl_c
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(pressed, timeout=30)
 
+        tenants, tenant = simulator[2].rsplit("/", 1)  # GET /_sim/tenants counts each tenant's requests
+
+        def requests_to_the_hanging_tenant() -> int:
+            with urllib.request.urlopen(tenants, timeout=5) as resp:
+                return json.load(resp)["requests"].get(tenant, 0)
+
+        before = requests_to_the_hanging_tenant()
         threading.Thread(target=press, daemon=True).start()
-        time.sleep(1)  # ordering only: the run-now's hanging check is in flight when Ctrl-C comes
+        deadline = time.monotonic() + 30  # a hang guard: the run-now's hanging check is in flight when Ctrl-C comes
+        while requests_to_the_hanging_tenant() == before:
+            assert time.monotonic() < deadline, "the run-now never reached the hanging tenant"
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)  # a tenant now hangs, as the banner invites: Ctrl-C must not wait on it
         out, _ = proc.communicate(timeout=15)  # ~2 s measured; 60 s when the hanging request was awaited
