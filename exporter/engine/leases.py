@@ -101,7 +101,7 @@ class ShardLeases:
                 if len(owned) < fair:
                     owned |= {r["shard"] for r in await conn.fetch(STEAL, self.replica_id, self.ttl_s, fair,
                                                                    fair - len(owned))}
-        except TRANSIENT_ERRORS as exc:
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:  # a read-only standby after a failover, too
             log.warning("cannot renew shard leases (%s); keeping the %d shards held", type(exc).__name__,
                         len(self.owned))
             return self.owned
