@@ -14,19 +14,26 @@ one reads the request line itself and writes raw bytes. Used by the hardening te
     /http10          HTTP/1.0, no length, body delimited by closing the connection
     /garbage         bytes that are not HTTP, echoing the request's header values back
     /reset-mid-body  headers announcing 1,000 bytes, 100 of them, then a TCP reset
+    /gzip-bomb       256 MiB of zeros as a 255 KiB gzip body, with its honest (compressed) Content-Length
+    /deflate-bomb    the same as a "deflate" (zlib) body
+    /gzip-bomb-chunked  the gzip bomb chunked, with no announced length
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import struct
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 Writer = asyncio.StreamWriter
 GIB = 1024**3
+MIB = 1024**2
+BOMB_BYTES = 256 * MIB  # what a compression bomb inflates to
 
 
 @dataclass
@@ -149,10 +156,55 @@ async def _reset_mid_body(_: FaultServer, w: Writer, __: dict[str, str]) -> None
     w.transport.abort()
 
 
+@functools.cache
+def compression_bomb(encoding: str) -> bytes:
+    """BOMB_BYTES of zeros as a "gzip" or "deflate" (zlib) body of 255 KiB: under the cap, as sent.
+
+    A full flush makes each compressed 4 MiB independent of the one before, so one is compressed and
+    repeated (0.3 s instead of 2.5 s for compressing 256 MiB); the checksum still covers every byte.
+    """
+    zeros = bytes(4 * MIB)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate, framed below
+    pieces = BOMB_BYTES // len(zeros)
+    raw = (deflater.compress(zeros) + deflater.flush(zlib.Z_FULL_FLUSH)) * pieces + deflater.flush()
+    gzip = encoding == "gzip"
+    check = 0 if gzip else 1
+    for _ in range(pieces):
+        check = zlib.crc32(zeros, check) if gzip else zlib.adler32(zeros, check)
+    if gzip:
+        return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + struct.pack("<II", check, BOMB_BYTES % 2**32)
+    return b"\x78\xda" + raw + struct.pack(">I", check)
+
+
+async def _bomb(w: Writer, encoding: str, *, chunked: bool = False) -> None:
+    body = compression_bomb(encoding)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: %s\r\n%s\r\n\r\n"
+            % (encoding.encode(), framing))
+    for start in range(0, len(body), 64 * 1024):
+        piece = body[start:start + 64 * 1024]
+        w.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        await w.drain()
+    w.write(b"0\r\n\r\n" if chunked else b"")
+
+
+async def _gzip_bomb(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
+    await _bomb(w, "gzip")
+
+
+async def _deflate_bomb(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
+    await _bomb(w, "deflate")
+
+
+async def _gzip_bomb_chunked(_: FaultServer, w: Writer, __: dict[str, str]) -> None:
+    await _bomb(w, "gzip", chunked=True)
+
+
 ROUTES: dict[str, Callable[[FaultServer, Writer, dict[str, str]], Awaitable[None]]] = {
     "/ok": _ok, "/hang": _hang, "/stall-body": _stall_body, "/drip": _drip, "/huge": _huge,
     "/huge-chunked": _huge_chunked, "/redirect-loop": _redirect_loop, "/redirect-away": _redirect_away,
-    "/http10": _http10, "/garbage": _garbage, "/reset-mid-body": _reset_mid_body,
+    "/http10": _http10, "/garbage": _garbage, "/reset-mid-body": _reset_mid_body, "/gzip-bomb": _gzip_bomb,
+    "/deflate-bomb": _deflate_bomb, "/gzip-bomb-chunked": _gzip_bomb_chunked,
 }
 
 

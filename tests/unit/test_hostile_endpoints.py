@@ -4,8 +4,10 @@ bounded, the other org's check is unaffected, and the planted credential appears
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -15,16 +17,19 @@ import trustme
 from aiohttp import web
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import make_session
+from exporter.adapters.transport import MAX_BODY_BYTES, make_session
 from exporter.core.model import HealthStatus, Integration, IntegrationResult, Reason
 from tests.helpers import wait_until
 from tests.support.fakes import StaticCredentials, runner_for
-from tests.support.fault_server import FaultServer
+from tests.support.fault_server import FaultServer, compression_bomb
 
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
 SECRET = "PLANTED-hostile-7c1e2a9b"
 DEADLINE = 1.5
 BYSTANDER = UUID("99999999-9999-4999-8999-999999999999")
+TOO_LARGE = "unexpected response: response body larger than 256 KiB"
+BOMBS = ["/gzip-bomb", "/deflate-bomb", "/gzip-bomb-chunked"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rss_peak_mb() -> float:
@@ -71,8 +76,9 @@ HOSTILE = [  # path, status, reason, error (exact)
     ("/hang", U, Reason.TIMEOUT, f"timed out after {DEADLINE:g} s"),
     ("/stall-body", U, Reason.TIMEOUT, f"timed out after {DEADLINE:g} s"),
     ("/drip", U, Reason.TIMEOUT, f"timed out after {DEADLINE:g} s"),
-    ("/huge", D, Reason.BAD_RESPONSE, "unexpected response: response body larger than 256 KiB"),
-    ("/huge-chunked", D, Reason.BAD_RESPONSE, "unexpected response: response body larger than 256 KiB"),
+    ("/huge", D, Reason.BAD_RESPONSE, TOO_LARGE),
+    ("/huge-chunked", D, Reason.BAD_RESPONSE, TOO_LARGE),
+    *[(bomb, D, Reason.BAD_RESPONSE, TOO_LARGE) for bomb in BOMBS],
     ("/redirect-loop", D, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"),
     ("/redirect-away", D, Reason.BAD_RESPONSE,
      "unexpected response: redirect to another host (localhost) not followed with credentials"),
@@ -114,6 +120,25 @@ async def test_an_unresolvable_name_is_a_dns_failure(faults, session, caplog) ->
     r = await run_beside_a_bystander(session, {"url": "http://no-such-host.invalid/health", "auth": "bearer"},
                                      faults, caplog, timeout=5)
     assert (r.result.status, r.result.reason) == (U, Reason.DNS)
+
+
+async def check_in_a_fresh_process(url: str) -> dict:
+    """One http check in its own Python process: its status, error and the process's peak RSS in MB."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.rss_probe", url, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)  # a hang guard only
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("path", BOMBS)
+async def test_a_compression_bomb_is_refused_within_32_mb_of_a_check_on_a_small_answer(faults, path) -> None:
+    # Under the cap as sent, so only counting decoded bytes can refuse it (not the announced length).
+    assert len(compression_bomb("gzip")) < MAX_BODY_BYTES > len(compression_bomb("deflate"))
+    baseline = await check_in_a_fresh_process(f"{faults.url}/ok")
+    bomb = await check_in_a_fresh_process(faults.url + path)
+    assert (baseline["status"], bomb["status"], bomb["error"]) == ("healthy", "degraded", TOO_LARGE)
+    assert bomb["peak_mb"] - baseline["peak_mb"] < 32, (bomb, baseline)
 
 
 # --- TLS -------------------------------------------------------------------------------------------------
