@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from uuid import UUID
@@ -16,7 +19,7 @@ from aiohttp import web
 
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.classify import parse_retry_after
-from exporter.adapters.transport import make_session
+from exporter.adapters.transport import MAX_BODY_BYTES, BodyTooLarge, fetch, make_session
 from exporter.core.model import HealthResult, HealthStatus, Integration, Reason
 from exporter.demo.simulator import Mode
 from tests.support.fakes import StaticCredentials, runner_for
@@ -259,3 +262,54 @@ async def test_closed_port_is_a_connect_failure(ctx) -> None:
 ])
 def test_retry_after_accepts_seconds_and_http_dates(value, seconds) -> None:
     assert parse_retry_after(value, datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) == seconds
+
+
+# --- compressed answers ----------------------------------------------------------------------------------
+
+VENDOR_JSON = {"status": "up", "items": [{"id": n, "name": f"ledger {n}"} for n in range(200)]}
+
+
+def raw_deflate(data: bytes) -> bytes:
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return deflater.compress(data) + deflater.flush()
+
+
+async def serve_encoded(aiohttp_server, encoding: str, body: bytes, seen: list[str]) -> str:
+    """A vendor sending `body` as is, labelled with `encoding`; `seen` collects the Accept-Encoding it got."""
+    async def vendor(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Accept-Encoding", ""))
+        return web.Response(body=body, headers={"Content-Encoding": encoding, "Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_get("/v", vendor)
+    return str((await aiohttp_server(app)).make_url("/v"))
+
+
+@pytest.mark.parametrize(("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                                    ("deflate", raw_deflate)], ids=["gzip", "deflate", "raw-deflate"])
+async def test_a_vendors_compressed_json_is_decoded_for_the_check(aiohttp_server, ctx, encoding, compress) -> None:
+    seen: list[str] = []
+    url = await serve_encoded(aiohttp_server, encoding, compress(json.dumps(VENDOR_JSON).encode()), seen)
+    # ctx's session is aiohttp's default (auto_decompress=True): fetch decodes itself, whatever the session says
+    assert (await fetch(ctx, "GET", url)).json_object() == VENDOR_JSON
+    assert (await check(ctx, {"url": url, "body_contains": '"ledger 199"'})).status == HealthStatus.HEALTHY
+    assert seen == ["gzip, deflate"] * 2
+
+
+async def test_the_cap_counts_decoded_bytes_to_the_byte(aiohttp_server, ctx) -> None:
+    at_cap = await serve_encoded(aiohttp_server, "gzip", gzip.compress(b"x" * MAX_BODY_BYTES), [])
+    over = await serve_encoded(aiohttp_server, "gzip", gzip.compress(b"x" * (MAX_BODY_BYTES + 1)), [])
+    assert len((await fetch(ctx, "GET", at_cap)).body) == MAX_BODY_BYTES
+    with pytest.raises(BodyTooLarge):
+        await fetch(ctx, "GET", over)
+
+
+@pytest.mark.parametrize(("encoding", "error"), [
+    ("gzip", "unexpected response: the gzip body does not decode"),
+    ("br", "unexpected response: content encoding other than gzip or deflate"),  # not asked for: never decoded
+    ("zstd", "unexpected response: content encoding other than gzip or deflate"),
+])
+async def test_a_body_that_cannot_be_decoded_is_a_bad_response(aiohttp_server, ctx, encoding, error) -> None:
+    url = await serve_encoded(aiohttp_server, encoding, b"not compressed the way the label says", [])
+    result = await check(ctx, {"url": url, "method": "GET"})
+    assert (result.status, result.reason, result.error) == (HealthStatus.DEGRADED, Reason.BAD_RESPONSE, error)
