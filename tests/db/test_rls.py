@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -10,9 +12,64 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from exporter.storage.migrate import load_migrations, migrate
+from tests.conftest import dsn_for
+
 ORG_A, ORG_B = uuid4(), uuid4()
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TABLES = ("integration_config", "integration_health_status", "health_check_history", "integration_sync_runs")
+CLIENT_ROLES = ("anon", "authenticated")
+# What client roles may execute: authenticated runs the claims function inside its SELECT policies.
+EXECUTABLE = {"anon": set(), "authenticated": {"integration_health_claimed_org_ids()"}}
+SUPABASE_TEMPLATE = "ih_template_supabase"
+# Supabase's roles and default privileges, for the role that migrates (supabase/postgres,
+# migrations/db/init-scripts/00000000000000-initial-schema.sql): every new table, sequence and
+# function in public is granted ALL to the client roles unless a migration takes it back.
+SUPABASE_DEFAULTS = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN NOINHERIT; END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN
+        CREATE ROLE authenticated NOLOGIN NOINHERIT; END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role') THEN
+        CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; END IF;
+END $$;
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+"""
+
+
+@pytest.fixture(scope="module")
+async def supabase_template(pg_server: str) -> str:
+    """A migrated template database made as Supabase makes one: its roles and default privileges first."""
+    conn = await asyncpg.connect(pg_server)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {SUPABASE_TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {SUPABASE_TEMPLATE}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(dsn_for(pg_server, SUPABASE_TEMPLATE))
+    try:
+        await conn.execute(SUPABASE_DEFAULTS)
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return SUPABASE_TEMPLATE
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+async def db_dsn(request, pg_server: str, template_db: str, supabase_template: str) -> AsyncIterator[str]:
+    """Each test here runs twice: on plain PostgreSQL's defaults and on Supabase's (which grant clients ALL)."""
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_server)
+    try:
+        template = template_db if request.param == "postgres" else supabase_template
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        yield dsn_for(pg_server, name)
+        await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -190,3 +247,77 @@ async def test_authenticated_reads_no_other_orgs_row_in_any_table(seeded) -> Non
             continue
         rows = await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, f"SELECT org_id FROM {table}")
         assert {r["org_id"] for r in rows} == {ORG_A}, table
+
+
+async def public_sequences(conn: asyncpg.Connection) -> list[str]:
+    """Every sequence in public, discovered (identity and serial columns make them without saying so)."""
+    return [r["seq"] for r in await conn.fetch(
+        "SELECT format('public.%I', c.relname) AS seq FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")]
+
+
+async def public_functions(conn: asyncpg.Connection) -> dict[str, int]:
+    """Every function and procedure in public (none belongs to an extension here), by signature."""
+    rows = await conn.fetch("SELECT p.oid, format('%s(%s)', p.proname, pg_get_function_identity_arguments(p.oid)) "
+                            "AS sig FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace")
+    return {r["sig"]: r["oid"] for r in rows}
+
+
+@pytest.mark.parametrize("role", CLIENT_ROLES)
+async def test_no_client_role_can_setval_or_nextval_any_sequence(seeded, role: str) -> None:
+    sequences = await public_sequences(seeded)
+    assert "public.health_check_history_id_seq" in sequences
+    for seq in sequences:
+        for privilege in ("USAGE", "SELECT", "UPDATE"):
+            assert not await seeded.fetchval("SELECT has_sequence_privilege($1, $2, $3)", role, seq, privilege), (
+                role, privilege, seq)
+        for sql in (f"SELECT setval('{seq}', 9223372036854775807)", f"SELECT nextval('{seq}')"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await as_role(seeded, role, {"org_id": str(ORG_A)}, sql)
+
+
+@pytest.mark.parametrize("role", CLIENT_ROLES)
+async def test_client_roles_execute_only_the_allowed_functions(seeded, role: str) -> None:
+    functions = await public_functions(seeded)
+    assert EXECUTABLE["authenticated"] | {"integration_health_shard_of(org uuid, shards integer)"} <= set(functions)
+    executable = {sig for sig, oid in functions.items()
+                  if await seeded.fetchval("SELECT has_function_privilege($1, $2::oid, 'EXECUTE')", role, oid)}
+    assert executable == EXECUTABLE[role]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(seeded, role, {}, "SELECT public.integration_health_shard_of(gen_random_uuid(), 64)")
+
+
+async def test_service_role_still_writes_history_and_runs_what_it_calls(seeded) -> None:
+    """The trigger that prunes history fires without EXECUTE; the shard function stays callable."""
+    await as_role(seeded, "service_role", None,
+                  "INSERT INTO health_check_history (org_id, integration_type, slot, status, checked_at) "
+                  "SELECT $1, 'http', $2::timestamptz - make_interval(mins => 15 * n), 'healthy', $2 "
+                  "FROM generate_series(1, 100) n",
+                  ORG_A, NOW)
+    assert await seeded.fetchval("SELECT count(*) FROM health_check_history WHERE org_id = $1", ORG_A) == 96
+    [row] = await as_role(seeded, "service_role", None, "SELECT public.integration_health_shard_of($1, 64) AS s",
+                          ORG_A)
+    assert row["s"] == ORG_A.int % 2**32 % 64
+
+
+async def test_the_grants_migration_is_what_stops_the_setval_attack(empty_db_dsn: str) -> None:
+    """Under Supabase's defaults, before the grants migration a signed-in user can exhaust the history
+    sequence and so stop every history (and with it status) write; after it, the same call is refused."""
+    grants = next(m for m in load_migrations() if m.name.endswith("_client_grants.sql"))
+    attack = "SELECT setval('public.health_check_history_id_seq', 9223372036854775807)"
+    write = ("INSERT INTO health_check_history (org_id, integration_type, slot, status, checked_at) "
+             "VALUES (gen_random_uuid(), 'http', now(), 'healthy', now())")
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        await conn.execute(SUPABASE_DEFAULTS)
+        await migrate(conn, [m for m in load_migrations() if m.name < grants.name])
+        await as_role(conn, "authenticated", {"org_id": str(ORG_A)}, attack)  # the attack works...
+        with pytest.raises(asyncpg.SequenceGeneratorLimitExceededError):
+            await as_role(conn, "service_role", None, write)  # ...and the monitor can no longer write history
+        await conn.execute("ALTER SEQUENCE public.health_check_history_id_seq RESTART")
+        await migrate(conn)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(conn, "authenticated", {"org_id": str(ORG_A)}, attack)
+        await as_role(conn, "service_role", None, write)
+    finally:
+        await conn.close()
