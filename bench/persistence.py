@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import web  # noqa: E402
 
 from bench.common import print_table  # noqa: E402
+from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.base import AdapterContext  # noqa: E402
 from exporter.core.model import HealthStatus, Integration, IntegrationResult, make_result  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir  # noqa: E402
@@ -109,7 +110,7 @@ async def main(runs: int, scale: int) -> None:
 
         # 4. at scale: 10,000 results into a table holding 960,000 history rows
         orgs = [uuid4() for _ in range(scale // 5)]
-        big_kinds = ["http", "xledger", "dynamics365", "tripletex", "fiken"]
+        big_kinds = list(ADAPTERS)
         print(f"filling history with {scale * 96:,} rows…", flush=True)
         await conn.execute("""
             INSERT INTO health_check_history (org_id, integration_type, slot, status, latency_ms, checked_at)

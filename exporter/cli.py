@@ -23,7 +23,7 @@ from exporter.core.model import HealthStatus, IntegrationResult
 from exporter.services import Services, open_services
 from exporter.settings import Settings, describe_settings_error
 from exporter.storage.migrate import MigrationError, migrate
-from exporter.storage.store import PersistError
+from exporter.storage.store import TRANSIENT_ERRORS, PersistError
 from exporter.web.app import create_app
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, MigrationError, PersistError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:  # InterfaceError too: not a traceback
         print(f"error: database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -17,12 +17,12 @@ from exporter import __version__
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import AdapterContext, AdapterSpec, build_adapters
 from exporter.adapters.transport import make_session
-from exporter.core.model import CredentialProvider
+from exporter.core.model import CredentialProvider, utcnow
 from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases
 from exporter.engine.outbox import Outbox
 from exporter.engine.runner import Runner
-from exporter.engine.scheduler import Scheduler, utcnow
+from exporter.engine.scheduler import Scheduler
 from exporter.engine.snapshot import Snapshot
 from exporter.settings import Settings
 from exporter.storage.credentials import CachedCredentials, DirectoryCredentials, SupabaseVaultCredentials
@@ -53,6 +53,13 @@ def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | N
     return CachedCredentials(inner, ttl=settings.credential_cache_seconds)
 
 
+def type_intervals(settings: Settings, specs: Mapping[str, AdapterSpec]) -> dict[str, int]:
+    """EXPORTER_TYPE_INTERVALS when set, else each registered type's own default (billed APIs less often)."""
+    if settings.type_intervals is not None:
+        return settings.type_intervals
+    return {name: spec.interval_s for name, spec in specs.items() if spec.interval_s}
+
+
 def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientSession,
                    credentials: CredentialProvider | None = None, specs: Mapping[str, AdapterSpec] = ADAPTERS,
                    on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None,
@@ -68,7 +75,7 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
     instruments.interval.set(settings.check_interval)
     outbox = Outbox(store, instruments, max_results=settings.persist_queue_max)
     scheduler = Scheduler(store=store, runner=runner, snapshot=snapshot, instruments=instruments, outbox=outbox,
-                          interval_s=settings.check_interval, type_intervals=settings.type_intervals,
+                          interval_s=settings.check_interval, type_intervals=type_intervals(settings, specs),
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
                           passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards, clock=clock)

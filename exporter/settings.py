@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from exporter.core.policy import DEFAULT_TYPE_INTERVALS, validate_interval
+from exporter.core.policy import validate_interval
 
 
 class Settings(BaseSettings):
@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     port: int = Field(default=9464, ge=1, le=65535)
     check_interval: int = Field(default=900, description="seconds between cycles, aligned to the wall clock")
     allow_fast_interval: bool = False
-    type_intervals: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_TYPE_INTERVALS))
+    type_intervals: dict[str, int] | None = Field(
+        default=None, description="per-type intervals (JSON); unset: each type's own default (xledger hourly)")
     check_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_concurrency: int = Field(default=256, ge=1, le=10_000)
     api_token: SecretStr | None = None

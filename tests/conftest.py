@@ -16,7 +16,6 @@ import asyncpg
 import pytest
 from hypothesis import settings
 
-from exporter.adapters import ADAPTERS
 from exporter.adapters.base import AdapterContext
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir
 from exporter.demo.simulator import SimState
@@ -146,11 +145,6 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def ctx(http_session: aiohttp.ClientSession) -> AdapterContext:
     return AdapterContext(session=http_session)
-
-
-@pytest.fixture
-def adapters() -> dict:
-    return dict(ADAPTERS)
 
 
 @pytest.fixture

@@ -5,17 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 import aiohttp
 
-from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, utcnow
 
 
 class HealthCheck(Protocol):
@@ -48,6 +44,7 @@ class AdapterSpec:
 
     config: type[IntegrationConfigBase]
     factory: Callable[[AdapterContext], HealthCheck]
+    interval_s: int | None = None  # the type's default check interval, when a check costs (billed requests)
 
 
 @dataclass(frozen=True)

@@ -66,4 +66,4 @@ class XledgerCheck:
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
 
 
-SPEC = AdapterSpec(XledgerConfig, XledgerCheck)
+SPEC = AdapterSpec(XledgerConfig, XledgerCheck, interval_s=3600)  # billed per request: hourly by default

@@ -13,7 +13,6 @@ from tenacity import RetryCallState, wait_exponential
 from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 
 MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
-DEFAULT_TYPE_INTERVALS: Mapping[str, int] = {"xledger": 3600}  # Xledger bills requests: hourly by default
 BACKOFF_CAP_S = 4 * 3600
 MAX_RETRY_AFTER_S = 24 * 3600  # a vendor's Retry-After is honoured up to a day, never longer
 FAILURE_REASONS = frozenset({Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH})  # degraded, but back off too

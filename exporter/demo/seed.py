@@ -47,8 +47,7 @@ INITECH = UUID("00000000-0000-4000-a000-000000001417")
 DEMO_ORGS = {ACME: "Acme (all healthy)", GLOBEX: "Globex (slow Dynamics)", INITECH: "Initech (failing Xledger)"}
 
 DEMO = [
-    *(DemoIntegration(ACME, kind, f"acme-{kind}", Mode("healthy"))
-      for kind in ("xledger", "dynamics365", "tripletex", "fiken", "http")),
+    *(DemoIntegration(ACME, kind, f"acme-{kind}", Mode("healthy")) for kind in FAKES),  # every type, healthy
     DemoIntegration(GLOBEX, "dynamics365", "globex-dynamics365", Mode("slow", ms=2500)),
     DemoIntegration(GLOBEX, "fiken", "globex-fiken", Mode("healthy")),
     DemoIntegration(INITECH, "xledger", "initech-xledger", Mode("server_error")),

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 from exporter.adapters.base import Adapter, HealthCheck
@@ -21,15 +21,12 @@ from exporter.core.model import (
     Reason,
     make_result,
     parse_config,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Runner:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 from exporter.core import policy, syncs
@@ -18,6 +18,7 @@ from exporter.core.model import (
     IntegrationResult,
     Reason,
     make_result,
+    utcnow,
 )
 from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases, shard_of
@@ -33,16 +34,12 @@ def _key(i: Integration) -> tuple[UUID, str]:
     return (i.org_id, i.integration_type)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Scheduler:
     """Runs cycles on slot boundaries. Holds the last integration list so checks go on while the
     database is away (their results wait in the outbox)."""
 
     def __init__(self, *, store: Store, runner: Runner, snapshot: Snapshot, instruments: Instruments, outbox: Outbox,
-                 interval_s: int, type_intervals: Mapping[str, int] = policy.DEFAULT_TYPE_INTERVALS,
+                 interval_s: int, type_intervals: Mapping[str, int] | None = None,
                  clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
@@ -53,7 +50,7 @@ class Scheduler:
         self.passive_cooldown_s = passive_cooldown_s
         self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
         self.store, self.runner, self.snapshot, self.instruments, self.outbox = store, runner, snapshot, instruments, outbox
-        self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals, clock, rng
+        self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals or {}, clock, rng
         self.on_cycle = on_cycle
         self.integrations: list[Integration] = []
         self.loaded = False  # whether the integration list was ever loaded (else a restart's restored status stands)

@@ -197,7 +197,7 @@ async def post_sync_run(request: web.Request) -> web.Response:
     try:
         report = SyncRunReport.model_validate_json(await request.read())
     except ValidationError as exc:
-        return error_json(400, f"invalid sync run: {describe_validation_error(exc, '', root='')}")
+        return error_json(400, f"invalid sync run: {describe_validation_error(exc, root='')}")
     run = SyncRun(report.scheduled_for, report.outcome, report.started_at, report.finished_at, report.error_message)
     accepted, stored = await request.app[SERVICES].store.report_sync_run(report.org_id, report.integration_type, run)
     if not accepted:

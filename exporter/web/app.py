@@ -25,17 +25,24 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     """Restore the last known status, then run the scheduler, the outbox's retries and the lease renewal;
     on exit stop scheduling, let the running cycle finish and flush what is queued."""
     services, runtime = app[SERVICES], app[RUNTIME]
+    if services.shards:  # renewing first: a slow restore must not let the leases taken at start lapse
+        runtime.lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler))
     restored = await services.store.last_results()
     services.scheduler.restore(restored)
     log.info("restored the last known status of %d integrations", len(restored))
     runtime.loop_task = asyncio.create_task(services.scheduler.run_forever(runtime.stop))
     retry_task = asyncio.create_task(services.outbox.retry_forever())
-    if services.shards:
-        runtime.lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler))
     yield
     if runtime.lease_task:
         runtime.lease_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runtime.lease_task
     await shutdown(services, runtime, retry_task, grace_s=app[GRACE])
+
+
+async def stop_scheduling(app: web.Application) -> None:
+    """On shutdown, before aiohttp drains open requests (up to a minute): no new cycle may start meanwhile."""
+    app[RUNTIME].stop.set()
 
 
 async def renew_forever(shards: ShardLeases, scheduler: Scheduler) -> None:
@@ -72,7 +79,12 @@ async def shutdown(services: Services, runtime: Runtime, retry_task: asyncio.Tas
     retry_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await retry_task
-    if not await services.outbox.flush():
+    try:
+        async with asyncio.timeout(grace_s):  # a database that stopped answering must not hold the exit
+            flushed = await services.outbox.flush()
+    except TimeoutError:
+        flushed = False
+    if not flushed:
         log.error("exiting with %d results not written: the database is unreachable", services.outbox.pending)
 
 
@@ -85,6 +97,7 @@ def create_app(settings: Settings, services: Services, *, shutdown_grace_s: floa
     app[SETTINGS], app[SERVICES], app[RUNTIME] = settings, services, Runtime()
     app[EXPOSITION] = Exposition(services.instruments, services.snapshot)
     app.cleanup_ctx.append(background)
+    app.on_shutdown.append(stop_scheduling)
     app.router.add_get("/metrics", api.get_metrics)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)

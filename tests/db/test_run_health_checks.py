@@ -12,15 +12,16 @@ import sys
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
 
 from exporter.cli import cmd_check
 from exporter.demo.simulator import Mode
+from exporter.services import build_services
 from exporter.settings import Settings
-from tests.support.fakes import check_org, runner_for
+from tests.helpers import settings_for
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -38,13 +39,16 @@ def vendor(sim) -> str:
     return base
 
 
-async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, ctx, vendor) -> None:
+async def test_an_orgs_checks_are_run_and_persisted_together(store, admin, http_session, vendor) -> None:
+    """The specification's run_health_checks(org_id), as the service runs it (the scheduler's)."""
     org, other = uuid4(), uuid4()
     await add(admin, org, "http", {"url": f"{vendor}/http/ok"})
     await add(admin, org, "sftp", {"host": "files.example"})
     await add(admin, org, "xledger", {"url": f"{vendor}/http/hang"}, enabled=False)
     await add(admin, other, "http", {"url": f"{vendor}/http/down"})
-    results = await check_org(org, store=store, runner=runner_for(ctx, timeout=1), slot=SLOT)
+    services = build_services(settings_for("postgresql://unused", check_timeout_seconds=1, check_interval=900),
+                              store=store, session=http_session, clock=lambda: SLOT + timedelta(minutes=7))
+    results = await services.scheduler.run_health_checks(org)
     assert sorted((r.integration_type, r.result.status.value) for r in results) == [
         ("http", "healthy"), ("sftp", "unreachable")]
     rows = await admin.fetch("SELECT integration_type, status, error_message FROM integration_health_status "

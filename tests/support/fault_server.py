@@ -215,7 +215,7 @@ async def _serve(port: int) -> None:
     await asyncio.Event().wait()
 
 
-if __name__ == "__main__":  # python -m exporter.faults [port]: for the soak benchmark, as its own process
+if __name__ == "__main__":  # python -m tests.support.fault_server [port]: for the soak benchmark, as its own process
     import sys
 
     asyncio.run(_serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

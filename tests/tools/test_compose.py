@@ -125,3 +125,8 @@ def test_dockerfile_serves_a_valid_cli_invocation_as_an_unprivileged_user() -> N
     command = json.loads([a for i, a in final if i == "CMD"][-1])  # exec form: signals reach the process
     assert command[:2] == ["integration-health", "serve"]
     parse_args(command[1:])  # exits (SystemExit) on an unknown command or flag
+
+
+def test_the_exporter_gets_longer_to_stop_than_its_own_shutdown_grace() -> None:
+    grace = SERVICES["exporter"].get("stop_grace_period", "10s")  # Docker's default is 10 s
+    assert grace.endswith("s") and int(grace[:-1]) >= 10 + 5 + 10, "the check timeout + 5 s, then the flush"

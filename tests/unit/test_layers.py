@@ -4,6 +4,9 @@ or the layers below it, and `core/` imports no I/O library at all."""
 from __future__ import annotations
 
 import ast
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,15 +36,28 @@ def layer_of(path: Path) -> str:
     return parts[0] if len(parts) > 1 else path.stem
 
 
+def package_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts if path.name == "__init__.py" else parts[:-1])
+
+
 def imports_of(path: Path) -> list[str]:
-    """Every module a file imports, at the top or inside a function (lazy imports count too)."""
+    """Every module a file imports, at the top or inside a function (lazy imports count too): relative
+    imports resolved, and the names given to importlib.import_module / __import__ as string literals."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-            found += [f"{node.module}.{a.name}" for a in node.names if node.module == "exporter"]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                module = importlib.util.resolve_name("." * node.level + module, package_of(path)).removesuffix(".")
+            found.append(module)
+            found += [f"{module}.{a.name}" for a in node.names if module in ("exporter", "exporter." + layer_of(path))
+                      or node.level]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+            found.append(str(node.args[0].value))
     return found
 
 
@@ -71,9 +87,26 @@ def test_core_imports_no_io_library(path: Path) -> None:
     assert not roots & IO_LIBRARIES, f"core/{path.name} imports {sorted(roots & IO_LIBRARIES)}: decide, don't do I/O"
 
 
-def test_the_layer_check_would_catch_an_upward_import(tmp_path: Path) -> None:
-    sample = PACKAGE / "core" / "model.py"
-    bad = tmp_path / "model.py"
-    bad.write_text(sample.read_text() + "\nfrom exporter.engine.runner import Runner\nimport aiohttp\n")
-    assert "engine" in layers_imported(bad)
-    assert "aiohttp" in {name.split(".")[0] for name in imports_of(bad)}
+@pytest.mark.parametrize("line", [
+    "from exporter.engine.runner import Runner", "from ..web import app", "import exporter.web.app as x",
+    "importlib.import_module('exporter.engine.scheduler')", "__import__('exporter.storage.store')"])
+def test_the_layer_check_would_catch_an_upward_import(line: str) -> None:
+    bad = PACKAGE / "core" / "_layer_probe_that_is_never_committed.py"
+    bad.write_text(f"{line}\n")
+    try:
+        assert layers_imported(bad) & {"engine", "web", "storage"}, line
+    finally:
+        bad.unlink()
+
+
+def test_importing_core_loads_no_io_library_and_no_upper_layer() -> None:
+    """What actually gets imported, not only what the source says: core's modules in a fresh interpreter."""
+    probe = ("import pkgutil, sys, exporter.core as c\n"
+             "[__import__(m.name) for m in pkgutil.walk_packages(c.__path__, 'exporter.core.')]\n"
+             "print('\\n'.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                cwd=PACKAGE.parent).stdout.split())
+    assert "exporter.core.model" in loaded
+    stdlib_pulled_in_by_dependencies = {"socket", "ssl", "subprocess"}  # croniter, zoneinfo: not our I/O
+    assert not {m.split(".")[0] for m in loaded} & (IO_LIBRARIES - stdlib_pulled_in_by_dependencies)
+    assert not {m for m in loaded if m.startswith("exporter.") and not m.startswith("exporter.core")}

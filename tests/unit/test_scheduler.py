@@ -55,3 +55,29 @@ async def test_a_first_cycle_that_cannot_load_integrations_keeps_the_restored_st
         with pytest.raises(OSError):
             await after.scheduler.run_cycle(SLOT + timedelta(minutes=15), SLOT + timedelta(minutes=15))
     assert list(after.snapshot.results) == [(ORG, "http")], "a restart with the database away must not blank gauges"
+
+
+def test_every_registered_type_has_a_simulator_fake_and_nothing_else_does() -> None:
+    """Adding a type is its module, its ADAPTERS line and its fake: the demo, benchmarks and tests read FAKES."""
+    from exporter.adapters import ADAPTERS
+    from exporter.demo.simulator import FAKES
+
+    assert FAKES.keys() == ADAPTERS.keys()
+
+
+async def test_adapters_are_built_once_so_a_token_is_fetched_once_across_cycles(sim) -> None:
+    from exporter.demo.simulator import FAKES
+    from tests.support.fakes import StaticCredentials
+
+    state, base = sim
+    vault_secret, accepted = FAKES["dynamics365"].credential("d")
+    state.secrets["d"] = accepted
+    store = MemoryStore([Integration(ORG, "dynamics365", FAKES["dynamics365"].config(base, "d"), "ref")])
+    settings = settings_for("postgresql://unused", check_interval=900)
+    async with aiohttp.ClientSession() as session:
+        services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
+                                  credentials=StaticCredentials({"ref": vault_secret}))
+        for n in range(3):
+            await services.scheduler.run_cycle(SLOT + timedelta(minutes=15 * n), SLOT + timedelta(minutes=15 * n))
+    assert store.status[(ORG, "dynamics365")].result.status.value == "healthy"
+    assert (state.requests["d"], state.token_requests["d"]) == (3, 1)
