@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import print_table, start_simulator  # noqa: E402
 from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.transport import make_session  # noqa: E402
+from exporter.core.model import secret_name  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.demo.seed import install_vault_stand_in  # noqa: E402
 from exporter.demo.simulator import FAKES  # noqa: E402
@@ -42,7 +43,7 @@ from exporter.storage.store import (
 from exporter.web.metrics import Exposition  # noqa: E402
 
 KINDS = tuple(ADAPTERS)
-SECRETS = {f"bench-{kind}": FAKES[kind].credential("bench")[0] for kind in KINDS}  # the fakes accept any secret
+SECRETS = {f"bench-{kind}": FAKES[kind].credential("bench")[0] for kind in KINDS}  # ref → secret; fakes accept any
 
 
 def config(kind: str, base: str, tenant: str) -> dict:
@@ -61,7 +62,8 @@ async def seed(conn: asyncpg.Connection, base: str, integrations: int, orgs: int
         if n in hang:
             hanging.append(tenant)
         rows.append((org_ids[n // len(KINDS) % orgs], kind, json.dumps(config(kind, base, tenant)), f"bench-{kind}"))
-    await install_vault_stand_in(conn, SECRETS)
+    await install_vault_stand_in(conn, {secret_name(org, ref): value
+                                        for org in org_ids for ref, value in SECRETS.items()})
     await conn.copy_records_to_table("integration_config", records=rows,
                                      columns=["org_id", "integration_type", "config", "credential_ref"])
     return hanging

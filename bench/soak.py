@@ -62,14 +62,18 @@ def sample(runner) -> dict[str, float]:
             "abandoned": len(runner.abandoned)}
 
 
-async def seed(conn: asyncpg.Connection, faults: str, sim: str, orgs: int) -> int:
-    """Per org: http probes at every fault (with the planted secret in a header) and a healthy Fiken."""
+async def seed(conn: asyncpg.Connection, faults: str, sim: str, orgs: int, secrets: Path) -> int:
+    """Per org: http probes at every fault (with the planted secret in a header) and a healthy Fiken; each
+    org's secret in its own directory under `secrets`."""
     rows = []
     for n in range(orgs):
         for path in ROUTES:  # one org per fault path: integration_config is unique per (org, type)
             rows.append((uuid4(), "http", json.dumps({"url": f"{faults}{path}", "method": "GET", "auth": "header",
                                                       "auth_header": "X-Api-Key"}), "soak"))
         rows.append((uuid4(), "fiken", json.dumps({"url": f"{sim}/fiken/t{n}/api/v2"}), "soak"))
+    for org_id, *_ in rows:
+        (secrets / str(org_id)).mkdir()
+        (secrets / str(org_id) / "soak").write_text(PLANTED)
     await conn.copy_records_to_table("integration_config", records=rows,
                                      columns=["org_id", "integration_type", "config", "credential_ref"])
     return len(rows)
@@ -77,7 +81,7 @@ async def seed(conn: asyncpg.Connection, faults: str, sim: str, orgs: int) -> in
 
 async def main(cycles: int, orgs: int, timeout: float) -> None:
     workdir = Path(tempfile.mkdtemp())
-    (workdir / "soak").write_text(PLANTED)
+    (workdir / "secrets").mkdir()
     log_buffer = io.StringIO()
     handler = logging.StreamHandler(log_buffer)
     handler.setFormatter(JsonFormatter())  # the production format, context fields and tracebacks included
@@ -90,12 +94,13 @@ async def main(cycles: int, orgs: int, timeout: float) -> None:
     try:
         conn = await asyncpg.connect(dsn)
         await migrate(conn)
-        n = await seed(conn, f"http://127.0.0.1:{fault_port}", f"http://127.0.0.1:{sim_port}", orgs)
+        n = await seed(conn, f"http://127.0.0.1:{fault_port}", f"http://127.0.0.1:{sim_port}", orgs,
+                       workdir / "secrets")
         await conn.close()
         print(f"{n} integrations ({len(ROUTES)} fault paths × {orgs} + {orgs} healthy Fiken), timeout {timeout} s, "
               f"{cycles} cycles", flush=True)
         settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, check_timeout_seconds=timeout,
-                            credential_provider="directory", credentials_dir=workdir)
+                            credential_provider="directory", credentials_dir=workdir / "secrets")
         pool = await create_pool(dsn, max_size=10)
         statuses: Counter[str] = Counter()
         async with make_session(limit=settings.max_concurrency) as session:

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     run_now_min_interval_seconds: float = Field(default=60.0, ge=0)
     persist_queue_max: int = Field(default=100_000, ge=1)
     credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"
-    credentials_dir: Path | None = Field(default=None, description="directory of secret files (one per ref)")
+    credentials_dir: Path | None = Field(default=None, description="secret files: <dir>/<org_id>/<ref>")
     credential_cache_seconds: float = Field(default=300.0, ge=0)
     passive_types: Annotated[frozenset[str], NoDecode] = frozenset()  # e.g. xledger,dynamics365: never pinged
     rate_limit_fallback_after: int = Field(default=3, ge=0, description="throttled N times in a row → passive; 0: never")

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import aiohttp
 
-from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, utcnow
+from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, Reason, utcnow
 
 
 class HealthCheck(Protocol):
@@ -29,13 +29,33 @@ class AdapterContext:
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
 
-    async def secret(self, ref: str | None) -> str:
-        """Resolve a credential reference; a missing provider or reference is a CredentialError."""
+    async def secret(self, org_id: UUID, ref: str | None) -> str:
+        """Resolve the organisation's credential reference; a missing provider or reference, or a reference
+        to a secret the organisation does not own, is a CredentialError."""
         if not ref:
             raise CredentialError("this integration needs a credential_ref")
         if self.credentials is None:
             raise CredentialError("no credential provider is configured")
-        return (await self.credentials.get(ref)).get_secret_value()
+        return (await self.credentials.get(org_id, ref)).get_secret_value()
+
+    def forget_secret(self, org_id: UUID, ref: str | None) -> None:
+        """Drop a cached credential the vendor refused, so the next check reads the vault again."""
+        if ref and self.credentials is not None:
+            self.credentials.forget(org_id, ref)
+
+
+class ForgetsRefusedCredentials:
+    """A check that, when the vendor refused its credentials, drops the cached secret: a rotated secret
+    then counts on the next check instead of after the credential cache's TTL."""
+
+    def __init__(self, inner: HealthCheck, ctx: AdapterContext) -> None:
+        self.inner, self.ctx = inner, ctx
+
+    async def check(self, org_id: UUID, config: Any) -> HealthResult:
+        result = await self.inner.check(org_id, config)
+        if result.reason is Reason.AUTH:
+            self.ctx.forget_secret(org_id, getattr(config, "credential_ref", None))
+        return result
 
 
 @dataclass(frozen=True)
@@ -57,4 +77,5 @@ class Adapter:
 
 def build_adapters(specs: Mapping[str, AdapterSpec], ctx: AdapterContext) -> dict[str, Adapter]:
     """Build every registered adapter once; the composition root calls this, the runner uses the result."""
-    return {name: Adapter(spec.config, spec.factory(ctx)) for name, spec in specs.items()}
+    return {name: Adapter(spec.config, ForgetsRefusedCredentials(spec.factory(ctx), ctx))
+            for name, spec in specs.items()}

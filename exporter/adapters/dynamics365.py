@@ -1,4 +1,4 @@
-"""Dynamics 365: OAuth2 client credentials (token cached), then GET WhoAmI on the Web API."""
+"""Dynamics 365: OAuth2 client credentials (token cached per org, reference and secret), then GET WhoAmI."""
 
 from __future__ import annotations
 
@@ -36,17 +36,18 @@ class Dynamics365Check:
         self.tokens = TokenCache(ctx.monotonic)  # built once per process: the cache lives as long as the adapter
 
     async def check(self, org_id: UUID, config: Dynamics365Config) -> HealthResult:
-        key = (config.effective_token_url, config.client_id, str(config.org_url))
+        secret = await self.ctx.secret(org_id, config.credential_ref)  # read every check: a rotation counts
+        scope = (org_id, config.credential_ref, config.effective_token_url, config.client_id, str(config.org_url))
         try:
-            token = await self.tokens.get(key, lambda: self._fetch_token(config))
+            token = await self.tokens.get(scope, secret, lambda: self._fetch_token(config, secret))
         except TokenFailure as failure:
             return failure.result
         url = str(config.org_url).rstrip("/") + WHOAMI_PATH
         resp = await fetch(self.ctx, "GET", url, headers={
             "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
         now = self.ctx.clock()
-        if resp.status == 401:
-            self.tokens.drop(key)  # revoked or expired early: the next check fetches a new one
+        if resp.status in (401, 403):
+            self.tokens.drop(scope)  # revoked or expired early: the next check fetches a new one
         if failed := classify_http(resp, now):
             return failed
         body = resp.json_object()
@@ -54,8 +55,7 @@ class Dynamics365Check:
             return bad_response(resp.latency_ms, now, "WhoAmI answer without UserId/OrganizationId")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
 
-    async def _fetch_token(self, config: Dynamics365Config) -> tuple[str, float]:
-        secret = await self.ctx.secret(config.credential_ref)
+    async def _fetch_token(self, config: Dynamics365Config, secret: str) -> tuple[str, float]:
         form = {"grant_type": "client_credentials", "client_id": config.client_id, "client_secret": secret,
                 "scope": str(config.org_url).rstrip("/") + "/.default"}
         resp = await fetch(self.ctx, "POST", config.effective_token_url, data=form)

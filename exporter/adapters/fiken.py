@@ -23,7 +23,7 @@ class FikenCheck:
         self.ctx = ctx
 
     async def check(self, org_id: UUID, config: FikenConfig) -> HealthResult:
-        token = await self.ctx.secret(config.credential_ref)
+        token = await self.ctx.secret(org_id, config.credential_ref)
         resp = await fetch(self.ctx, "GET", f"{str(config.url).rstrip('/')}/user",
                            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
         now = self.ctx.clock()

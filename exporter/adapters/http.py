@@ -47,7 +47,7 @@ class HttpCheck:
         self.ctx = ctx
 
     async def check(self, org_id: UUID, config: HttpConfig) -> HealthResult:
-        headers = await self._auth_headers(config)
+        headers = await self._auth_headers(org_id, config)
         url = str(config.url)
         method = "GET" if config.body_contains else config.method
         options: dict[str, Any] = {} if config.tls_verify else {"ssl": False}
@@ -82,10 +82,10 @@ class HttpCheck:
             url = str(there)
         raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects (redirect loop?)")
 
-    async def _auth_headers(self, config: HttpConfig) -> dict[str, str]:
+    async def _auth_headers(self, org_id: UUID, config: HttpConfig) -> dict[str, str]:
         if config.auth == "none":
             return {}
-        secret = await self.ctx.secret(config.credential_ref)
+        secret = await self.ctx.secret(org_id, config.credential_ref)
         if config.auth == "bearer":
             return {"Authorization": f"Bearer {secret}"}
         if config.auth == "basic":  # the secret is "user:password"

@@ -1,8 +1,15 @@
-"""A per-process cache of short-lived access tokens (OAuth, session tokens), so a check costs one request."""
+"""A per-process cache of short-lived access tokens (OAuth, session tokens), so a check costs one request.
+
+A token is cached per scope (the organisation, its credential reference and the vendor URLs it was issued
+for) and is valid only for the secret it was obtained with: its entry holds a keyed hash of that secret,
+so another organisation, another reference or a rotated secret never reuses it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from collections.abc import Awaitable, Callable, Hashable
 
 from exporter.core.model import HealthResult
@@ -19,25 +26,33 @@ class TokenFailure(Exception):
 
 
 class TokenCache:
-    """Tokens by key until shortly before they expire; one fetch at a time per key (no stampede)."""
+    """Tokens by scope and secret until shortly before they expire; one fetch at a time per scope."""
 
     def __init__(self, monotonic: Callable[[], float], margin_s: float = REFRESH_MARGIN_S) -> None:
         self._now, self._margin = monotonic, margin_s
-        self._tokens: dict[Hashable, tuple[str, float]] = {}
+        self._key = os.urandom(32)  # the fingerprints mean nothing outside this process
+        self._tokens: dict[Hashable, tuple[str, str, float]] = {}  # scope → (fingerprint, token, renew at)
         self._locks: dict[Hashable, asyncio.Lock] = {}
         self.fetches = 0
 
-    async def get(self, key: Hashable, fetch: Callable[[], Awaitable[tuple[str, float]]]) -> str:
-        """Return a valid token for `key`, calling `fetch` (→ token, lifetime in seconds) when needed."""
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            cached = self._tokens.get(key)
-            if cached and self._now() < cached[1]:
-                return cached[0]
+    def fingerprint(self, secret: str) -> str:
+        """A keyed hash of the secret: what the cache compares, never the secret itself."""
+        return hashlib.blake2b(secret.encode(), key=self._key, digest_size=16).hexdigest()
+
+    async def get(self, scope: Hashable, secret: str, fetch: Callable[[], Awaitable[tuple[str, float]]]) -> str:
+        """Return a valid token for `scope` obtained with `secret`, calling `fetch` (→ token, lifetime in
+        seconds) when there is none, it is about to expire, or it was obtained with another secret."""
+        fingerprint = self.fingerprint(secret)
+        async with self._locks.setdefault(scope, asyncio.Lock()):
+            cached = self._tokens.get(scope)
+            if cached and cached[0] == fingerprint and self._now() < cached[2]:
+                return cached[1]
+            self._tokens.pop(scope, None)  # a rotated secret's token is not kept for later
             token, lifetime = await fetch()
             self.fetches += 1
-            self._tokens[key] = (token, self._now() + max(0.0, lifetime - self._margin))
+            self._tokens[scope] = (fingerprint, token, self._now() + max(0.0, lifetime - self._margin))
             return token
 
-    def drop(self, key: Hashable) -> None:
-        """Forget a token the server refused, so the next check fetches a fresh one."""
-        self._tokens.pop(key, None)
+    def drop(self, scope: Hashable) -> None:
+        """Forget a token the server refused (401/403), so the next check fetches a fresh one."""
+        self._tokens.pop(scope, None)

@@ -1,4 +1,5 @@
-"""Tripletex: a session token from consumer + employee token (cached), then GET /token/session/>whoAmI."""
+"""Tripletex: a session token from consumer + employee token (cached per org, reference and secret), then
+GET /token/session/>whoAmI."""
 
 from __future__ import annotations
 
@@ -30,17 +31,20 @@ class TripletexCheck:
 
     async def check(self, org_id: UUID, config: TripletexConfig) -> HealthResult:
         base = str(config.url).rstrip("/")
-        key = (base, config.credential_ref)
+        secret = await self.ctx.secret(org_id, config.credential_ref)  # read every check: a rotation counts
+        consumer, employee = parse_credential(secret)
+        scope = (org_id, config.credential_ref, base)
         try:
-            session_token = await self.tokens.get(key, lambda: self._create_session(base, config))
+            session_token = await self.tokens.get(scope, secret,
+                                                  lambda: self._create_session(base, consumer, employee))
         except TokenFailure as failure:
             return failure.result
         resp = await fetch(self.ctx, "GET", f"{base}/token/session/>whoAmI",
                            headers={"Authorization": basic_auth_header("0", session_token),
                                     "Accept": "application/json"})
         now = self.ctx.clock()
-        if resp.status == 401:
-            self.tokens.drop(key)
+        if resp.status in (401, 403):
+            self.tokens.drop(scope)
         if failed := classify_http(resp, now):
             return failed
         value = (resp.json_object() or {}).get("value")
@@ -48,8 +52,7 @@ class TripletexCheck:
             return bad_response(resp.latency_ms, now, "whoAmI answer without value.employeeId")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
 
-    async def _create_session(self, base: str, config: TripletexConfig) -> tuple[str, float]:
-        consumer, employee = parse_credential(await self.ctx.secret(config.credential_ref))
+    async def _create_session(self, base: str, consumer: str, employee: str) -> tuple[str, float]:
         expires = (self.ctx.clock() + timedelta(days=SESSION_DAYS)).date().isoformat()
         resp = await fetch(self.ctx, "PUT", f"{base}/token/session/:create", params={
             "consumerToken": consumer, "employeeToken": employee, "expirationDate": expires})

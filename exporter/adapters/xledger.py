@@ -52,7 +52,7 @@ class XledgerCheck:
         self.ctx = ctx
 
     async def check(self, org_id: UUID, config: XledgerConfig) -> HealthResult:
-        token = await self.ctx.secret(config.credential_ref)
+        token = await self.ctx.secret(org_id, config.credential_ref)
         resp = await fetch(self.ctx, "POST", str(config.url), json=QUERY, headers={"Authorization": f"token {token}"})
         now = self.ctx.clock()
         body = resp.json_object()

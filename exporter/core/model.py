@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,12 +75,41 @@ class IntegrationConfigBase(BaseModel):
 
 
 class CredentialError(LookupError):
-    """A credential reference did not resolve. The message names the reference, never a secret."""
+    """A credential reference did not resolve. The message names neither the reference nor a secret."""
+
+
+# A credential_ref is a plain name (or a vault secret's id, which is one too); it is tenant-controlled, so
+# it never carries a path or another organisation's prefix: `<org_id>/<ref>` is built here, from the row's
+# org_id, never taken from the reference.
+CREDENTIAL_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# One answer for a reference that is malformed, missing or owned by another organisation, so a tenant
+# cannot probe which secrets exist.
+CREDENTIAL_REFUSED = "credential_ref names no secret of this organisation"
+
+
+def is_plain_ref(ref: str) -> bool:
+    """True when `ref` is a plain name: letters, digits, `.`, `_`, `-`, at most 128, not starting with a dot."""
+    return CREDENTIAL_REF.fullmatch(ref) is not None
+
+
+def secret_name(org_id: UUID, ref: str) -> str:
+    """The name an organisation's secret has in the store: `<org_id>/<ref>` (the ownership convention)."""
+    if not is_plain_ref(ref):
+        raise ValueError("a credential reference is a plain name: letters, digits, '.', '_', '-'")
+    return f"{UUID(str(org_id))}/{ref}"
 
 
 class CredentialProvider(Protocol):
-    async def get(self, ref: str) -> SecretStr:
-        """Return the secret named by `ref`, or raise CredentialError."""
+    """Secrets by organisation and reference: a reference resolves only to a secret its organisation owns."""
+
+    async def get(self, org_id: UUID, ref: str) -> SecretStr:
+        """Return the secret `ref` names for `org_id`, or raise CredentialError (CREDENTIAL_REFUSED when it
+        is malformed, missing or another organisation's)."""
+        ...
+
+    def forget(self, org_id: UUID, ref: str) -> None:
+        """Drop anything cached for (org_id, ref), so the next get reads the store again (after a vendor
+        refused the secret, say); providers without a cache do nothing."""
         ...
 
 

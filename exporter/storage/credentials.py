@@ -1,76 +1,94 @@
-"""Credential providers: adapters fetch secrets by reference; the framework never holds one."""
+"""Credential providers: adapters fetch secrets by (org_id, reference); a reference resolves only to a
+secret of that organisation, decided from the row's org_id, which the tenant's config cannot choose.
+
+The convention (operator-controlled): an organisation's secrets are named `<org_id>/<name>` in the vault,
+or are files `<dir>/<org_id>/<name>`; `credential_ref` is the `<name>` part (or, in the vault, the id of a
+secret whose name carries the organisation's prefix). Every refusal reads the same (CREDENTIAL_REFUSED).
+"""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from pydantic import SecretStr
 
-from exporter.core.model import CredentialError, CredentialProvider
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, CredentialProvider, is_plain_ref
 
 
 class DirectoryCredentials:
-    """One file per secret in a mounted directory (Docker and Kubernetes secrets); trailing newline trimmed."""
+    """One file per secret, one directory per organisation: `<dir>/<org_id>/<ref>` (Docker and Kubernetes
+    secrets); trailing newline trimmed."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
 
-    async def get(self, ref: str) -> SecretStr:
-        if not _SAFE_NAME.match(ref):
-            raise CredentialError(f"credential reference {ref!r} is not a plain file name")
+    async def get(self, org_id: UUID, ref: str) -> SecretStr:
+        if not is_plain_ref(ref):  # no separators, no dot-files: the path stays inside the org's directory
+            raise CredentialError(CREDENTIAL_REFUSED)
         try:
-            return SecretStr((self._directory / ref).read_text().rstrip("\r\n"))
-        except OSError:
-            raise CredentialError(f"credential {ref!r} not found in {self._directory}") from None
+            return SecretStr((self._directory / str(UUID(str(org_id))) / ref).read_text().rstrip("\r\n"))
+        except (OSError, ValueError):  # missing, unreadable, not text, or an org_id that is no UUID
+            raise CredentialError(CREDENTIAL_REFUSED) from None
+
+    def forget(self, org_id: UUID, ref: str) -> None:
+        """Nothing is cached here."""
 
 
-VAULT_LOOKUP = """
-SELECT decrypted_secret FROM vault.decrypted_secrets
-WHERE name = $1 OR id::text = $1
-ORDER BY (name = $1) DESC
-LIMIT 1"""
+# The one way the service reads the vault: migrations/0011_org_credentials.sql defines the function (SECURITY
+# DEFINER), which returns only a secret named `<org_id>/<ref>`, or the one with id `ref` if it carries that prefix.
+VAULT_LOOKUP = "SELECT public.integration_health_credential($1, $2)"
 
 
 class SupabaseVaultCredentials:
-    """Secrets from Supabase Vault (`vault.decrypted_secrets`), by secret name or id.
+    """Secrets from Supabase Vault through `public.integration_health_credential(org_id, ref)`.
 
-    Reads over the service's own pool; the pool's role needs SELECT on vault.decrypted_secrets.
+    The service's role needs EXECUTE on that function only (migrations grant it to service_role), never
+    SELECT on vault.decrypted_secrets.
     """
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
 
-    async def get(self, ref: str) -> SecretStr:
+    async def get(self, org_id: UUID, ref: str) -> SecretStr:
+        if not is_plain_ref(ref):  # refused before the database sees it (NUL bytes, megabyte strings)
+            raise CredentialError(CREDENTIAL_REFUSED)
         try:
             async with self._pool.acquire() as conn:
-                value = await conn.fetchval(VAULT_LOOKUP, ref)
+                value = await conn.fetchval(VAULT_LOOKUP, org_id, ref)
         except Exception as exc:  # asyncpg errors name the relation, never a secret value
-            raise CredentialError(f"vault lookup for {ref!r} failed: {type(exc).__name__}") from None
+            raise CredentialError(f"vault lookup failed: {type(exc).__name__}") from None
         if value is None:
-            raise CredentialError(f"credential {ref!r} not found in the vault")
+            raise CredentialError(CREDENTIAL_REFUSED)
         return SecretStr(value)
+
+    def forget(self, org_id: UUID, ref: str) -> None:
+        """Nothing is cached here."""
 
 
 class CachedCredentials:
-    """Cache another provider's answers for `ttl` seconds, so rotated secrets are picked up soon."""
+    """Cache another provider's answers by (org_id, ref) for `ttl` seconds, so rotated secrets are picked up
+    soon; `forget` drops one at once (a vendor refused it: the next check reads the rotated one)."""
 
     def __init__(self, inner: CredentialProvider, ttl: float = 300.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         if ttl < 0:
             raise ValueError("ttl must be >= 0")
         self._inner, self._ttl, self._now = inner, ttl, monotonic
-        self._cache: dict[str, tuple[float, SecretStr]] = {}
+        self._cache: dict[tuple[UUID, str], tuple[float, SecretStr]] = {}
 
-    async def get(self, ref: str) -> SecretStr:
-        hit = self._cache.get(ref)
+    async def get(self, org_id: UUID, ref: str) -> SecretStr:
+        key = (org_id, ref)
+        hit = self._cache.get(key)
         if hit and self._now() < hit[0]:
             return hit[1]
-        secret = await self._inner.get(ref)
-        self._cache[ref] = (self._now() + self._ttl, secret)
+        secret = await self._inner.get(org_id, ref)
+        self._cache[key] = (self._now() + self._ttl, secret)
         return secret
+
+    def forget(self, org_id: UUID, ref: str) -> None:
+        self._cache.pop((org_id, ref), None)
+        self._inner.forget(org_id, ref)

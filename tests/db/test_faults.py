@@ -77,11 +77,12 @@ PLANTED = "PLANTED-fault-5e6f7a0b"
 async def seed(dsn: str, sim, tmp_path: Path, n: int = 3) -> list[UUID]:
     """n orgs, each with a Fiken integration whose tenant accepts only the planted secret."""
     state, base = sim
-    (tmp_path / "fiken-token").write_text(PLANTED)
     conn = await asyncpg.connect(dsn)
     try:
         orgs = [uuid4() for _ in range(n)]
         for i, org in enumerate(orgs):
+            (tmp_path / str(org)).mkdir()
+            (tmp_path / str(org) / "fiken-token").write_text(PLANTED)
             state.secrets[f"t{i}"] = PLANTED
             await conn.execute("INSERT INTO integration_config (org_id, integration_type, config, credential_ref) "
                                "VALUES ($1, 'fiken', $2::jsonb, 'fiken-token')", org,

@@ -11,22 +11,33 @@ from pydantic import SecretStr
 
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import Adapter, AdapterContext, HealthCheck, build_adapters
-from exporter.core.model import CredentialError, IntegrationResult
+from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, IntegrationResult
 from exporter.engine.runner import Runner
 from exporter.storage.store import Store
 
 
 class StaticCredentials:
-    """Secrets from a mapping."""
+    """The same secrets for every organisation (ownership is tested against the real providers); counts reads
+    and remembers what adapters asked it to forget."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
         self._secrets = {k: SecretStr(v) for k, v in secrets.items()}
+        self.reads = 0
+        self.forgotten: list[tuple[UUID, str]] = []
 
-    async def get(self, ref: str) -> SecretStr:
+    async def get(self, org_id: UUID, ref: str) -> SecretStr:
+        self.reads += 1
         try:
             return self._secrets[ref]
         except KeyError:
-            raise CredentialError(f"credential {ref!r} not found") from None
+            raise CredentialError(CREDENTIAL_REFUSED) from None
+
+    def forget(self, org_id: UUID, ref: str) -> None:
+        self.forgotten.append((org_id, ref))
+
+    def set(self, ref: str, secret: str) -> None:
+        """Rotate (or add) a secret."""
+        self._secrets[ref] = SecretStr(secret)
 
 
 def runner_for(ctx: AdapterContext, checks: Mapping[str, Callable[[AdapterContext], HealthCheck]] | None = None,

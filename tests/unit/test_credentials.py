@@ -1,40 +1,98 @@
+"""Credential providers: one directory per organisation, refusals that all read the same, a cache keyed by
+organisation and reference that forgets on demand."""
+
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from exporter.core.model import CredentialError
+from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, secret_name
 from exporter.storage.credentials import CachedCredentials, DirectoryCredentials
 from tests.support.fakes import StaticCredentials
 
+ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
+ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
 
-async def test_directory_provider_reads_one_file_per_secret(tmp_path: Path) -> None:
-    (tmp_path / "xledger-acme").write_text("tok-123\n")
-    secret = await DirectoryCredentials(tmp_path).get("xledger-acme")
+
+def plant(root: Path, org: UUID, ref: str, secret: str) -> None:
+    (root / str(org)).mkdir(exist_ok=True)
+    (root / str(org) / ref).write_text(secret + "\n")
+
+
+async def test_directory_provider_reads_the_orgs_own_file(tmp_path: Path) -> None:
+    """`<dir>/<org_id>/<ref>`, trailing newline trimmed, never shown by repr."""
+    plant(tmp_path, ORG_A, "xledger", "tok-123")
+    secret = await DirectoryCredentials(tmp_path).get(ORG_A, "xledger")
     assert secret.get_secret_value() == "tok-123"
     assert "tok-123" not in repr(secret)
 
 
-@pytest.mark.parametrize("ref", ["../etc/passwd", "a/b", "", ".hidden"])
-async def test_directory_provider_refuses_paths(tmp_path: Path, ref: str) -> None:
-    with pytest.raises(CredentialError, match="not a plain file name"):
-        await DirectoryCredentials(tmp_path).get(ref)
+@pytest.mark.parametrize("ref", [
+    "xledger",  # A's file name, from B
+    f"../{ORG_A}/xledger",  # a path out of B's directory into A's
+    f"{ORG_A}/xledger",  # A's id as a prefix
+    "../../etc/passwd", "/etc/passwd", "a/b", "", ".hidden", "..", "x\x00y", "ß" * 3, "x" * 129,
+])
+async def test_directory_provider_refuses_another_orgs_file_and_paths_alike(tmp_path: Path, ref: str) -> None:
+    """Every refusal is the missing-secret message, so B learns nothing about what A has."""
+    plant(tmp_path, ORG_A, "xledger", "tok-A")
+    (tmp_path / str(ORG_B)).mkdir()
+    with pytest.raises(CredentialError) as refused:
+        await DirectoryCredentials(tmp_path).get(ORG_B, ref)
+    with pytest.raises(CredentialError) as missing:
+        await DirectoryCredentials(tmp_path).get(ORG_B, "nope")
+    assert str(refused.value) == str(missing.value) == CREDENTIAL_REFUSED
+    assert "tok-A" not in str(refused.value)
 
 
-async def test_missing_secret_names_the_reference(tmp_path: Path) -> None:
-    with pytest.raises(CredentialError, match="credential 'nope' not found"):
-        await DirectoryCredentials(tmp_path).get("nope")
+async def test_directory_provider_refuses_an_org_without_a_directory(tmp_path: Path) -> None:
+    """An organisation nobody gave secrets to has none, not someone else's."""
+    plant(tmp_path, ORG_A, "xledger", "tok-A")
+    with pytest.raises(CredentialError, match=CREDENTIAL_REFUSED):
+        await DirectoryCredentials(tmp_path).get(ORG_B, "xledger")
+
+
+def test_secret_names_carry_the_org_and_refuse_paths() -> None:
+    """The convention has one definition; a ref that is not a plain name cannot build one."""
+    assert secret_name(ORG_A, "xledger") == f"{ORG_A}/xledger"
+    for bad in ("../x", f"{ORG_B}/x", ""):
+        with pytest.raises(ValueError, match="plain name"):
+            secret_name(ORG_A, bad)
 
 
 async def test_cache_serves_until_ttl_then_rereads_a_rotated_secret() -> None:
+    """The TTL still bounds how long a rotation takes when nothing was refused."""
     now = [0.0]
     inner = StaticCredentials({"k": "old"})
     cached = CachedCredentials(inner, ttl=300, monotonic=lambda: now[0])
-    assert (await cached.get("k")).get_secret_value() == "old"
-    inner._secrets["k"] = type(inner._secrets["k"])("new")
+    assert (await cached.get(ORG_A, "k")).get_secret_value() == "old"
+    inner.set("k", "new")
     now[0] = 299
-    assert (await cached.get("k")).get_secret_value() == "old"
+    assert (await cached.get(ORG_A, "k")).get_secret_value() == "old"
     now[0] = 301
-    assert (await cached.get("k")).get_secret_value() == "new"
+    assert (await cached.get(ORG_A, "k")).get_secret_value() == "new"
+
+
+async def test_cache_never_serves_one_orgs_secret_to_another(tmp_path: Path) -> None:
+    """Keyed by (org, ref): A's cached `xledger` is not B's `xledger`."""
+    plant(tmp_path, ORG_A, "xledger", "tok-A")
+    cached = CachedCredentials(DirectoryCredentials(tmp_path), ttl=300)
+    assert (await cached.get(ORG_A, "xledger")).get_secret_value() == "tok-A"
+    with pytest.raises(CredentialError, match=CREDENTIAL_REFUSED):
+        await cached.get(ORG_B, "xledger")
+
+
+async def test_forget_drops_a_cached_secret_so_the_next_read_sees_the_rotation(tmp_path: Path) -> None:
+    """After a vendor refused a secret, the next check reads the store, not the TTL cache."""
+    plant(tmp_path, ORG_A, "fiken", "old")
+    cached = CachedCredentials(DirectoryCredentials(tmp_path), ttl=300, monotonic=lambda: 0.0)
+    assert (await cached.get(ORG_A, "fiken")).get_secret_value() == "old"
+    plant(tmp_path, ORG_A, "fiken", "new")
+    assert (await cached.get(ORG_A, "fiken")).get_secret_value() == "old"
+    cached.forget(ORG_B, "fiken")  # another org's forget leaves A's entry alone
+    assert (await cached.get(ORG_A, "fiken")).get_secret_value() == "old"
+    cached.forget(ORG_A, "fiken")
+    assert (await cached.get(ORG_A, "fiken")).get_secret_value() == "new"
 
 
 def test_negative_ttl_is_refused() -> None:

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from exporter.adapters.base import AdapterContext
-from exporter.core.model import HealthResult, HealthStatus, Integration, Reason
+from exporter.core.model import CREDENTIAL_REFUSED, HealthResult, HealthStatus, Integration, Reason
 from exporter.demo.simulator import Mode, SimState, create_app
 from exporter.engine.runner import Runner
 from tests.support.fakes import StaticCredentials, runner_for
@@ -168,7 +168,7 @@ async def test_an_unresolvable_credential_reference_is_degraded_auth_not_an_exce
     ctx = AdapterContext(session=http_session, credentials=StaticCredentials({}))
     result = await run(ctx, kind, VENDORS[kind].config(base, "t"))
     assert (result.status, result.reason, result.error) == (D, Reason.AUTH,
-                                                            "credential unavailable: credential 'ref' not found")
+                                                            f"credential unavailable: {CREDENTIAL_REFUSED}")
 
 
 async def test_each_check_costs_one_request_per_vendor_after_the_first(sim, http_session) -> None:
