@@ -45,16 +45,21 @@ class AdapterContext:
 
 
 class ForgetsRefusedCredentials:
-    """A check that, when the vendor refused its credentials, drops the cached secret: a rotated secret
-    then counts on the next check instead of after the credential cache's TTL."""
+    """A check that, when the vendor refused its credentials (or the secret could not be used), drops the
+    cached secret: a rotated or fixed secret then counts on the next check, not after the cache's TTL."""
 
     def __init__(self, inner: HealthCheck, ctx: AdapterContext) -> None:
         self.inner, self.ctx = inner, ctx
 
     async def check(self, org_id: UUID, config: Any) -> HealthResult:
-        result = await self.inner.check(org_id, config)
+        ref = getattr(config, "credential_ref", None)
+        try:
+            result = await self.inner.check(org_id, config)
+        except CredentialError:
+            self.ctx.forget_secret(org_id, ref)
+            raise
         if result.reason is Reason.AUTH:
-            self.ctx.forget_secret(org_id, getattr(config, "credential_ref", None))
+            self.ctx.forget_secret(org_id, ref)
         return result
 
 

@@ -143,6 +143,19 @@ async def test_a_refused_secret_is_dropped_from_the_credential_cache(sim, http_s
     assert await check(runner, ORG_A, "fiken", config) == (H, None)
 
 
+async def test_a_secret_the_adapter_cannot_use_is_dropped_from_the_credential_cache(sim, http_session,
+                                                                                    tmp_path) -> None:
+    """A Tripletex secret that is not JSON reads auth; once fixed in the store it counts on the next check."""
+    state, base = sim
+    store_secret(tmp_path, ORG_A, "ref", "ct-1:et-1")
+    credentials = CachedCredentials(DirectoryCredentials(tmp_path), ttl=300, monotonic=lambda: 0.0)
+    runner = runner_for(AdapterContext(session=http_session, credentials=credentials))
+    config = FAKES["tripletex"].config(base, "t")
+    assert await check(runner, ORG_A, "tripletex", config) == (D, Reason.AUTH)
+    store_secret(tmp_path, ORG_A, "ref", tripletex_secret("ct-1", "et-1"))
+    assert await check(runner, ORG_A, "tripletex", config) == (H, None)
+
+
 async def test_an_accepted_secret_stays_cached(sim, http_session) -> None:
     """Only a refusal drops the cached credential: healthy checks do not re-read the store."""
     state, base = sim
