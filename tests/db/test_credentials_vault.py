@@ -17,7 +17,7 @@ from exporter.demo.simulator import FAKES
 from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.storage.store import create_pool
 from tests.support.fakes import runner_for
-from tests.support.listener import Listener
+from tests.support.attacker import AttackerHost
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
@@ -128,11 +128,11 @@ async def test_a_database_with_a_real_vault_is_not_given_a_stand_in(admin) -> No
 @pytest.mark.parametrize("attack", ["a-name", "a-id", "name-with-a-id", "dot-dot", "missing"])
 async def test_org_b_naming_org_as_vault_secrets_sends_nothing_to_its_host(admin, store, vault_pool, http_session,
                                                                            aiohttp_server, sim, attack) -> None:
-    """The attack measured on main, end to end: B's rows name A's five secrets and point at B's listener."""
+    """The attack measured on main, end to end: B's rows name A's five secrets and point at a host B runs."""
     secrets = {secret_name(ORG_A, kind): FAKES[kind].credential(f"PLANTED-A-{kind}")[0] for kind in KINDS}
     ids = await install_vault_stand_in(admin, secrets)
-    listener = Listener()
-    evil = str((await aiohttp_server(listener.app(), access_log=None)).make_url("")).rstrip("/")
+    host = AttackerHost()
+    evil = str((await aiohttp_server(host.app(), access_log=None)).make_url("")).rstrip("/")
     state, base = sim
     for kind in KINDS:
         state.secrets[f"a-{kind}"] = FAKES[kind].credential(f"PLANTED-A-{kind}")[1]
@@ -150,5 +150,5 @@ async def test_org_b_naming_org_as_vault_secrets_sends_nothing_to_its_host(admin
 
     assert [(r.result.status, r.result.reason, r.result.error) for r in b_results] == \
         [(HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {CREDENTIAL_REFUSED}")] * len(KINDS)
-    assert listener.received == []
+    assert host.received == []
     assert {r.integration_type: r.result.status for r in a_results} == {k: HealthStatus.HEALTHY for k in KINDS}

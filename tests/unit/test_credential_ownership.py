@@ -14,7 +14,7 @@ from exporter.core.model import CREDENTIAL_REFUSED, HealthStatus, Integration, R
 from exporter.demo.simulator import FAKES
 from exporter.storage.credentials import DirectoryCredentials
 from tests.support.fakes import runner_for
-from tests.support.listener import Listener
+from tests.support.attacker import AttackerHost
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
@@ -38,10 +38,10 @@ def secrets_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def attacker(aiohttp_server) -> tuple[Listener, str]:
-    listener = Listener()
-    server = await aiohttp_server(listener.app(), access_log=None)
-    return listener, str(server.make_url("")).rstrip("/")
+async def attacker(aiohttp_server) -> tuple[AttackerHost, str]:
+    host = AttackerHost()
+    server = await aiohttp_server(host.app(), access_log=None)
+    return host, str(server.make_url("")).rstrip("/")
 
 
 def b_rows(base: str, ref: str) -> list[Integration]:
@@ -53,24 +53,24 @@ def b_rows(base: str, ref: str) -> list[Integration]:
                          ids=["a-name", "dot-dot-into-a", "a-id-prefix", "dot-slash-dot-dot", "out-of-the-dir",
                               "missing"])
 async def test_org_b_cannot_send_org_as_directory_secrets_anywhere(secrets_dir, attacker, http_session, ref) -> None:
-    """Every refusal reads like a missing secret, and no request leaves: the listener hears nothing."""
-    listener, base = attacker
+    """Every refusal reads like a missing secret, and no request leaves: the attacker's host hears nothing."""
+    host, base = attacker
     runner = runner_for(AdapterContext(session=http_session, credentials=DirectoryCredentials(secrets_dir)))
     results = await runner.run(b_rows(base, ref))
     assert [(r.result.status, r.result.reason, r.result.error) for r in results] == \
         [(HealthStatus.DEGRADED, Reason.AUTH, MISSING)] * len(KINDS)
-    assert listener.received == []
+    assert host.received == []
 
 
-async def test_the_listener_would_have_heard_a_secret_b_owns(secrets_dir, attacker, http_session) -> None:
+async def test_the_attackers_host_would_have_heard_a_secret_b_owns(secrets_dir, attacker, http_session) -> None:
     """Control: with B's own secret the same rows reach the host and read healthy, so silence above means refusal."""
-    listener, base = attacker
+    host, base = attacker
     for kind in KINDS:
         (secrets_dir / str(ORG_B) / kind).write_text(FAKES[kind].credential(f"B-own-{kind}")[0])
     runner = runner_for(AdapterContext(session=http_session, credentials=DirectoryCredentials(secrets_dir)))
     results = await runner.run(b_rows(base, "{kind}"))
     assert {r.result.status for r in results} == {HealthStatus.HEALTHY}
-    assert "B-own-fiken" in listener.text()
+    assert "B-own-fiken" in host.text()
 
 
 async def test_org_a_keeps_using_its_own_secrets(secrets_dir, sim, http_session) -> None:

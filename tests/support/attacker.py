@@ -1,5 +1,6 @@
 """An attacker's host: answers like every vendor and accepts any credential (the simulator with no secrets
-set), and records everything it receives, so a test can prove a secret did or did not arrive."""
+set), and records everything it receives, so a test can prove a secret did or did not arrive. (Unlike
+a bare listener, it answers well enough that a stolen secret would read healthy.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from exporter.demo.simulator import SimState, create_app
 
 
 @dataclass
-class Listener:
+class AttackerHost:
     """What the attacker's host received: one line per request, headers and body included."""
 
     received: list[str] = field(default_factory=list)
