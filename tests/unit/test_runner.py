@@ -13,7 +13,15 @@ import pytest
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.classify import describe_exception
 from exporter.adapters.transport import BodyTooLarge
-from exporter.core.model import CredentialError, HealthResult, HealthStatus, Integration, Reason, make_result
+from exporter.core.model import (
+    CREDENTIAL_REFUSED,
+    CredentialError,
+    HealthResult,
+    HealthStatus,
+    Integration,
+    Reason,
+    make_result,
+)
 from tests.support.fakes import runner_for
 
 ORG = UUID("11111111-1111-4111-8111-111111111111")
@@ -197,8 +205,8 @@ class _ConnKey:
 
 
 @pytest.mark.parametrize(("exc", "status", "reason", "message"), [
-    (CredentialError("credential 'x' not found"), HealthStatus.DEGRADED, Reason.AUTH,
-     "credential unavailable: credential 'x' not found"),
+    (CredentialError(CREDENTIAL_REFUSED), HealthStatus.DEGRADED, Reason.AUTH,
+     f"credential unavailable: {CREDENTIAL_REFUSED}"),
     (TimeoutError(), HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"),
     (aiohttp.ClientConnectorError(_ConnKey(), ConnectionRefusedError(111, "Connection refused")),
      HealthStatus.UNREACHABLE, Reason.CONNECT, "cannot connect to vendor.example:443: Connection refused"),
