@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,10 +64,11 @@ def type_intervals(settings: Settings, specs: Mapping[str, AdapterSpec]) -> dict
 def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientSession,
                    credentials: CredentialProvider | None = None, specs: Mapping[str, AdapterSpec] = ADAPTERS,
                    on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None,
-                   clock: Callable[[], datetime] = utcnow) -> Services:
+                   clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random) -> Services:
     """Wire the adapters (built once), runner, snapshot, instruments, outbox and scheduler (no I/O).
 
-    `clock` is the wall clock of slots, sync judgements and results (tests fix the time of day with it)."""
+    `clock` is the wall clock of slots, sync judgements and results, `rng` the backoff's jitter: tests fix
+    the time of day and script whole days with them."""
     ctx = AdapterContext(session=session, credentials=credentials, clock=clock)
     runner = Runner(build_adapters(specs, ctx), timeout=settings.check_timeout_seconds,
                     limiter=asyncio.Semaphore(settings.max_concurrency), clock=clock)
@@ -78,7 +80,8 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           interval_s=settings.check_interval, type_intervals=type_intervals(settings, specs),
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
-                          passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards, clock=clock)
+                          passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards,
+                          backoff=settings.backoff_caps, clock=clock, rng=rng)
     return Services(store, runner, scheduler, snapshot, instruments, outbox, shards)
 
 

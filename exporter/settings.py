@@ -15,7 +15,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from exporter.core.policy import validate_interval
+from exporter.core.policy import (
+    BACKOFF_CAP_S,
+    UNREACHABLE_BACKOFF_CAP_S,
+    BackoffCaps,
+    validate_interval,
+)
 
 
 class Settings(BaseSettings):
@@ -44,10 +49,18 @@ class Settings(BaseSettings):
     passive_types: Annotated[frozenset[str], NoDecode] = frozenset()  # e.g. xledger,dynamics365: never pinged
     rate_limit_fallback_after: int = Field(default=3, ge=0, description="throttled N times in a row → passive; 0: never")
     passive_cooldown_seconds: int = Field(default=86400, ge=0)
+    backoff_max_seconds: int = Field(default=BACKOFF_CAP_S, ge=0,
+                                     description="longest deferral when throttled, out of quota or refused")
+    backoff_unreachable_max_seconds: int = Field(default=UNREACHABLE_BACKOFF_CAP_S, ge=0,
+                                                 description="longest deferral when unreachable (network, timeout, 5xx)")
     replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
     lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @property
+    def backoff_caps(self) -> BackoffCaps:
+        return BackoffCaps(refused_s=self.backoff_max_seconds, unreachable_s=self.backoff_unreachable_max_seconds)
 
     @field_validator("passive_types", mode="before")
     @classmethod

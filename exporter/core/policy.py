@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from tenacity import RetryCallState, wait_exponential
@@ -13,9 +13,26 @@ from tenacity import RetryCallState, wait_exponential
 from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 
 MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
-BACKOFF_CAP_S = 4 * 3600
+BACKOFF_CAP_S = 4 * 3600  # throttled, out of quota, credentials refused: asking again spends quota for nothing
+UNREACHABLE_BACKOFF_CAP_S = 3600  # network, timeout, 5xx: a failed request spends no quota; see the vendor return
 MAX_RETRY_AFTER_S = 24 * 3600  # a vendor's Retry-After is honoured up to a day, never longer
 FAILURE_REASONS = frozenset({Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH})  # degraded, but back off too
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffCaps:
+    """The longest deferral by cause (EXPORTER_BACKOFF_MAX_SECONDS, EXPORTER_BACKOFF_UNREACHABLE_MAX_SECONDS)."""
+
+    refused_s: int = BACKOFF_CAP_S
+    unreachable_s: int = UNREACHABLE_BACKOFF_CAP_S
+
+    def __post_init__(self) -> None:
+        if self.refused_s < 0 or self.unreachable_s < 0:
+            raise ValueError("backoff caps must be >= 0 seconds")
+
+    def for_result(self, result: HealthResult) -> int:
+        """Refused (throttled, quota, credentials) backs off long; unreachable short, to see the vendor return."""
+        return self.refused_s if result.reason in FAILURE_REASONS else self.unreachable_s
 
 
 def slot_start(now: datetime, interval_s: int) -> datetime:
@@ -71,8 +88,8 @@ def backoff_s(failures: int, interval_s: int, cap_s: int = BACKOFF_CAP_S,
               rng: Callable[[], float] = random.random) -> int:
     """Delay before the next check after `failures` consecutive failures, in whole slots.
 
-    interval × 2^(n-1) (tenacity's exponential wait: 15 min → 30 → 60 → … capped at 4 h), plus jitter of
-    up to a quarter of that, rounded down to whole slots: checks only run on slot boundaries, so sub-slot
+    interval × 2^(n-1) (tenacity's exponential wait: 15 min → 30 → 60 → … up to `cap_s`, which depends on
+    the cause: see BackoffCaps), plus jitter of up to a quarter of that, rounded down to whole slots: checks only run on slot boundaries, so sub-slot
     jitter would just round up and skew the progression; whole-slot jitter spreads a fleet that failed
     together without delaying the first retries.
     """
@@ -86,8 +103,9 @@ def backoff_s(failures: int, interval_s: int, cap_s: int = BACKOFF_CAP_S,
 
 
 def after_check(previous: CheckState | None, result: HealthResult, slot: datetime, interval_s: int,
-                rng: Callable[[], float] = random.random) -> CheckState:
-    """The state after a check: a success resets; a failure counts and defers (never sooner than Retry-After).
+                rng: Callable[[], float] = random.random, caps: BackoffCaps = BackoffCaps()) -> CheckState:
+    """The state after a check: a success resets; a failure counts and defers, capped by its cause, never
+    sooner than Retry-After.
 
     `next_check_at` is always the first slot on the integration's own interval at or after the delay.
     """
@@ -97,9 +115,27 @@ def after_check(previous: CheckState | None, result: HealthResult, slot: datetim
     if not counts_as_failure(result):
         return CheckState(0, next_slot(slot, interval_s), streak, previous.passive_until)
     failures = previous.consecutive_failures + 1
-    delay = max(backoff_s(failures, interval_s, rng=rng), min(result.retry_after_s or 0, MAX_RETRY_AFTER_S))
+    delay = max(backoff_s(failures, interval_s, caps.for_result(result), rng), _retry_after_s(result))
     next_at = max(next_slot(slot, interval_s), _ceil_slot(slot + timedelta(seconds=delay), interval_s))
     return CheckState(failures, next_at, streak, previous.passive_until)
+
+
+def _retry_after_s(result: HealthResult) -> float:
+    return min(result.retry_after_s or 0, MAX_RETRY_AFTER_S)
+
+
+def after_evidence(state: CheckState, last: HealthResult, success_at: datetime | None, slot: datetime,
+                   interval_s: int) -> CheckState:
+    """A success seen elsewhere after the last failed check (a sync run) ends the backoff: due in `slot`.
+
+    The vendor demonstrably answers again, so waiting out the deferral would only hide the recovery;
+    a Retry-After the vendor sent with the failure is still honoured.
+    """
+    if (state.consecutive_failures == 0 or success_at is None or success_at <= last.checked_at
+            or state.next_check_at is None or state.next_check_at <= slot):
+        return state
+    retry_until = last.checked_at + timedelta(seconds=_retry_after_s(last))
+    return replace(state, next_check_at=min(state.next_check_at, max(slot, _ceil_slot(retry_until, interval_s))))
 
 
 def _ceil_slot(when: datetime, interval_s: int) -> datetime:

@@ -43,9 +43,11 @@ class Scheduler:
                  clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
-                 shards: ShardLeases | None = None, load_timeout_s: float = 15.0) -> None:
+                 shards: ShardLeases | None = None, load_timeout_s: float = 15.0,
+                 backoff: policy.BackoffCaps = policy.BackoffCaps()) -> None:
         self.shards = shards  # None: this replica checks every organisation
         self.load_timeout_s = load_timeout_s
+        self.backoff = backoff
         self.passive_types, self.fallback_after = frozenset(passive_types), fallback_after
         self.passive_cooldown_s = passive_cooldown_s
         self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
@@ -90,11 +92,11 @@ class Scheduler:
         self.snapshot.modes = modes
         passive = [i for i in self.integrations if modes[_key(i)] == "passive"]
         active = [i for i in self.integrations if modes[_key(i)] == "active"]
-        todo = policy.due(active, slot, self.interval_s, self.type_intervals, states)
-        todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
         passive_results = await self.assess_syncs(passive, slot)
         if passive_results:
             await self.publish(passive_results, slot)
+        todo = policy.due(active, slot, self.interval_s, self.type_intervals, self._with_evidence(active, slot))
+        todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
         results = await self.check(todo, slot) + passive_results
         duration = (self.clock() - started).total_seconds()
         self.instruments.cycle_duration.set(duration)
@@ -109,6 +111,23 @@ class Scheduler:
                 await outcome
         return results
 
+    def _with_evidence(self, active: Sequence[Integration], slot: datetime) -> dict[tuple[UUID, str], CheckState]:
+        """The states that decide what is due, with backoffs ended by a successful sync since the last failure."""
+        states = self.snapshot.states()
+        for i in active:
+            key, last, sync = _key(i), self.snapshot.results.get(_key(i)), self.snapshot.syncs.get(_key(i))
+            if last is None or sync is None:
+                continue
+            ended = policy.after_evidence(last.state, last.result, sync.last_success, slot, self._interval(i))
+            if ended != last.state:
+                log.info("a sync succeeded at %s, after the last failed check: checking at %s instead of %s",
+                         sync.last_success.isoformat() if sync.last_success else "-",
+                         ended.next_check_at.isoformat() if ended.next_check_at else "-",
+                         last.state.next_check_at.isoformat() if last.state.next_check_at else "-",
+                         extra={"org_id": str(i.org_id), "integration_type": i.integration_type})
+                states[key] = ended
+        return states
+
     def is_passive(self, i: Integration, state: CheckState | None, slot: datetime) -> bool:
         return policy.is_passive(i, state, slot, self.passive_types)
 
@@ -120,7 +139,8 @@ class Scheduler:
         stated = []
         for r in results:
             key = (r.org_id, r.integration_type)
-            checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng)
+            checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng,
+                                         self.backoff)
             state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s,
                                              has_sync_evidence=key in self.snapshot.syncs)
             if state.passive_until != checked.passive_until:

@@ -18,14 +18,20 @@ class Snapshot:
     version: int = 0  # bumped on every change, so renderers can cache per version
     syncs: dict[Key, SyncAssessment] = field(default_factory=dict)  # schedule adherence, where known
     modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
+    status_changes: dict[Key, int] = field(default_factory=dict)  # since this process started: a counter
 
     def update(self, results: Iterable[IntegrationResult]) -> None:
-        """Record newer results; an older one (a late run-now, a restore) never replaces a newer one."""
+        """Record newer results; an older one (a late run-now, a restore) never replaces a newer one.
+
+        Each replacement with another status counts as a change, so flapping shows as a counter's rate.
+        """
         for r in results:
             key = (r.org_id, r.integration_type)
             current = self.results.get(key)
             if current is None or current.result.checked_at <= r.result.checked_at:
                 self.results[key] = r
+                if current is not None and current.result.status != r.result.status:
+                    self.status_changes[key] = self.status_changes.get(key, 0) + 1
         self.version += 1
 
     def retain(self, keys: set[Key]) -> None:
@@ -33,12 +39,14 @@ class Snapshot:
         gone = self.results.keys() - keys
         for key in gone:
             del self.results[key]
+            self.status_changes.pop(key, None)
         if gone:
             self.version += 1
 
     def copy(self) -> Snapshot:
         """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
-        return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes))
+        return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes),
+                        dict(self.status_changes))
 
     def states(self) -> dict[Key, CheckState]:
         return {k: r.state for k, r in self.results.items()}

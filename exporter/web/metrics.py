@@ -8,6 +8,7 @@ Sample of what the collector renders, per integration:
     integration_health_latency_seconds{org_id="6f1c…",integration_type="xledger"} 0.182
     integration_health_last_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
     integration_health_consecutive_failures{org_id="6f1c…",integration_type="xledger"} 0.0
+    integration_health_status_changes_total{org_id="6f1c…",integration_type="xledger"} 2.0
     integration_health_next_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
     integration_health_failure_reason{org_id="6f1c…",integration_type="fiken",reason="rate_limited"} 1.0
     integration_health_tls_cert_expiry_timestamp_seconds{org_id="6f1c…",integration_type="http"} 1.79e+09
@@ -20,7 +21,7 @@ import gzip
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.core.model import HealthStatus
 from exporter.core.syncs import SyncState
@@ -43,14 +44,15 @@ class SnapshotCollector:
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        status, latency, last, failures, next_, reason, tls, mode, *sync = families = self._families()
-        for r in self.snapshot.results.values():
+        status, latency, last, failures, changes, next_, reason, tls, mode, *sync = families = self._families()
+        for k, r in self.snapshot.results.items():
             key = [str(r.org_id), r.integration_type]
             for s in STATUSES:
                 status.add_metric([*key, s], 1.0 if r.result.status == s else 0.0)
             latency.add_metric(key, r.result.latency_ms / 1000)
             last.add_metric(key, r.result.checked_at.timestamp())
             failures.add_metric(key, r.state.consecutive_failures)
+            changes.add_metric(key, self.snapshot.status_changes.get(k, 0))
             if r.state.next_check_at:
                 next_.add_metric(key, r.state.next_check_at.timestamp())
             if r.result.reason:
@@ -78,7 +80,7 @@ class SnapshotCollector:
             lateness.add_metric(key, a.lateness_s)
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, ...]:
+    def _families() -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
         return (
             GaugeMetricFamily("integration_health_status", "1 for the integration's current status, 0 for the others",
                               labels=[*LABELS, "status"]),
@@ -87,6 +89,8 @@ class SnapshotCollector:
                               labels=LABELS),
             GaugeMetricFamily("integration_health_consecutive_failures",
                               "Failed checks in a row (unreachable, throttled or credentials rejected)", labels=LABELS),
+            CounterMetricFamily("integration_health_status_changes",
+                                "Times the status changed since the exporter started (flapping)", labels=LABELS),
             GaugeMetricFamily("integration_health_next_check_timestamp_seconds",
                               "When the integration is next due (later than its interval while backing off)",
                               labels=LABELS),

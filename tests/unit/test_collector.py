@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -33,7 +33,9 @@ def sample_metrics() -> tuple[Exposition, Snapshot]:
                                                   Reason.RATE_LIMITED, 120),
                           CheckState(2, datetime(2026, 11, 22, 12, 30, tzinfo=UTC))),
     ]
-    snapshot.update(results)
+    earlier = IntegrationResult(B, "fiken", make_result(HealthStatus.HEALTHY, 9, T - timedelta(minutes=15)))
+    snapshot.update([*results[:2], earlier])
+    snapshot.update(results)  # fiken: healthy → degraded, one status change
     instruments = Instruments(CollectorRegistry(), "0.1.0", known_types={"xledger", "http", "fiken"})
     instruments.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
     return Exposition(instruments, snapshot), snapshot

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from exporter.core.model import CheckState, HealthStatus, Integration, Reason, make_result
 from exporter.core.policy import (
+    BackoffCaps,
     after_check,
+    after_evidence,
     backoff_s,
     due,
     interval_for,
@@ -83,15 +85,73 @@ def test_jitter_keeps_backoff_on_whole_slots_between_base_and_cap(failures: int,
     assert jittered <= plain * 1.25
 
 
-def test_failures_defer_exponentially_and_a_success_resets() -> None:
+def deferrals(reason: Reason, n: int, caps: BackoffCaps = BackoffCaps()) -> tuple[CheckState, list[float]]:
     state, slot, seen = None, at(0), []
-    for _ in range(4):
-        state = after_check(state, failure(), slot, 900, rng=lambda: 0.0)
-        seen.append(((state.next_check_at - slot) / MIN, state.consecutive_failures))
+    for _ in range(n):
+        state = after_check(state, failure(reason), slot, 900, rng=lambda: 0.0, caps=caps)
+        seen.append((state.next_check_at - slot) / MIN)
         slot = state.next_check_at
-    assert seen == [(15, 1), (30, 2), (60, 3), (120, 4)]
+    return state, seen
+
+
+def test_unreachable_defers_exponentially_up_to_an_hour_so_a_recovery_is_seen_within_it() -> None:
+    state, seen = deferrals(Reason.HTTP_5XX, 6)
+    assert seen == [15, 30, 60, 60, 60, 60]
+    assert state.consecutive_failures == 6
+
+
+@pytest.mark.parametrize("reason", [Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH])
+def test_refusals_defer_exponentially_up_to_four_hours_because_asking_again_spends_quota(reason) -> None:
+    assert deferrals(reason, 7)[1] == [15, 30, 60, 120, 240, 240, 240]
+
+
+def test_backoff_caps_come_from_settings() -> None:
+    caps = BackoffCaps(refused_s=7200, unreachable_s=1800)
+    assert deferrals(Reason.TIMEOUT, 4, caps)[1] == [15, 30, 30, 30]
+    assert deferrals(Reason.RATE_LIMITED, 5, caps)[1] == [15, 30, 60, 120, 120]
+    with pytest.raises(ValueError, match=">= 0"):
+        BackoffCaps(unreachable_s=-1)
+
+
+def test_the_latest_cause_decides_the_cap() -> None:
+    state, _ = deferrals(Reason.RATE_LIMITED, 4)  # 4 failures: the next base is 120 min
+    assert after_check(state, failure(Reason.TIMEOUT), at(0), 900, rng=lambda: 0.0).next_check_at == at(60)
+    assert after_check(state, failure(Reason.QUOTA), at(0), 900, rng=lambda: 0.0).next_check_at == at(240)
+
+
+def test_a_success_resets_the_backoff() -> None:
+    state, _ = deferrals(Reason.TIMEOUT, 4)
     healthy = make_result(HealthStatus.HEALTHY, 5, T)
-    assert after_check(state, healthy, slot, 900) == CheckState(0, slot + 15 * MIN)
+    assert after_check(state, healthy, at(300), 900) == CheckState(0, at(315))
+
+
+def test_a_sync_success_after_the_last_failure_ends_the_backoff_in_the_next_slot() -> None:
+    last = failure(Reason.HTTP_5XX)  # checked at T
+    state = CheckState(4, at(60))
+    assert after_evidence(state, last, at(5), at(15), 900) == CheckState(4, at(15))
+
+
+@pytest.mark.parametrize(("state", "success_at", "why"), [
+    (CheckState(4, at(60)), at(0), "the sync succeeded no later than the failed check"),
+    (CheckState(4, at(60)), None, "no sync has succeeded"),
+    (CheckState(0, at(30)), at(5), "not backing off"),
+    (CheckState(2, at(15)), at(5), "already due"),
+    (CheckState(2, None), at(5), "no deferral recorded"),
+])
+def test_evidence_changes_nothing_when_it_says_nothing_new(state, success_at, why) -> None:
+    assert after_evidence(state, failure(Reason.HTTP_5XX), success_at, at(15), 900) == state, why
+
+
+def test_evidence_still_honours_a_retry_after() -> None:
+    last = failure(Reason.RATE_LIMITED, retry_after=2000)  # until T + 33 min 20 s: the 45-minute slot
+    assert after_evidence(CheckState(3, at(120)), last, at(5), at(15), 900).next_check_at == at(45)
+    assert after_evidence(CheckState(3, at(30)), last, at(5), at(15), 900).next_check_at == at(30)
+
+
+def test_evidence_for_an_hourly_integration_waits_for_its_hour() -> None:
+    state = after_evidence(CheckState(3, at(180)), failure(), at(5), at(15), 3600)
+    assert state.next_check_at == at(15)
+    assert not is_due(at(15), 3600, state) and is_due(at(60), 3600, state)
 
 
 def test_throttling_counts_a_streak_that_other_outcomes_reset() -> None:
