@@ -1,0 +1,170 @@
+"""A scripted day through the real service: build_services over a MemoryStore and the loopback simulator,
+a fake clock, a cycle every 15 minutes, and one scrape a minute of what /metrics would have served.
+
+Each minute: apply the scenario's events, run the cycle when a slot starts (`run_cycle(slot, slot)`),
+then render the exposition from the snapshot and the instruments. A restart drops the process (its
+snapshot and counters) for a few minutes, during which scrapes fail; the new process is built afresh,
+restored from the store's last results and runs the current slot's cycle at once, as `serve` does.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from exporter.adapters.transport import make_session
+from exporter.core import policy
+from exporter.core.model import CredentialError, Integration
+from exporter.core.syncs import SyncRun
+from exporter.demo.simulator import Mode, SimState
+from exporter.demo.simulator import create_app as create_simulator
+from exporter.services import Services, build_services
+from exporter.settings import Settings
+from exporter.web.metrics import Exposition
+from tests.support.fakes import StaticCredentials
+from tests.support.memory_store import MemoryStore
+
+T0 = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)  # the day spans Europe/Oslo's autumn change (25 Oct, 01:00 UTC)
+DAY = 24 * 60
+CYCLE = 15
+VICTIM_ORG = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
+BYSTANDER_ORG = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
+VICTIM = {"org_id": str(VICTIM_ORG), "integration_type": "http"}
+SLOW_MS, THRESHOLD_MS = 600, 300  # a slow answer takes 600 ms against a 300 ms threshold: real, but short
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+class Vault(StaticCredentials):
+    """Static secrets that can be made unavailable, as a vault whose database is down."""
+
+    down = False
+
+    async def get(self, ref: str) -> SecretStr:
+        if self.down:
+            raise CredentialError("vault unavailable")
+        return await super().get(ref)
+
+
+@dataclass
+class World:
+    """What a scenario's events act on."""
+
+    sim: SimState
+    store: MemoryStore
+    vault: Vault
+    restart_gap: int = 0  # set by a restart event: minutes the exporter is down from now
+
+
+Event = Callable[[World], None]
+
+
+def vendor(mode: str, **options: Any) -> Event:
+    """The victim's vendor answers in `mode` (a simulator fault mode) from now on."""
+    return lambda w: w.sim.modes.__setitem__("victim", Mode(mode, **options))
+
+
+def database(down: bool) -> Event:
+    return lambda w: setattr(w.store, "down", down)
+
+
+def vault(down: bool) -> Event:
+    return lambda w: setattr(w.vault, "down", down)
+
+
+def restart(gap: int = 2) -> Event:
+    """The exporter process dies now and serves again `gap` minutes later."""
+    return lambda w: setattr(w, "restart_gap", gap)
+
+
+def sync_run(scheduled: int, started: int, finished: int, outcome: str = "success") -> Event:
+    """The sync scheduler reports a run of the victim (minutes relative to the day's start)."""
+    run = SyncRun(at(scheduled), outcome, at(started), at(finished))
+    return lambda w: w.store.runs.setdefault((VICTIM_ORG, "http"), []).append(run)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Something users must hear about exactly once: one of `alerts` for the victim, fired after `start`
+    and resolved after `end` (the recovery)."""
+
+    what: str
+    start: int
+    end: int
+    alerts: frozenset[str]
+    labels: Mapping[str, str] = field(default_factory=lambda: dict(VICTIM))
+    max_fire: int = 32
+    max_resolve: int = 61  # 16 when a sync success follows the recovery
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    events: Mapping[int, Sequence[Event]] = field(default_factory=dict)
+    faults: Sequence[Fault] = ()
+    victim: Mapping[str, Any] = field(default_factory=dict)  # Integration fields: health_mode, sync
+    seed_runs: Sequence[Event] = ()  # sync runs reported before the day starts
+    settings: Mapping[str, Any] = field(default_factory=dict)  # overrides of the defaults (EXPORTER_*)
+    pending: str | None = None  # the change elsewhere this scenario's target waits for
+
+
+def integrations(base: str, victim: Mapping[str, Any]) -> list[Integration]:
+    def http(org: UUID, tenant: str, **fields: Any) -> Integration:
+        config = {"url": f"{base}/http/{tenant}", "method": "GET", "auth": "bearer", "body_contains": "ok",
+                  "degraded_latency_ms": THRESHOLD_MS}
+        return Integration(org, "http", config, credential_ref=tenant, **fields)
+    return [http(VICTIM_ORG, "victim", **victim), http(BYSTANDER_ORG, "bystander")]
+
+
+async def run_day(scenario: Scenario) -> list[str | None]:
+    """Drive the real service through the scenario's day; the exposition text of each minute's scrape."""
+    sim = SimState()
+    server = TestServer(create_simulator(sim))
+    await server.start_server()
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        world = World(sim, MemoryStore(integrations(base, scenario.victim)),
+                      Vault({"victim": "victim-secret", "bystander": "bystander-secret"}))
+        return await _drive(scenario, world)
+    finally:
+        await server.close()
+
+
+async def _drive(scenario: Scenario, world: World) -> list[str | None]:
+    for event in scenario.seed_runs:
+        event(world)
+    now = T0
+    settings = Settings(**{"database_url": "memory://", "credential_provider": "none", **scenario.settings})
+    rng = random.Random(scenario.name).random
+    scrapes: list[str | None] = []
+    services: Services | None = None
+    down_until = 0
+    async with make_session() as session:
+        for minute in range(DAY):
+            now = at(minute)
+            for event in scenario.events.get(minute, ()):
+                event(world)
+            if world.restart_gap:
+                services, down_until, world.restart_gap = None, minute + world.restart_gap, 0
+            if minute < down_until:
+                scrapes.append(None)
+                continue
+            if services is None:  # a process starting: restore, then the current slot's cycle at once
+                services = build_services(settings, store=world.store, session=session,  # type: ignore[arg-type]
+                                          credentials=world.vault, clock=lambda: now, rng=rng)
+                services.scheduler.restore(await world.store.last_results())
+                exposition = Exposition(services.instruments, services.snapshot)
+                await services.scheduler.run_cycle(policy.slot_start(now, settings.check_interval), now)
+            elif minute % CYCLE == 0:
+                await services.scheduler.run_cycle(now, now)
+            scrapes.append(exposition.render().decode())
+    return scrapes
