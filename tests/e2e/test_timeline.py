@@ -3,7 +3,7 @@ inhibition: no false alerts, none missed, one notification per fault, fired with
 within an hour of recovery (within a cycle when a sync success shows it).
 
 The machinery is in tests/support/timeline.py (the day) and tests/support/alerting.py (rules and
-notifications). `python -m tests.e2e.test_timeline` prints the table the README shows.
+notifications). `python -m tests.e2e.test_timeline [--readme]` prints the table (and writes it into README.md).
 """
 
 from __future__ import annotations
@@ -146,7 +146,13 @@ def test_the_readme_shows_the_table_this_harness_produces(rows) -> None:
     assert shown.group(1) == table([rows[s.name] for s in SCENARIOS])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # print the table; with --readme, also write it into README.md
+    import sys
     import tempfile
 
-    print(table(asyncio.run(evaluate(SCENARIOS, Path(tempfile.mkdtemp(prefix="timeline-"))))))
+    shown = table(asyncio.run(evaluate(SCENARIOS, Path(tempfile.mkdtemp(prefix="timeline-")))))
+    print(shown)
+    if "--readme" in sys.argv:
+        readme = ROOT / "README.md"
+        readme.write_text(re.sub(r"(<!-- timeline table -->\n).*?(<!-- /timeline table -->)",
+                                 lambda m: m.group(1) + shown + "\n" + m.group(2), readme.read_text(), flags=re.S))

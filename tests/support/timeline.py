@@ -147,6 +147,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
     rng = random.Random(scenario.name).random
     scrapes: list[str | None] = []
     services: Services | None = None
+    text: str | None = None
     down_until = 0
     async with make_session() as session:
         for minute in range(DAY):
@@ -164,7 +165,14 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
                 services.scheduler.restore(await world.store.last_results())
                 exposition = Exposition(services.instruments, services.snapshot)
                 await services.scheduler.run_cycle(policy.slot_start(now, settings.check_interval), now)
+                text = None
             elif minute % CYCLE == 0:
                 await services.scheduler.run_cycle(now, now)
-            scrapes.append(exposition.render().decode())
+                text = None
+            elif services.outbox.pending:  # the outbox's retry loop: at most a minute apart
+                await services.outbox.flush()
+                text = None
+            if text is None:  # between these, nothing the exporter exports changes: the last render stands
+                text = exposition.render().decode()
+            scrapes.append(text)
     return scrapes

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
+from exporter.core.model import HealthStatus, Reason, make_result
+from exporter.core.policy import counts_as_failure
 from tests.conftest import require_tool
 
 ALERTS = Path(__file__).resolve().parents[2] / "alerts"
@@ -53,3 +56,67 @@ def test_every_runbook_url_points_at_a_readme_section() -> None:
     for rule in (r for g in rules["groups"] for r in g["rules"] if "alert" in r):
         anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
         assert anchor in anchors, f"{rule['alert']}: README has no section #{anchor}"
+
+
+# Which alert a lasting failure of each reason raises, by its status; None: another signal covers it
+# (a passive integration's sync alerts, from integration_health_sync_state). A new Reason must be placed here.
+REASON_ALERTS: dict[Reason, tuple[HealthStatus, str | None]] = {
+    Reason.SLOW: (HealthStatus.DEGRADED, "IntegrationDegraded"),
+    Reason.BAD_RESPONSE: (HealthStatus.DEGRADED, "IntegrationDegraded"),
+    Reason.HTTP_4XX: (HealthStatus.DEGRADED, "IntegrationDegraded"),
+    Reason.RATE_LIMITED: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
+    Reason.QUOTA: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
+    Reason.AUTH: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.SYNC_LATE: (HealthStatus.DEGRADED, None),
+    Reason.SYNC_MISSED: (HealthStatus.DEGRADED, None),
+    Reason.SYNC_FAILED: (HealthStatus.UNREACHABLE, None),
+    Reason.TIMEOUT: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.DNS: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.CONNECT: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.TLS: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.HTTP_5XX: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.INVALID_CONFIG: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.ERROR: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+}
+
+
+def test_every_reason_raises_exactly_its_own_alert_and_no_other(tmp_path) -> None:
+    """One cause, one alert, checked by promtool for every reason the code can report: 90 minutes of it
+    (two failures in a row when it counts as one) raise exactly the alert above."""
+    assert set(REASON_ALERTS) == set(Reason), "place every Reason in REASON_ALERTS (and in the rules)"
+    tests = []
+    for reason, (status, alert) in REASON_ALERTS.items():
+        key = 'org_id="4f1c0000-0000-4000-8000-00000000000a",integration_type="http"'
+        failures = 2 if counts_as_failure(make_result(status, 0, datetime.now(UTC), reason=reason)) else 0
+        expected = [] if alert is None else [{"labels": (
+            f'ALERTS{{alertname="{alert}",alertstate="firing",{key},severity="{SEVERITY[alert]}"'
+            + (f',reason="{reason}"' if alert in ("IntegrationRateLimited", "IntegrationCredentialsRejected")
+               else f',status="{status}"') + "}"), "value": 1}]
+        tests.append({"name": reason.value, "interval": "1m", "input_series": [
+            {"series": f'integration_health_status{{{key},status="{status}"}}', "values": "1x90"},
+            {"series": f'integration_health_failure_reason{{{key},reason="{reason}"}}', "values": "1x90"},
+            {"series": f"integration_health_consecutive_failures{{{key}}}", "values": f"{failures}x90"},
+            {"series": 'up{job="integration-health",instance="exporter:9464"}', "values": "1x90"},
+        ], "promql_expr_test": [{"expr": 'ALERTS{alertstate="firing"}', "eval_time": "85m", "exp_samples": expected}]})
+    path = tmp_path / "reasons.test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(ALERTS / "integration-health.rules.yml")],
+                                    "evaluation_interval": "1m", "tests": tests}))
+    proc = run(require_tool("promtool", "prometheus"), "test", "rules", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+SEVERITY = {"IntegrationDegraded": "warning", "IntegrationRateLimited": "warning",
+            "IntegrationCredentialsRejected": "critical", "IntegrationUnreachable": "critical"}
+
+
+def test_keep_firing_for_is_supported_by_this_prometheus_though_the_rules_bridge_gaps_otherwise(tmp_path) -> None:
+    """Debian's 2.42 evaluates keep_firing_for (the README says why the rules use last_over_time instead)."""
+    (tmp_path / "kff.rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"alert": "Held", "expr": "x == 1", "keep_firing_for": "10m"}]}]}))
+    (tmp_path / "kff.test.yml").write_text(yaml.safe_dump({"rule_files": ["kff.rules.yml"], "tests": [{
+        "interval": "1m", "input_series": [{"series": "x", "values": "1 1 0x20"}],
+        "alert_rule_test": [{"eval_time": "8m", "alertname": "Held", "exp_alerts": [{"exp_labels": {}}]},
+                            {"eval_time": "13m", "alertname": "Held", "exp_alerts": []}]}]}))
+    proc = subprocess.run([require_tool("promtool", "prometheus"), "test", "rules", "kff.test.yml"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

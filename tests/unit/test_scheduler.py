@@ -1,4 +1,6 @@
-"""The scheduler's decisions over a real runner and the simulator, with an in-memory store and a fixed clock."""
+"""The scheduler's decisions over a real runner and the simulator, or a scripted vendor, with an in-memory store and
+a fixed clock: throttling's passive fallback, backoff ended by evidence, caps by cause from settings, status changes
+counted for the flapping alert."""
 
 from __future__ import annotations
 
@@ -8,10 +10,15 @@ from uuid import UUID
 import aiohttp
 import pytest
 
-from exporter.core.model import CheckState, Integration
-from exporter.core.policy import throttle_fallback
+from exporter.adapters.base import AdapterSpec
+from exporter.adapters.http import HttpConfig
+from exporter.core.model import CheckState, HealthStatus, Integration, IntegrationResult, Reason, make_result
+from exporter.core.policy import BackoffCaps, throttle_fallback
+from exporter.core.syncs import SyncRun
 from exporter.demo.simulator import Mode
-from exporter.services import build_services
+from exporter.engine.snapshot import Snapshot
+from exporter.services import Services, build_services
+from exporter.settings import Settings
 from tests.helpers import settings_for
 from tests.support.memory_store import MemoryStore
 
@@ -81,3 +88,130 @@ async def test_adapters_are_built_once_so_a_token_is_fetched_once_across_cycles(
             await services.scheduler.run_cycle(SLOT + timedelta(minutes=15 * n), SLOT + timedelta(minutes=15 * n))
     assert store.status[(ORG, "dynamics365")].result.status.value == "healthy"
     assert (state.requests["d"], state.token_requests["d"]) == (3, 1)
+
+
+T = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+KEY = (ORG, "http")
+
+
+def at(minutes: int) -> datetime:
+    return T + timedelta(minutes=minutes)
+
+
+class Vendor:
+    """A scripted check: answers with `status` and counts the checks it was asked for."""
+
+    def __init__(self, clock) -> None:
+        self.clock, self.status, self.checks = clock, HealthStatus.UNREACHABLE, 0
+
+    def __call__(self, _ctx) -> Vendor:
+        return self
+
+    async def check(self, org_id, config):
+        self.checks += 1
+        if self.status == HealthStatus.HEALTHY:
+            return make_result(self.status, 5, self.clock())
+        return make_result(self.status, 5, self.clock(), "server error (HTTP 500)", Reason.HTTP_5XX)
+
+
+class Day:
+    """The service on a fake clock; `cycle(minute)` runs that slot's cycle."""
+
+    def __init__(self, **settings) -> None:
+        self.now = T
+        self.store = MemoryStore([Integration(ORG, "http", {"url": "https://vendor.example/health"},
+                                              sync={"cron": "0 * * * *"})])
+        self.vendor = Vendor(lambda: self.now)
+        self.services: Services = build_services(
+            Settings(database_url="memory://", credential_provider="none", **settings), store=self.store,
+            session=None, specs={"http": AdapterSpec(HttpConfig, self.vendor)}, clock=lambda: self.now,
+            rng=lambda: 0.0)  # type: ignore[arg-type]
+
+    async def cycle(self, minute: int) -> int:
+        """Run the slot's cycle; how many checks the vendor got."""
+        self.now, before = at(minute), self.vendor.checks
+        await self.services.scheduler.run_cycle(self.now, self.now)
+        return self.vendor.checks - before
+
+    def sync_succeeded(self, scheduled: int, finished: int) -> None:
+        self.store.runs.setdefault(KEY, []).append(SyncRun(at(scheduled), "success", at(scheduled), at(finished)))
+
+
+async def failing_since(day: Day, minutes: list[int]) -> None:
+    for minute in minutes:
+        assert await day.cycle(minute) == 1
+
+
+async def test_backoff_hides_a_recovery_until_the_next_deferred_check() -> None:
+    day = Day()
+    await failing_since(day, [0, 15, 45])  # next: 45 + 60
+    day.vendor.status = HealthStatus.HEALTHY
+    assert [await day.cycle(m) for m in (60, 75, 90, 105)] == [0, 0, 0, 1]
+
+
+async def test_a_sync_success_after_the_last_failed_check_brings_the_check_to_the_next_cycle() -> None:
+    day = Day()
+    await failing_since(day, [0, 15, 45])
+    day.vendor.status = HealthStatus.HEALTHY
+    day.sync_succeeded(scheduled=60, finished=62)
+    assert await day.cycle(75) == 1
+    assert day.services.snapshot.results[KEY].result.status == HealthStatus.HEALTHY
+    assert day.services.snapshot.results[KEY].state.consecutive_failures == 0
+
+
+async def test_a_sync_success_before_the_last_failed_check_says_nothing_new() -> None:
+    day = Day()
+    day.sync_succeeded(scheduled=-60, finished=-58)
+    await failing_since(day, [0, 15, 45])
+    assert [await day.cycle(m) for m in (60, 75, 90)] == [0, 0, 0]
+
+
+async def test_a_successful_test_connection_ends_the_backoff() -> None:
+    day = Day()
+    await failing_since(day, [0, 15, 45])
+    day.vendor.status, day.now = HealthStatus.HEALTHY, at(52)
+    [result] = await day.services.scheduler.run_health_checks(ORG)
+    assert (result.result.status, result.state.consecutive_failures, result.state.next_check_at) == \
+        (HealthStatus.HEALTHY, 0, at(60))
+    assert await day.cycle(60) == 1
+
+
+async def test_the_unreachable_cap_comes_from_settings() -> None:
+    day = Day(backoff_unreachable_max_seconds=1800)
+    assert day.services.scheduler.backoff == BackoffCaps(refused_s=14400, unreachable_s=1800)
+    await failing_since(day, [0, 15, 45, 75])  # 15, 30, then capped at 30
+
+
+@pytest.mark.parametrize("name", ["backoff_max_seconds", "backoff_unreachable_max_seconds"])
+def test_a_negative_backoff_cap_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings(database_url="memory://", **{name: -1})
+
+
+def result(status: HealthStatus, minute: int) -> IntegrationResult:
+    return IntegrationResult(ORG, "http", make_result(status, 5, at(minute)))
+
+
+def test_each_new_status_counts_as_a_change_and_the_same_status_does_not() -> None:
+    snapshot = Snapshot()
+    for minute, status in enumerate([HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.DEGRADED,
+                                     HealthStatus.HEALTHY, HealthStatus.UNREACHABLE]):
+        snapshot.update([result(status, minute * 15)])
+    assert snapshot.status_changes[KEY] == 3
+
+
+def test_a_restored_or_older_result_is_not_a_change() -> None:
+    snapshot = Snapshot()
+    snapshot.update([result(HealthStatus.UNREACHABLE, 15)])  # restored from the database
+    snapshot.update([result(HealthStatus.HEALTHY, 0)])  # a late run-now, older than what is shown
+    assert snapshot.status_changes == {}
+    assert snapshot.copy().status_changes == {}
+
+
+def test_a_removed_integration_forgets_its_changes() -> None:
+    snapshot = Snapshot()
+    snapshot.update([result(HealthStatus.HEALTHY, 0)])
+    snapshot.update([result(HealthStatus.DEGRADED, 15)])
+    assert snapshot.copy().status_changes == {KEY: 1}
+    snapshot.retain(set())
+    assert snapshot.status_changes == {}
