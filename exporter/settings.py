@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     passive_cooldown_seconds: int = Field(default=86400, ge=0)
     backoff_max_seconds: int = Field(default=BACKOFF_CAP_S, ge=0,
                                      description="longest deferral when throttled, out of quota or refused")
-    backoff_unreachable_max_seconds: int = Field(default=UNREACHABLE_BACKOFF_CAP_S, ge=0,
-                                                 description="longest deferral when unreachable (network, timeout, 5xx)")
+    backoff_unreachable_max_seconds: int = Field(
+        default=UNREACHABLE_BACKOFF_CAP_S, ge=0, description="longest deferral when unreachable: network, timeout, 5xx")
     replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
     lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -35,6 +35,9 @@ class BackoffCaps:
         return self.refused_s if result.reason in FAILURE_REASONS else self.unreachable_s
 
 
+DEFAULT_BACKOFF = BackoffCaps()
+
+
 def slot_start(now: datetime, interval_s: int) -> datetime:
     """The start of the wall-clock-aligned slot containing `now` (slots at :00, :15, :30, :45 for 900 s)."""
     ts = now.timestamp()
@@ -89,9 +92,9 @@ def backoff_s(failures: int, interval_s: int, cap_s: int = BACKOFF_CAP_S,
     """Delay before the next check after `failures` consecutive failures, in whole slots.
 
     interval × 2^(n-1) (tenacity's exponential wait: 15 min → 30 → 60 → … up to `cap_s`, which depends on
-    the cause: see BackoffCaps), plus jitter of up to a quarter of that, rounded down to whole slots: checks only run on slot boundaries, so sub-slot
-    jitter would just round up and skew the progression; whole-slot jitter spreads a fleet that failed
-    together without delaying the first retries.
+    the cause: see BackoffCaps), plus jitter of up to a quarter of that, rounded down to whole slots:
+    checks only run on slot boundaries, so sub-slot jitter would just round up and skew the progression;
+    whole-slot jitter spreads a fleet that failed together without delaying the first retries.
     """
     if failures <= 0:
         return 0
@@ -103,7 +106,7 @@ def backoff_s(failures: int, interval_s: int, cap_s: int = BACKOFF_CAP_S,
 
 
 def after_check(previous: CheckState | None, result: HealthResult, slot: datetime, interval_s: int,
-                rng: Callable[[], float] = random.random, caps: BackoffCaps = BackoffCaps()) -> CheckState:
+                rng: Callable[[], float] = random.random, caps: BackoffCaps = DEFAULT_BACKOFF) -> CheckState:
     """The state after a check: a success resets; a failure counts and defers, capped by its cause, never
     sooner than Retry-After.
 

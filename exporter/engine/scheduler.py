@@ -44,7 +44,7 @@ class Scheduler:
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
                  shards: ShardLeases | None = None, load_timeout_s: float = 15.0,
-                 backoff: policy.BackoffCaps = policy.BackoffCaps()) -> None:
+                 backoff: policy.BackoffCaps = policy.DEFAULT_BACKOFF) -> None:
         self.shards = shards  # None: this replica checks every organisation
         self.load_timeout_s = load_timeout_s
         self.backoff = backoff

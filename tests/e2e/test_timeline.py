@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.support.alerting import (
     Row,
     alerting_rules,
@@ -99,7 +100,7 @@ async def evaluate(scenarios: list[Scenario], workdir: Path) -> list[Row]:
     changes = {n: change_points(firing.get(n, {}), DAY) for n in days}
     checks = [rules_test(rules, n, series, changes[n]) for n, series in days.items() if changes[n]]
     for verified in await asyncio.to_thread(run_promtool, checks, workdir, "verify"):
-        assert verified.returncode == 0, f"promtool disagrees with what was read from its report:\n{verified.stderr[:3000]}"
+        assert verified.returncode == 0, f"promtool disagrees with what its report said:\n{verified.stderr[:3000]}"
     config = yaml.safe_load(ALERTMANAGER.read_text())
     rules, group_by = inhibit_rules(config), config["route"]["group_by"]
     return [score(s, notifications(firing.get(s.name, {}), rules, group_by, DAY)) for s in scenarios]

@@ -139,10 +139,20 @@ async def run_day(scenario: Scenario) -> list[str | None]:
         await server.close()
 
 
+class Clock:
+    """The fake clock every part of the service reads: the scripted minute."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 async def _drive(scenario: Scenario, world: World) -> list[str | None]:
     for event in scenario.seed_runs:
         event(world)
-    now = T0
+    clock = Clock()
     settings = Settings(**{"database_url": "memory://", "credential_provider": "none", **scenario.settings})
     rng = random.Random(scenario.name).random
     scrapes: list[str | None] = []
@@ -151,7 +161,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
     down_until = 0
     async with make_session() as session:
         for minute in range(DAY):
-            now = at(minute)
+            clock.now = now = at(minute)
             for event in scenario.events.get(minute, ()):
                 event(world)
             if world.restart_gap:
@@ -161,7 +171,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
                 continue
             if services is None:  # a process starting: restore, then the current slot's cycle at once
                 services = build_services(settings, store=world.store, session=session,  # type: ignore[arg-type]
-                                          credentials=world.vault, clock=lambda: now, rng=rng)
+                                          credentials=world.vault, clock=clock, rng=rng)
                 services.scheduler.restore(await world.store.last_results())
                 exposition = Exposition(services.instruments, services.snapshot)
                 await services.scheduler.run_cycle(policy.slot_start(now, settings.check_interval), now)

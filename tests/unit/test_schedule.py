@@ -85,10 +85,10 @@ def test_jitter_keeps_backoff_on_whole_slots_between_base_and_cap(failures: int,
     assert jittered <= plain * 1.25
 
 
-def deferrals(reason: Reason, n: int, caps: BackoffCaps = BackoffCaps()) -> tuple[CheckState, list[float]]:
+def deferrals(reason: Reason, n: int, caps: BackoffCaps | None = None) -> tuple[CheckState, list[float]]:
     state, slot, seen = None, at(0), []
     for _ in range(n):
-        state = after_check(state, failure(reason), slot, 900, rng=lambda: 0.0, caps=caps)
+        state = after_check(state, failure(reason), slot, 900, rng=lambda: 0.0, caps=caps or BackoffCaps())
         seen.append((state.next_check_at - slot) / MIN)
         slot = state.next_check_at
     return state, seen
