@@ -113,7 +113,6 @@ class Scenario:
     faults: Sequence[Fault] = ()
     victim: Mapping[str, Any] = field(default_factory=dict)  # Integration fields: health_mode, sync
     seed_runs: Sequence[Event] = ()  # sync runs reported before the day starts
-    settings: Mapping[str, Any] = field(default_factory=dict)  # overrides of the defaults (EXPORTER_*)
     pending: str | None = None  # the change elsewhere this scenario's target waits for
 
 
@@ -153,7 +152,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
     for event in scenario.seed_runs:
         event(world)
     clock = Clock()
-    settings = Settings(**{"database_url": "memory://", "credential_provider": "none", **scenario.settings})
+    settings = Settings(database_url="memory://", credential_provider="none")  # the defaults otherwise
     rng = random.Random(scenario.name).random
     scrapes: list[str | None] = []
     services: Services | None = None
