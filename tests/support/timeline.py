@@ -108,6 +108,8 @@ class Fault:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A day's script: events by minute, the faults users must hear about, and how the victim is set up."""
+
     name: str
     events: Mapping[int, Sequence[Event]] = field(default_factory=dict)
     faults: Sequence[Fault] = ()
