@@ -11,13 +11,13 @@ import pytest
 
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import AdapterContext
-from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, HealthStatus, Integration, Reason, secret_name
+from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, HealthStatus, Reason, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import FAKES
 from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.storage.store import create_pool
-from tests.support.fakes import runner_for
 from tests.support.attacker import AttackerHost
+from tests.support.fakes import runner_for
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")

@@ -49,10 +49,10 @@ class Vault(StaticCredentials):
 
     down = False
 
-    async def get(self, ref: str) -> SecretStr:
+    async def get(self, org_id: UUID, ref: str) -> SecretStr:
         if self.down:
             raise CredentialError("vault unavailable")
-        return await super().get(ref)
+        return await super().get(org_id, ref)
 
 
 @dataclass

@@ -13,8 +13,8 @@ from exporter.adapters.base import AdapterContext
 from exporter.core.model import CREDENTIAL_REFUSED, HealthStatus, Integration, Reason
 from exporter.demo.simulator import FAKES
 from exporter.storage.credentials import DirectoryCredentials
-from tests.support.fakes import runner_for
 from tests.support.attacker import AttackerHost
+from tests.support.fakes import runner_for
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
