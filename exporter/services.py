@@ -51,7 +51,7 @@ def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | N
         return None
     inner: CredentialProvider = (DirectoryCredentials(settings.credentials_dir) if settings.credentials_dir
                                  and settings.credential_provider == "directory" else SupabaseVaultCredentials(pool))
-    return CachedCredentials(inner, ttl=settings.credential_cache_seconds)
+    return CachedCredentials(inner, ttl=settings.credential_cache_seconds, stale_s=settings.credential_stale_seconds)
 
 
 def type_intervals(settings: Settings, specs: Mapping[str, AdapterSpec]) -> dict[str, int]:

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"
     credentials_dir: Path | None = Field(default=None, description="secret files: <dir>/<org_id>/<ref>")
     credential_cache_seconds: float = Field(default=300.0, ge=0)
+    credential_stale_seconds: float = Field(
+        default=3600.0, ge=0, description="while the vault is unavailable, keep using the last secret this long")
     passive_types: Annotated[frozenset[str], NoDecode] = frozenset()  # e.g. xledger,dynamics365: never pinged
     rate_limit_fallback_after: int = Field(default=3, ge=0, description="throttled N times in a row → passive; 0: never")
     passive_cooldown_seconds: int = Field(default=86400, ge=0)

@@ -9,7 +9,15 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from exporter.adapters.transport import BodyTooLarge, Response, TooManyRedirects
-from exporter.core.model import CredentialError, HealthResult, HealthStatus, InvalidConfig, Reason, make_result
+from exporter.core.model import (
+    CredentialError,
+    CredentialUnavailable,
+    HealthResult,
+    HealthStatus,
+    InvalidConfig,
+    Reason,
+    make_result,
+)
 
 Failure = tuple[HealthStatus, Reason, str]
 
@@ -66,6 +74,9 @@ def bad_response(latency_ms: float, now: datetime, what: str) -> HealthResult:
 def describe_exception(exc: BaseException) -> Failure:
     """Map an adapter's exception to a status, a bounded reason and a short human message (no secrets)."""
     match exc:
+        case CredentialUnavailable():
+            return (HealthStatus.DEGRADED, Reason.CREDENTIAL_UNAVAILABLE,
+                    f"not checked: the credential store is unavailable ({exc})")
         case CredentialError():
             return HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {exc}"
         case InvalidConfig() | aiohttp.InvalidURL():

@@ -45,6 +45,7 @@ class Reason(StrEnum):
     RATE_LIMITED = "rate_limited"
     QUOTA = "quota"
     AUTH = "auth"
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"  # the vault could not be read: no vendor was asked
     BAD_RESPONSE = "bad_response"
     INVALID_CONFIG = "invalid_config"
     ERROR = "error"
@@ -76,6 +77,10 @@ class IntegrationConfigBase(BaseModel):
 
 class CredentialError(LookupError):
     """A credential reference did not resolve. The message names neither the reference nor a secret."""
+
+
+class CredentialUnavailable(CredentialError):
+    """The vault (or its database) could not be asked: infrastructure trouble, not the vendor's or the org's."""
 
 
 # A credential_ref is a plain name (or a vault secret's id, which is one too); it is tenant-controlled, so

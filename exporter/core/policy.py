@@ -113,6 +113,8 @@ def after_check(previous: CheckState | None, result: HealthResult, slot: datetim
     `next_check_at` is always the first slot on the integration's own interval at or after the delay.
     """
     previous = previous or CheckState()
+    if result.reason == Reason.CREDENTIAL_UNAVAILABLE:  # no vendor was asked: neither a failure nor a success
+        return replace(previous, next_check_at=next_slot(slot, interval_s))
     throttled = result.reason in (Reason.RATE_LIMITED, Reason.QUOTA)
     streak = previous.rate_limited_streak + 1 if throttled else 0
     if not counts_as_failure(result):

@@ -8,6 +8,7 @@ secret whose name carries the organisation's prefix). Every refusal reads the sa
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,15 @@ from uuid import UUID
 
 from pydantic import SecretStr
 
-from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, CredentialProvider, is_plain_ref
+from exporter.core.model import (
+    CREDENTIAL_REFUSED,
+    CredentialError,
+    CredentialProvider,
+    CredentialUnavailable,
+    is_plain_ref,
+)
+
+log = logging.getLogger(__name__)
 
 
 class DirectoryCredentials:
@@ -60,7 +69,7 @@ class SupabaseVaultCredentials:
             async with self._pool.acquire() as conn:
                 value = await conn.fetchval(VAULT_LOOKUP, org_id, ref)
         except Exception as exc:  # asyncpg errors name the relation, never a secret value
-            raise CredentialError(f"vault lookup failed: {type(exc).__name__}") from None
+            raise CredentialUnavailable(f"vault lookup failed: {type(exc).__name__}") from None
         if value is None:
             raise CredentialError(CREDENTIAL_REFUSED)
         return SecretStr(value)
@@ -71,21 +80,40 @@ class SupabaseVaultCredentials:
 
 class CachedCredentials:
     """Cache another provider's answers by (org_id, ref) for `ttl` seconds, so rotated secrets are picked up
-    soon; `forget` drops one at once (a vendor refused it: the next check reads the rotated one)."""
+    soon; `forget` drops one at once (a vendor refused it: the next check reads the rotated one).
 
-    def __init__(self, inner: CredentialProvider, ttl: float = 300.0,
+    While the vault itself is unavailable (CredentialUnavailable), the last secret read is used for up to
+    `stale_s` more: a vault or database outage must not turn into failed checks and credential alerts.
+    """
+
+    def __init__(self, inner: CredentialProvider, ttl: float = 300.0, stale_s: float = 3600.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         if ttl < 0:
             raise ValueError("ttl must be >= 0")
-        self._inner, self._ttl, self._now = inner, ttl, monotonic
+        if stale_s < 0:
+            raise ValueError("stale_s must be >= 0")
+        self._inner, self._ttl, self._stale_s, self._now = inner, ttl, stale_s, monotonic
         self._cache: dict[tuple[UUID, str], tuple[float, SecretStr]] = {}
+        self._outage = False  # logged once per outage, not once per check
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         key = (org_id, ref)
         hit = self._cache.get(key)
         if hit and self._now() < hit[0]:
             return hit[1]
-        secret = await self._inner.get(org_id, ref)
+        try:
+            secret = await self._inner.get(org_id, ref)
+        except CredentialUnavailable as exc:
+            if not self._outage:
+                log.warning("the credential store is unavailable (%s): using the secrets last read for up to "
+                            "%.0f s more", exc, self._stale_s)
+                self._outage = True
+            if hit and self._now() < hit[0] + self._stale_s:
+                return hit[1]
+            raise
+        if self._outage:
+            log.info("the credential store answers again")
+            self._outage = False
         self._cache[key] = (self._now() + self._ttl, secret)
         return secret
 

@@ -21,12 +21,13 @@ from pydantic import SecretStr
 
 from exporter.adapters.transport import make_session
 from exporter.core import policy
-from exporter.core.model import CredentialError, Integration
+from exporter.core.model import CredentialUnavailable, Integration
 from exporter.core.syncs import SyncRun
 from exporter.demo.simulator import Mode, SimState
 from exporter.demo.simulator import create_app as create_simulator
 from exporter.services import Services, build_services
 from exporter.settings import Settings
+from exporter.storage.credentials import CachedCredentials
 from exporter.web.metrics import Exposition
 from tests.support.fakes import StaticCredentials
 from tests.support.memory_store import MemoryStore
@@ -51,7 +52,7 @@ class Vault(StaticCredentials):
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         if self.down:
-            raise CredentialError("vault unavailable")
+            raise CredentialUnavailable("vault unavailable")
         return await super().get(org_id, ref)
 
 
@@ -172,7 +173,10 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
                 continue
             if services is None:  # a process starting: restore, then the current slot's cycle at once
                 services = build_services(settings, store=world.store, session=session,  # type: ignore[arg-type]
-                                          credentials=world.vault, clock=clock, rng=rng)
+                                          credentials=CachedCredentials(  # as production wraps its provider
+                                              world.vault, settings.credential_cache_seconds,
+                                              settings.credential_stale_seconds, lambda: clock().timestamp()),
+                                          clock=clock, rng=rng)
                 services.scheduler.restore(await world.store.last_results())
                 exposition = Exposition(services.instruments, services.snapshot)
                 await services.scheduler.run_cycle(policy.slot_start(now, settings.check_interval), now)

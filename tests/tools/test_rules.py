@@ -67,6 +67,7 @@ REASON_ALERTS: dict[Reason, tuple[HealthStatus, str | None]] = {
     Reason.RATE_LIMITED: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
     Reason.QUOTA: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
     Reason.AUTH: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.CREDENTIAL_UNAVAILABLE: (HealthStatus.DEGRADED, "IntegrationHealthCredentialsUnavailable"),
     Reason.SYNC_LATE: (HealthStatus.DEGRADED, None),
     Reason.SYNC_MISSED: (HealthStatus.DEGRADED, None),
     Reason.SYNC_FAILED: (HealthStatus.UNREACHABLE, None),
@@ -89,6 +90,8 @@ def test_every_reason_raises_exactly_its_own_alert_and_no_other(tmp_path) -> Non
         key = 'org_id="4f1c0000-0000-4000-8000-00000000000a",integration_type="http"'
         failures = 2 if counts_as_failure(make_result(status, 0, datetime.now(UTC), reason=reason)) else 0
         expected = [] if alert is None else [{"labels": (
+            f'ALERTS{{alertname="{alert}",alertstate="firing",severity="{SEVERITY[alert]}"}}'
+            if alert in SERVICE_LEVEL else  # infrastructure: one alert, no organisation's labels
             f'ALERTS{{alertname="{alert}",alertstate="firing",{key},severity="{SEVERITY[alert]}"'
             + (f',reason="{reason}"' if alert in ("IntegrationRateLimited", "IntegrationCredentialsRejected")
                else f',status="{status}"') + "}"), "value": 1}]
@@ -106,7 +109,9 @@ def test_every_reason_raises_exactly_its_own_alert_and_no_other(tmp_path) -> Non
 
 
 SEVERITY = {"IntegrationDegraded": "warning", "IntegrationRateLimited": "warning",
-            "IntegrationCredentialsRejected": "critical", "IntegrationUnreachable": "critical"}
+            "IntegrationCredentialsRejected": "critical", "IntegrationUnreachable": "critical",
+            "IntegrationHealthCredentialsUnavailable": "warning"}
+SERVICE_LEVEL = {"IntegrationHealthCredentialsUnavailable"}
 
 
 def test_keep_firing_for_is_supported_by_this_prometheus_though_the_rules_bridge_gaps_otherwise(tmp_path) -> None:

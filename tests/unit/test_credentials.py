@@ -5,8 +5,9 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from pydantic import SecretStr
 
-from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, secret_name
+from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, CredentialUnavailable, secret_name
 from exporter.storage.credentials import CachedCredentials, DirectoryCredentials
 from tests.support.fakes import StaticCredentials
 
@@ -98,3 +99,34 @@ async def test_forget_drops_a_cached_secret_so_the_next_read_sees_the_rotation(t
 def test_negative_ttl_is_refused() -> None:
     with pytest.raises(ValueError, match="ttl must be >= 0"):
         CachedCredentials(StaticCredentials({}), ttl=-1)
+
+
+class Flaky:
+    """A provider whose store can go away (CredentialUnavailable) while it still knows its secrets."""
+
+    def __init__(self) -> None:
+        self.down, self.reads = False, 0
+
+    async def get(self, org_id, ref) -> SecretStr:
+        self.reads += 1
+        if self.down:
+            raise CredentialUnavailable("vault lookup failed: ConnectionRefusedError")
+        return SecretStr(f"secret-of-{ref}")
+
+    def forget(self, org_id, ref) -> None:
+        pass
+
+
+async def test_an_unavailable_store_serves_the_last_secret_for_a_bounded_time_then_says_unavailable() -> None:
+    now = [0.0]
+    inner, org = Flaky(), UUID("77777777-7777-4777-8777-777777777777")
+    cached = CachedCredentials(inner, ttl=300, stale_s=3600, monotonic=lambda: now[0])
+    assert (await cached.get(org, "a")).get_secret_value() == "secret-of-a"
+    inner.down, now[0] = True, 1000.0  # past the cache time, within the stale window
+    assert (await cached.get(org, "a")).get_secret_value() == "secret-of-a"
+    with pytest.raises(CredentialUnavailable):
+        await cached.get(org, "never-read")  # nothing known to fall back on
+    now[0] = 300 + 3600 + 1.0
+    with pytest.raises(CredentialUnavailable):
+        await cached.get(org, "a")
+    assert inner.reads == 4, "the store is asked each time: it is used again as soon as it answers"

@@ -215,3 +215,14 @@ def test_a_removed_integration_forgets_its_changes() -> None:
     assert snapshot.copy().status_changes == {KEY: 1}
     snapshot.retain(set())
     assert snapshot.status_changes == {}
+
+
+def test_a_check_the_credential_store_prevented_neither_counts_nor_resets_the_vendor_failures() -> None:
+    from exporter.core.model import HealthStatus, Reason, make_result
+    from exporter.core.policy import after_check
+
+    before = CheckState(3, SLOT, rate_limited_streak=1)
+    unavailable = make_result(HealthStatus.DEGRADED, 0, SLOT, "not checked", Reason.CREDENTIAL_UNAVAILABLE)
+    after = after_check(before, unavailable, SLOT, 900)
+    assert (after.consecutive_failures, after.rate_limited_streak) == (3, 1)
+    assert after.next_check_at == SLOT + timedelta(minutes=15), "tried again next cycle, not backed off"
