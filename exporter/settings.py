@@ -22,7 +22,6 @@ from exporter.core.policy import (
     validate_interval,
 )
 
-
 MIN_TOKEN_CHARS = 16
 
 
