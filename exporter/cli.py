@@ -193,13 +193,16 @@ def http_limits(settings: Settings) -> HttpLimits:
 
 
 def require_api_token(settings: Settings) -> None:
-    """Refuse to serve an open API: a token of some length, or the API explicitly switched off."""
+    """Refuse to serve an open API: the operator's token (long enough) or a way to verify the app's JWTs
+    (EXPORTER_JWT_SECRET, already checked for length, or EXPORTER_JWT_JWKS_URL), or the API switched off."""
     if not settings.api_enabled:
         return
-    if settings.api_token is None:
-        raise UsageError("EXPORTER_API_TOKEN is not set: set a long random bearer token for /api/v1 "
-                         "(e.g. `openssl rand -hex 24`), or EXPORTER_API_ENABLED=false to serve without the API")
-    if len(settings.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
+    if settings.api_token is None and not settings.jwt_enabled:
+        raise UsageError("the API has no way to authenticate anyone: set EXPORTER_API_TOKEN to a long random "
+                         "bearer token (e.g. `openssl rand -hex 24`) and/or EXPORTER_JWT_SECRET or "
+                         "EXPORTER_JWT_JWKS_URL for the app's users, or EXPORTER_API_ENABLED=false to serve "
+                         "without the API")
+    if settings.api_token is not None and len(settings.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
         raise UsageError(f"EXPORTER_API_TOKEN is shorter than {MIN_TOKEN_CHARS} characters: use a long random one")
 
 

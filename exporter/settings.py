@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -23,6 +24,8 @@ from exporter.core.policy import (
 )
 
 MIN_TOKEN_CHARS = 16
+MIN_JWT_SECRET_CHARS = 32  # 256 bits for HS256 (RFC 7518 §3.2); Supabase's secrets are at least this long
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseSettings):
@@ -43,6 +46,10 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=256, ge=1, le=10_000)
     api_token: SecretStr | None = None
     api_enabled: bool = Field(default=True, description="false serves /metrics without the /api/v1 routes")
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret of the app's (Supabase) JWTs")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS of the app's RS256/ES256 JWTs (https)")
+    jwt_audience: str = Field(default="authenticated", min_length=1, description="the `aud` app JWTs must carry")
+    jwt_issuer: str | None = Field(default=None, description="the `iss` app JWTs must carry; unset: any")
     metrics_token: SecretStr | None = Field(default=None, description="bearer token /metrics requires; unset: open")
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
                                                description="a connection's first request head must arrive within this")
@@ -76,6 +83,39 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return frozenset(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short HS256 secret can be guessed offline from any one token: refuse it at load time."""
+        if value is not None and len(value.get_secret_value()) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(f"shorter than {MIN_JWT_SECRET_CHARS} characters: use the project's JWT secret "
+                             "(Supabase: Settings → API → JWT secret)")
+        return value
+
+    @field_validator("jwt_jwks_url", "jwt_issuer", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        """Keys fetched in clear text could be swapped on the way: https, or http to this host only."""
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if url.scheme == "https" and url.hostname:
+            return value
+        if url.scheme == "http" and url.hostname in LOOPBACK_HOSTS:
+            return value
+        raise ValueError("must be an https:// URL (http:// only for localhost), e.g. "
+                         "https://<project>.supabase.co/auth/v1/.well-known/jwks.json")
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """App JWTs are accepted: a secret or a JWKS to verify them with."""
+        return self.jwt_secret is not None or self.jwt_jwks_url is not None
 
     @field_validator("metrics_token", mode="before")
     @classmethod

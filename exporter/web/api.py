@@ -32,6 +32,8 @@ from exporter.core.syncs import SyncRun
 from exporter.services import Services
 from exporter.settings import Settings
 from exporter.storage.store import TRANSIENT_ERRORS
+from exporter.web.auth import Authenticator, Refused, access_refused, bearer_token
+from exporter.web.jwks import JwksUnavailable
 from exporter.web.metrics import Exposition
 from exporter.web.openapi import OPENAPI
 
@@ -52,6 +54,7 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 RUNTIME = web.AppKey("runtime", Runtime)
 EXPOSITION = web.AppKey("exposition", Exposition)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 
 
 def error_json(status: int, message: str, **headers: str) -> web.Response:
@@ -76,10 +79,13 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
         return error_json(500, "internal error")
 
 
+API_DISABLED = ("the API is disabled (EXPORTER_API_ENABLED=false, or none of EXPORTER_API_TOKEN, "
+                "EXPORTER_JWT_SECRET, EXPORTER_JWT_JWKS_URL is set)")
+
+
 def bearer_matches(request: web.Request, expected: SecretStr) -> bool:
     """`Authorization: Bearer <expected>`, compared in constant time."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    given = given.strip() if scheme.lower() == "bearer" else ""
+    given = bearer_token(request.headers.get("Authorization")) or ""
     return hmac.compare_digest(given.encode(errors="surrogateescape"), expected.get_secret_value().encode())
 
 
@@ -91,7 +97,9 @@ def unauthorized() -> web.Response:
 async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
     """/metrics needs EXPORTER_METRICS_TOKEN when one is set (it names every org and vendor); the /api/v1
-    routes (but their OpenAPI description) need EXPORTER_API_TOKEN; /healthz and /readyz stay open for probes."""
+    routes (but their OpenAPI description) need a bearer token: the operator's for every route and
+    organisation, an app user's JWT for /api/v1/orgs/{org_id}/… of its own organisations; /healthz and
+    /readyz stay open for probes."""
     settings = request.app[SETTINGS]
     if request.match_info.handler is get_metrics:  # by route, not path, so no spelling of the URL slips by
         if settings.metrics_token and not bearer_matches(request, settings.metrics_token):
@@ -99,10 +107,21 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
         return await handler(request)
     if not request.path.startswith("/api/v1/") or request.path == "/api/v1/openapi.json":
         return await handler(request)
-    if settings.api_token is None or not settings.api_enabled:
-        return error_json(503, "the API is disabled (EXPORTER_API_ENABLED=false or no EXPORTER_API_TOKEN)")
-    if not bearer_matches(request, settings.api_token):
-        return unauthorized()
+    authenticator = request.app[AUTHENTICATOR]
+    if not settings.api_enabled or not authenticator.configured:
+        return error_json(503, API_DISABLED)
+    try:
+        caller = await authenticator.caller(request.headers.get("Authorization"))
+    except Refused as refused:
+        return error_json(refused.status, refused.reason,
+                          **({"WWW-Authenticate": refused.challenge} if refused.challenge else {}))
+    except JwksUnavailable:  # infrastructure, not the caller's fault
+        return error_json(503, "the app's signing keys (JWKS) could not be fetched; try again shortly",
+                          **{"Retry-After": "30"})
+    reason = access_refused(caller, request)
+    if reason is not None:
+        log.info("refused %s %s to %s: %s", request.method, request.path, caller.subject, reason)
+        return error_json(403, reason)
     return await handler(request)
 
 

@@ -14,7 +14,9 @@ from exporter.engine.scheduler import Scheduler
 from exporter.services import Services
 from exporter.settings import Settings
 from exporter.web import api
-from exporter.web.api import EXPOSITION, RUNTIME, SERVICES, SETTINGS, Runtime
+from exporter.web.api import AUTHENTICATOR, EXPOSITION, RUNTIME, SERVICES, SETTINGS, Runtime
+from exporter.web.auth import Authenticator
+from exporter.web.jwks import JwksCache
 from exporter.web.metrics import Exposition
 
 log = logging.getLogger(__name__)
@@ -88,13 +90,20 @@ async def shutdown(services: Services, runtime: Runtime, retry_task: asyncio.Tas
         log.error("exiting with %d results not written: the database is unreachable", services.outbox.pending)
 
 
-def create_app(settings: Settings, services: Services, *, shutdown_grace_s: float | None = None) -> web.Application:
+def create_app(settings: Settings, services: Services, *, shutdown_grace_s: float | None = None,
+               jwks: JwksCache | None = None) -> web.Application:
     """Serve `services`; the background lifecycle starts when the app does and stops before it closes.
 
-    On shutdown a running cycle gets `shutdown_grace_s` to finish (default: the check timeout + 5 s)."""
+    On shutdown a running cycle gets `shutdown_grace_s` to finish (default: the check timeout + 5 s).
+    `jwks` (default: one for EXPORTER_JWT_JWKS_URL, when set) holds the app JWTs' keys; the app closes it."""
     app = web.Application(middlewares=[api.errors_as_json, api.bearer_auth])
     app[GRACE] = settings.check_timeout_seconds + 5 if shutdown_grace_s is None else shutdown_grace_s
     app[SETTINGS], app[SERVICES], app[RUNTIME] = settings, services, Runtime()
+    if jwks is None and settings.jwt_jwks_url:
+        jwks = JwksCache(settings.jwt_jwks_url)
+    app[AUTHENTICATOR] = Authenticator.from_settings(settings, jwks)
+    if jwks is not None:
+        app.on_cleanup.append(lambda _: jwks.close())
     app[EXPOSITION] = Exposition(services.instruments, services.snapshot)
     app.cleanup_ctx.append(background)
     app.on_shutdown.append(stop_scheduling)
