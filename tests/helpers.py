@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from typing import Any
 from uuid import UUID
 
 import asyncpg
+import jwt
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.settings import Settings
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JWT_SECRET = "test-jwt-secret-of-the-app-0123456789"  # the app's (Supabase project's) HS256 secret
+
+
+def app_token(claims: dict[str, Any] | None = None, *, key: Any = JWT_SECRET, algorithm: str = "HS256",
+              headers: dict[str, Any] | None = None) -> str:
+    """A signed-in app user's access token as Supabase issues it (role and audience `authenticated`, an hour
+    left), with `claims` added; a claim given as None is left out."""
+    now = int(time.time())
+    payload = {"sub": "user-1", "role": "authenticated", "aud": "authenticated", "iat": now, "exp": now + 3600}
+    payload = {k: v for k, v in (payload | (claims or {})).items() if v is not None}
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def settings_for(dsn: str, **overrides) -> Settings:

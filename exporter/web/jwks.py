@@ -68,7 +68,6 @@ class JwksCache:
         self._attempted_at: float | None = None  # the last fetch, whatever came of it
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
-        self.fetches = 0
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
         """The key with this id, fetching the set first when it is unknown or old (rate-limited); None: no such key."""
@@ -88,7 +87,6 @@ class JwksCache:
 
     async def _refresh(self) -> None:
         self._attempted_at = self._clock()
-        self.fetches += 1
         try:
             keys = parse_jwks(await self._fetch())
         except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError, JwksFetchError) as exc:

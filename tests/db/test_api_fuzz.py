@@ -1,5 +1,6 @@
 """schemathesis against the OpenAPI description, on a live service: valid and invalid input, with the
-right token, none and a wrong one. No input may produce a 5xx, and every error is JSON with a reason."""
+operator's token, none, a wrong one, an app user's JWT and an expired one. No input may produce a 5xx,
+and every error is JSON with a reason."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -21,12 +23,15 @@ from exporter.services import open_services
 from exporter.web.app import create_app
 from exporter.web.openapi import OPENAPI
 from tests.conftest import dsn_for
-from tests.helpers import AUTH, settings_for
+from tests.helpers import AUTH, JWT_SECRET, app_token, bearer, settings_for
 
 SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
 SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=80,
                                 deterministic=os.environ.get("CI") == "true")  # as the hypothesis "ci" profile
-TOKENS = [AUTH, {}, {"Authorization": "Bearer wrong"}]
+ORG = uuid.UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
+TOKENS = [AUTH, {}, {"Authorization": "Bearer wrong"},
+          bearer(app_token({"org_id": str(ORG)})),  # a member of one org: 403 on every other
+          bearer(app_token({"org_id": str(ORG), "exp": int(time.time()) - 3600}))]  # expired: 401
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,7 @@ def live_api(pg_server: str, template_db: str) -> Iterator[str]:
         conn = await asyncpg.connect(pg_server)
         await conn.execute(f"CREATE DATABASE {dsn.rsplit('/', 1)[1]} TEMPLATE {template_db}")
         await conn.close()
-        settings = settings_for(dsn, run_now_min_interval_seconds=0)
+        settings = settings_for(dsn, run_now_min_interval_seconds=0, jwt_secret=JWT_SECRET)
         services = await stack.enter_async_context(open_services(settings, dsn))
         runner = web.AppRunner(create_app(settings, services), access_log=None)
         stack.push_async_callback(runner.cleanup)
@@ -91,6 +96,16 @@ def test_a_missing_or_wrong_token_is_401(live_api, token) -> None:
     resp = requests.get(f"{live_api}/api/v1/orgs/{uuid.uuid4()}/health",
                         headers={"Authorization": token.encode("utf-8")}, timeout=30)
     assert (resp.status_code, resp.json()["error"]) == (401, "missing or wrong bearer token")
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", f"/api/v1/orgs/{ORG}/health", 200), ("GET", f"/api/v1/orgs/{ORG}/health/history", 200),
+    ("POST", f"/api/v1/orgs/{ORG}/checks", 404),  # its own org, which has no integrations yet
+    ("GET", f"/api/v1/orgs/{uuid.uuid4()}/health", 403), ("POST", "/api/v1/sync-runs", 403),
+])
+def test_an_app_users_token_reaches_its_own_org_and_nothing_else(live_api, method, path, status) -> None:
+    resp = requests.request(method, f"{live_api}{path}", headers=TOKENS[3], timeout=30)
+    assert resp.status_code == status, resp.text[:300]
 
 
 def test_a_header_over_8_kb_is_refused_by_the_http_parser_with_a_400(live_api) -> None:
