@@ -415,6 +415,14 @@ async def test_with_only_a_jwt_secret_app_users_get_in_and_no_operator_token_exi
     assert await status_and_error(api, path, {"Authorization": "Bearer "}) == (401, "missing or wrong bearer token")
 
 
+async def test_neither_an_app_token_nor_the_operator_token_opens_metrics_guarded_by_its_own_token(start) -> None:
+    api = await start(metrics_token="metrics-token-0123456789")
+    member = bearer(app_token(member_of(ORG_A)))
+    assert [(await api.client.get("/metrics", headers=headers)).status for headers in (member, AUTH)] == [401, 401]
+    assert (await api.client.get("/metrics", headers=bearer("metrics-token-0123456789"))).status == 200
+    assert (await api.client.get(f"/api/v1/orgs/{ORG_A}/health", headers=member)).status == 200
+
+
 async def test_an_empty_operator_token_admits_nobody(start) -> None:
     api = await start(api_token="", jwt_secret=None, jwt_jwks_url=None)
     assert (await api.client.get(f"/api/v1/orgs/{ORG_A}/health", headers={"Authorization": "Bearer "})).status == 503
