@@ -10,13 +10,12 @@ from uuid import uuid4
 import pytest
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import make_session
 from exporter.core.model import CREDENTIAL_REFUSED, HealthStatus, Reason, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import MODES, Mode, SimState, create_app
 from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.storage.store import Store
-from tests.support.fakes import check_org, runner_for
+from tests.support.fakes import check_org, loopback_session, runner_for
 
 PLANTED = {
     "xl": "PLANTED-xledger-4f9d1c7e",
@@ -69,7 +68,7 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
                                 "VALUES ($1, $2, $3::jsonb, $4)", owner, kind, json.dumps(config), ref)
     outputs: list[str] = []
     in_healthy_mode: dict[str, tuple[HealthStatus, Reason | None, str | None]] = {}
-    async with make_session() as session:
+    async with loopback_session() as session:
         ctx = AdapterContext(session=session, credentials=SupabaseVaultCredentials(store.pool))
         runner = runner_for(ctx, timeout=0.5)
         for i, mode in enumerate(MODES):

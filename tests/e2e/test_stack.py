@@ -100,7 +100,8 @@ async def stack(db_dsn, admin, aiohttp_server, tmp_path: Path) -> AsyncIterator[
         **__import__("os").environ, "DATABASE_URL": db_dsn, "EXPORTER_HOST": "127.0.0.1",
         "EXPORTER_PORT": str(exporter_port), "EXPORTER_CHECK_INTERVAL": str(INTERVAL_S),
         "EXPORTER_ALLOW_FAST_INTERVAL": "true", "EXPORTER_CREDENTIAL_PROVIDER": "none",
-        "EXPORTER_CHECK_TIMEOUT_SECONDS": "2", "EXPORTER_API_TOKEN": "e2e-token-0123456789"})
+        "EXPORTER_CHECK_TIMEOUT_SECONDS": "2", "EXPORTER_API_TOKEN": "e2e-token-0123456789",
+        "EXPORTER_EGRESS_ALLOW": "127.0.0.1"})  # the simulator, on loopback
     (tmp_path / "rules.yml").write_text(fast_rules((ROOT / "alerts/integration-health.rules.yml").read_text()))
     (tmp_path / "alertmanager.yml").write_text(fast_alertmanager(
         (ROOT / "alerts/alertmanager.yml").read_text(), str(hook.make_url("/hook"))))

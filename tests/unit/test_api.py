@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import aiohttp
 import pytest
 
 from exporter.core.model import Integration
@@ -12,6 +11,7 @@ from exporter.services import build_services
 from exporter.web.api import RUNTIME, SERVICES
 from exporter.web.app import create_app
 from tests.helpers import AUTH, settings_for, wait_until
+from tests.support.fakes import loopback_session
 from tests.support.memory_store import MemoryStore
 
 ORG = UUID("33333333-3333-4333-8333-333333333333")
@@ -23,7 +23,7 @@ async def served(aiohttp_client, sim):
     _, base = sim
     store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
     settings = settings_for("postgresql://unused", run_now_min_interval_seconds=60)
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
         client = await aiohttp_client(create_app(settings, services))
         await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
