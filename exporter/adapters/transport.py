@@ -126,8 +126,9 @@ async def fetch(ctx: "AdapterContext", method: str, url: str, *, read_body: bool
     connector = ctx.session.connector
     if not isinstance(connector, EgressConnector):
         raise Blocked("this HTTP session enforces no egress policy: build it with transport.make_session")
-    target = URL(url)
-    connector.policy.check_request(target.scheme, target.raw_host or "", target.explicit_port, ctx.vendor)
+    if ctx.vendor is not None:  # a vendor type: its own hosts, https (the generic type skips the URL parse)
+        target = URL(url)
+        connector.policy.check_request(target.scheme, target.raw_host or "", target.explicit_port, ctx.vendor)
     start = ctx.monotonic()
     headers = {"Accept-Encoding": ACCEPT_ENCODING, **(kwargs.pop("headers", None) or {})}
     async with ctx.session.request(method, url, allow_redirects=False, auto_decompress=False, headers=headers,

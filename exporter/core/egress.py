@@ -8,6 +8,7 @@ widens it, with EXPORTER_EGRESS_ALLOW; nothing widens it to the exporter's own p
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ FORBIDDEN: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
 )
 OWN = "this exporter itself"
 NAT64 = _nets("64:ff9b::/96", "64:ff9b:1::/48")  # the IPv4 address is the last 32 bits
+_LITERAL_CHARS = frozenset("0123456789abcdefx.:")  # a host with any other character is a name (or has a %zone)
+CACHE_SIZE = 4096  # decisions per distinct address, so a check costs a lookup, not a walk over the ranges
 
 
 class Blocked(Exception):
@@ -70,9 +73,12 @@ def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(number)
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def literal_address(host: str) -> IPAddress | None:
     """`host` as an IP address when it is one, in any spelling a resolver would accept; None for a name."""
     bare = host_name(host)
+    if "%" not in bare and not _LITERAL_CHARS.issuperset(bare):
+        return None
     try:
         return ipaddress.ip_address(bare)
     except ValueError:
@@ -94,6 +100,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, bo
     return None
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def forbidden(ip: IPAddress) -> str | None:
     """The forbidden range `ip` is in ("loopback", "private", …), or None for a public unicast address."""
     for name, nets in FORBIDDEN:
@@ -173,7 +180,7 @@ class EgressPolicy:
     def check_host(self, host: str, port: int) -> None:
         """Before DNS: refuse an IP literal in any spelling, or a localhost name, that is not allowed."""
         name = host_name(host)
-        if ip := literal_address(name):
+        if (ip := literal_address(name)) is not None:
             self.check_addresses(host, port, [ip])
         elif is_localhost_name(name) and name not in self.hosts:
             if port == self.own_port:
