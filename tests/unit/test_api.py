@@ -82,7 +82,7 @@ class OneReplica:
 
 async def test_readyz_says_so_when_the_lease_renewal_stopped(aiohttp_client) -> None:
     settings = settings_for("postgresql://unused")
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=MemoryStore(), session=session,  # type: ignore[arg-type]
                                   shards=OneReplica())  # type: ignore[arg-type]
         client = await aiohttp_client(create_app(settings, services))
@@ -106,7 +106,7 @@ async def test_run_now_on_a_replica_that_does_not_own_the_org_answers_but_leaves
     state, base = sim
     store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
     settings = settings_for("postgresql://unused")
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
                                   shards=NoShards())  # type: ignore[arg-type]
         client = await aiohttp_client(create_app(settings, services))
