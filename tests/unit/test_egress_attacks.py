@@ -105,7 +105,8 @@ REDIRECTOR_ALLOWED = EgressPolicy.from_allow(["localhost"])  # the operator allo
 
 @pytest.mark.parametrize("target", ["http://127.0.0.1:{port}/", "http://[::ffff:127.0.0.1]:{port}/",
                                     "http://0x7f.0.0.1:{port}/", "http://2130706433:{port}/",
-                                    "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[fd00::1]/"])
+                                    "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
+                                    "http://[fd00::1]/"])
 async def test_a_redirect_from_an_allowed_host_to_an_internal_one_is_blocked(redirector, listener, guard,
                                                                              target) -> None:
     to = target.format(port=listener.port)
@@ -191,8 +192,10 @@ async def test_the_service_policy_refuses_its_own_listening_port(listener) -> No
 @pytest.mark.parametrize(("kind", "config", "error"), [
     ("xledger", {"url": "https://evil.example/graphql"},
      "destination evil.example is not allowed (only www.xledger.net, demo.xledger.net)"),
-    ("xledger", {"url": "http://www.xledger.net/graphql"}, "destination http://www.xledger.net is not allowed (https only)"),
-    ("fiken", {"url": "https://api.fiken.no.evil.example/api/v2"}, "destination api.fiken.no.evil.example is not allowed"),
+    ("xledger", {"url": "http://www.xledger.net/graphql"},
+     "destination http://www.xledger.net is not allowed (https only)"),
+    ("fiken", {"url": "https://api.fiken.no.evil.example/api/v2"},
+     "destination api.fiken.no.evil.example is not allowed"),
     ("tripletex", {"url": "http://tripletex.no/v2"}, "destination http://tripletex.no is not allowed (https only)"),
     ("dynamics365", {"org_url": "https://contoso.crm4.dynamics.com", "tenant_id": "t", "client_id": "c",
                      "token_url": "https://collector.evil.example/token"},

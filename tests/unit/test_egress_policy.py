@@ -162,7 +162,8 @@ DYNAMICS = ADAPTERS["dynamics365"].hosts
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("https://evil.example/graphql", "destination evil.example is not allowed (only www.xledger.net, demo.xledger.net)"),
+    ("https://evil.example/graphql",
+     "destination evil.example is not allowed (only www.xledger.net, demo.xledger.net)"),
     ("https://www.xledger.net.evil.example/", "destination www.xledger.net.evil.example is not allowed (only "),
     ("http://www.xledger.net/graphql", "destination http://www.xledger.net is not allowed (https only)"),
     ("https://www.xledger.net:8443/graphql", "destination www.xledger.net:8443 is not allowed (port 443 only)"),
