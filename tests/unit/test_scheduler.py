@@ -81,7 +81,7 @@ async def test_adapters_are_built_once_so_a_token_is_fetched_once_across_cycles(
     state.secrets["d"] = accepted
     store = MemoryStore([Integration(ORG, "dynamics365", FAKES["dynamics365"].config(base, "d"), "ref")])
     settings = settings_for("postgresql://unused", check_interval=900)
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
                                   credentials=StaticCredentials({"ref": vault_secret}))
         for n in range(3):
