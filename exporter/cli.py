@@ -21,10 +21,11 @@ from pydantic import SecretStr, ValidationError
 from exporter import logs
 from exporter.core.model import HealthStatus, IntegrationResult
 from exporter.services import Services, open_services
-from exporter.settings import Settings, describe_settings_error
+from exporter.settings import MIN_TOKEN_CHARS, Settings, describe_settings_error
 from exporter.storage.migrate import MigrationError, migrate
 from exporter.storage.store import TRANSIENT_ERRORS, PersistError
 from exporter.web.app import create_app
+from exporter.web.connections import GuardedSite, HttpLimits
 
 if TYPE_CHECKING:
     from exporter.demo.simulator import SimState
@@ -134,12 +135,15 @@ async def cmd_check(dsn: str, settings: Settings, org_id: UUID) -> int:
     return exit_code(results)
 
 
-async def start_site(app: web.Application, host: str, port: int, shutdown_timeout: float = 60.0) -> web.AppRunner:
-    """Serve `app`; on cleanup, requests still open get `shutdown_timeout` seconds to finish."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+async def start_site(app: web.Application, host: str, port: int, limits: HttpLimits = HttpLimits(),
+                     shutdown_timeout: float = 60.0) -> web.AppRunner:
+    """Serve `app` with bounded connections (count, request-head time, keep-alive idle time); on cleanup,
+    requests still open get `shutdown_timeout` seconds to finish."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout,
+                           keepalive_timeout=limits.keepalive_s)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await GuardedSite(runner, host, port, limits).start()
     except OSError as exc:
         await runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}): set EXPORTER_PORT to a free port") from None
@@ -170,7 +174,8 @@ async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | Non
     default the check timeout + 5 s) and flushes results."""
     async with open_services(settings, dsn, on_cycle=on_cycle) as services:
         app = create_app(settings, services, shutdown_grace_s=grace_s)
-        runner = await start_site(app, settings.host, settings.port, shutdown_timeout=grace_s or 60.0)
+        runner = await start_site(app, settings.host, settings.port, http_limits(settings),
+                                  shutdown_timeout=grace_s or 60.0)
         log.info("serving on http://%s:%d (/metrics, /healthz, /readyz, /api/v1)", settings.host, settings.port)
         if banner:
             banner(services)
@@ -182,7 +187,9 @@ async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | Non
     return EXIT_OK
 
 
-MIN_TOKEN_CHARS = 16
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(settings.http_max_connections, settings.http_header_timeout_seconds,
+                      settings.http_keepalive_seconds)
 
 
 def require_api_token(settings: Settings) -> None:
@@ -198,6 +205,9 @@ def require_api_token(settings: Settings) -> None:
 
 async def cmd_serve(dsn: str, settings: Settings, embedded: bool) -> int:
     require_api_token(settings)
+    if settings.metrics_token is None:
+        log.warning("EXPORTER_METRICS_TOKEN is not set: /metrics, which names every organisation's integrations, "
+                    "is open to anyone who can reach port %d", settings.port)
     if embedded:
         await apply_migrations(dsn)
     else:

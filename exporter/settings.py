@@ -23,6 +23,8 @@ from exporter.core.policy import (
     validate_interval,
 )
 
+MIN_TOKEN_CHARS = 16
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore")
@@ -42,6 +44,12 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=256, ge=1, le=10_000)
     api_token: SecretStr | None = None
     api_enabled: bool = Field(default=True, description="false serves /metrics without the /api/v1 routes")
+    metrics_token: SecretStr | None = Field(default=None, description="bearer token /metrics requires; unset: open")
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
+                                               description="a connection's first request head must arrive within this")
+    http_keepalive_seconds: float = Field(default=75.0, gt=0, le=3600,
+                                          description="an idle kept-alive connection is closed after this")
+    http_max_connections: int = Field(default=256, ge=1, le=100_000, description="connections served at once")
     run_now_min_interval_seconds: float = Field(default=60.0, ge=0)
     persist_queue_max: int = Field(default=100_000, ge=1)
     credential_provider: Literal["supabase-vault", "directory", "none"] = "supabase-vault"
@@ -82,6 +90,17 @@ class Settings(BaseSettings):
         if not isinstance(entries, list | tuple | set | frozenset):
             return value
         return tuple(str(parse_allow_entry(str(e))) for e in entries if str(e).strip())
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _long_or_unset(cls, value: object) -> object:
+        """An empty value means unset; a short one would be guessable, so it is refused rather than used."""
+        if value == "":
+            return None
+        if isinstance(value, str) and len(value) < MIN_TOKEN_CHARS:
+            raise ValueError(f"shorter than {MIN_TOKEN_CHARS} characters: use a long random token "
+                             "(e.g. `openssl rand -hex 24`), or leave it unset for an open /metrics")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

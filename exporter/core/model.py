@@ -162,6 +162,9 @@ class IntegrationResult:
     result: HealthResult
     state: CheckState = CheckState()
 
+    def org_id_key(self) -> tuple[UUID, str]:
+        return (self.org_id, self.integration_type)
+
 
 def parse_config(integration: Integration, models: Mapping[str, type[IntegrationConfigBase]]) -> Any:
     """Validate a row with its type's registered config model, or raise InvalidConfig naming the bad field."""

@@ -12,6 +12,7 @@ from tenacity import RetryCallState, wait_exponential
 
 from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 
+MAX_INTERVAL_S = 7 * 86400  # as IntegrationConfigBase.check_interval_seconds allows
 MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
 BACKOFF_CAP_S = 4 * 3600  # throttled, out of quota, credentials refused: asking again spends quota for nothing
 UNREACHABLE_BACKOFF_CAP_S = 3600  # network, timeout, 5xx: a failed request spends no quota; see the vendor return
@@ -63,8 +64,10 @@ def interval_for(integration: Integration, base_s: int, type_intervals: Mapping[
     wanted = config.get("check_interval_seconds") or type_intervals.get(integration.integration_type) or base_s
     try:
         wanted = int(wanted)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         wanted = base_s  # the runner reports the invalid config; scheduling falls back to the base
+    if not 0 < wanted <= MAX_INTERVAL_S:  # what the config model refuses must still reach the runner to be reported
+        wanted = base_s
     return max(base_s, math.ceil(wanted / base_s) * base_s)
 
 
@@ -80,6 +83,12 @@ def due(integrations: Iterable[Integration], slot: datetime, base_s: int, type_i
     """The integrations to check in `slot`."""
     return [i for i in integrations
             if is_due(slot, interval_for(i, base_s, type_intervals), states.get((i.org_id, i.integration_type)))]
+
+
+def not_checked(result: HealthResult) -> bool:
+    """The check could not be made for an infrastructure reason (the credential store): it says nothing about
+    the vendor, so it must not replace the last result, count, reset or page anyone."""
+    return result.reason == Reason.CREDENTIAL_UNAVAILABLE
 
 
 def counts_as_failure(result: HealthResult) -> bool:
@@ -113,14 +122,16 @@ def after_check(previous: CheckState | None, result: HealthResult, slot: datetim
     `next_check_at` is always the first slot on the integration's own interval at or after the delay.
     """
     previous = previous or CheckState()
-    if result.reason == Reason.CREDENTIAL_UNAVAILABLE:  # no vendor was asked: neither a failure nor a success
+    if not_checked(result):  # no vendor was asked: neither a failure nor a success
         return replace(previous, next_check_at=next_slot(slot, interval_s))
     throttled = result.reason in (Reason.RATE_LIMITED, Reason.QUOTA)
     streak = previous.rate_limited_streak + 1 if throttled else 0
     if not counts_as_failure(result):
         return CheckState(0, next_slot(slot, interval_s), streak, previous.passive_until)
     failures = previous.consecutive_failures + 1
-    delay = max(backoff_s(failures, interval_s, caps.for_result(result), rng), _retry_after_s(result))
+    cap = caps.for_result(result)
+    retry_after = _retry_after_s(result) if result.reason in FAILURE_REASONS else min(_retry_after_s(result), cap)
+    delay = max(backoff_s(failures, interval_s, cap, rng), retry_after)  # a 503's Retry-After obeys the 1-h cap
     next_at = max(next_slot(slot, interval_s), _ceil_slot(slot + timedelta(seconds=delay), interval_s))
     return CheckState(failures, next_at, streak, previous.passive_until)
 

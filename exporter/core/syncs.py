@@ -110,7 +110,8 @@ def assess(schedule: SyncSchedule | None, runs: list[SyncRun], now: datetime) ->
     """Where an integration's syncs stand at `now`, from its schedule and its recent runs (any order)."""
     runs = sorted(runs, key=lambda r: r.scheduled_for, reverse=True)
     last = runs[0] if runs else None
-    last_success = max((r.finished_at or r.scheduled_for for r in runs if r.outcome == "success"), default=None)
+    last_success = max((r.finished_at or r.scheduled_for for r in runs  # a success dated ahead is no evidence yet
+                        if r.outcome == "success" and (r.finished_at or r.scheduled_for) <= now), default=None)
     if schedule is None:
         state = _run_state(last, now, None) if last else SyncState.ON_SCHEDULE
         return SyncAssessment(state, None, 0.0, last, last_success)

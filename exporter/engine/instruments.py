@@ -31,6 +31,10 @@ class Instruments:
                                       "Attempts to write results that failed (results are kept and retried)", **kw)
         self.persist_queue = Gauge("integration_health_persist_queue_results",
                                    "Results waiting to be written to the database", **kw)
+        self.not_checked = Counter("integration_health_checks_not_run",
+                                   "Checks that could not be made for an infrastructure cause (the credential "
+                                   "store); the last result stands", ["cause"], **kw)
+        self.not_checked.labels("credential_unavailable")
         self.persist_rejected = Counter("integration_health_persist_rejected_results",
                                         "Results the database refused as invalid data, dropped alone (the rest of "
                                         "their batch is written)", **kw)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -147,7 +148,11 @@ class Scheduler:
                 log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
                             state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
             stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state))
-        await self.publish(stated, slot)
+        not_checked = [r for r in stated if policy.not_checked(r.result) and r.org_id_key() in self.snapshot.results]
+        if not_checked:  # no vendor was asked: the last result stands, only when to try again moves
+            self.instruments.not_checked.labels("credential_unavailable").inc(len(not_checked))
+            self.snapshot.update([replace(self.snapshot.results[r.org_id_key()], state=r.state) for r in not_checked])
+        await self.publish([r for r in stated if r not in not_checked], slot)
         return stated
 
     async def publish(self, results: list[IntegrationResult], slot: datetime) -> None:

@@ -8,6 +8,7 @@ secret whose name carries the organisation's prefix). Every refusal reads the sa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -87,12 +88,13 @@ class CachedCredentials:
     """
 
     def __init__(self, inner: CredentialProvider, ttl: float = 300.0, stale_s: float = 3600.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, read_timeout_s: float = 2.0) -> None:
         if ttl < 0:
             raise ValueError("ttl must be >= 0")
         if stale_s < 0:
             raise ValueError("stale_s must be >= 0")
         self._inner, self._ttl, self._stale_s, self._now = inner, ttl, stale_s, monotonic
+        self._read_timeout_s = read_timeout_s
         self._cache: dict[tuple[UUID, str], tuple[float, SecretStr]] = {}
         self._outage = False  # logged once per outage, not once per check
 
@@ -102,7 +104,11 @@ class CachedCredentials:
         if hit and self._now() < hit[0]:
             return hit[1]
         try:
-            secret = await self._inner.get(org_id, ref)
+            try:  # a store that stops answering must fail fast, within the check's deadline, as unavailable
+                async with asyncio.timeout(self._read_timeout_s):
+                    secret = await self._inner.get(org_id, ref)
+            except TimeoutError:
+                raise CredentialUnavailable(f"no answer within {self._read_timeout_s:g} s") from None
         except CredentialUnavailable as exc:
             if not self._outage:
                 log.warning("the credential store is unavailable (%s): using the secrets last read for up to "

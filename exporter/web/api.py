@@ -1,4 +1,4 @@
-"""The HTTP API's handlers and middlewares: /api/v1 (bearer token), /metrics, /healthz, /readyz."""
+"""The HTTP API's handlers and middlewares: /api/v1 and /metrics (bearer tokens), /healthz, /readyz."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -75,18 +76,33 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
         return error_json(500, "internal error")
 
 
+def bearer_matches(request: web.Request, expected: SecretStr) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(given.encode(errors="surrogateescape"), expected.get_secret_value().encode())
+
+
+def unauthorized() -> web.Response:
+    return error_json(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
-    """The /api/v1 routes (but their OpenAPI description) need EXPORTER_API_TOKEN as a bearer token."""
+    """/metrics needs EXPORTER_METRICS_TOKEN when one is set (it names every org and vendor); the /api/v1
+    routes (but their OpenAPI description) need EXPORTER_API_TOKEN; /healthz and /readyz stay open for probes."""
+    settings = request.app[SETTINGS]
+    if request.match_info.handler is get_metrics:  # by route, not path, so no spelling of the URL slips by
+        if settings.metrics_token and not bearer_matches(request, settings.metrics_token):
+            return unauthorized()
+        return await handler(request)
     if not request.path.startswith("/api/v1/") or request.path == "/api/v1/openapi.json":
         return await handler(request)
-    expected = request.app[SETTINGS].api_token
-    if expected is None or not request.app[SETTINGS].api_enabled:
+    if settings.api_token is None or not settings.api_enabled:
         return error_json(503, "the API is disabled (EXPORTER_API_ENABLED=false or no EXPORTER_API_TOKEN)")
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(errors="surrogateescape"), expected.get_secret_value().encode()):
-        return error_json(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+    if not bearer_matches(request, settings.api_token):
+        return unauthorized()
     return await handler(request)
 
 

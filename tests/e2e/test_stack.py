@@ -25,6 +25,7 @@ from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 5
+METRICS_TOKEN = "e2e-metrics-token-0123456789"
 
 
 def fast_rules(text: str) -> str:
@@ -101,7 +102,9 @@ async def stack(db_dsn, admin, aiohttp_server, tmp_path: Path) -> AsyncIterator[
         "EXPORTER_PORT": str(exporter_port), "EXPORTER_CHECK_INTERVAL": str(INTERVAL_S),
         "EXPORTER_ALLOW_FAST_INTERVAL": "true", "EXPORTER_CREDENTIAL_PROVIDER": "none",
         "EXPORTER_CHECK_TIMEOUT_SECONDS": "2", "EXPORTER_API_TOKEN": "e2e-token-0123456789",
-        "EXPORTER_EGRESS_ALLOW": "127.0.0.1"})  # the simulator, on loopback
+        "EXPORTER_EGRESS_ALLOW": "127.0.0.1",  # the simulator, on loopback
+        "EXPORTER_METRICS_TOKEN": METRICS_TOKEN, "EXPORTER_HTTP_HEADER_TIMEOUT_SECONDS": "2"})
+    (tmp_path / "metrics_token").write_text(METRICS_TOKEN + "\n")  # as a mounted secret: Prometheus trims it
     (tmp_path / "rules.yml").write_text(fast_rules((ROOT / "alerts/integration-health.rules.yml").read_text()))
     (tmp_path / "alertmanager.yml").write_text(fast_alertmanager(
         (ROOT / "alerts/alertmanager.yml").read_text(), str(hook.make_url("/hook"))))
@@ -111,6 +114,7 @@ rule_files: [{tmp_path / 'rules.yml'}]
 alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}
 scrape_configs:
   - job_name: integration-health
+    authorization: {{type: Bearer, credentials_file: {tmp_path / 'metrics_token'}}}
     static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]
 """)
     am = Process(alertmanager, f"--config.file={tmp_path / 'alertmanager.yml'}",
@@ -123,7 +127,8 @@ scrape_configs:
         async with aiohttp.ClientSession() as session:
             yield {"session": session, "state": state, "received": received, "org": org,
                    "prom": f"http://127.0.0.1:{prom_port}", "am": f"http://127.0.0.1:{am_port}",
-                   "exporter": f"http://127.0.0.1:{exporter_port}", "procs": (exporter, prom, am)}
+                   "exporter": f"http://127.0.0.1:{exporter_port}", "exporter_port": exporter_port,
+                   "procs": (exporter, prom, am)}
     finally:
         logs = {p.log.name: p.stop() for p in (prom, am, exporter)}
         if sys.exc_info()[0]:
@@ -165,9 +170,22 @@ async def test_the_whole_path_from_a_failing_vendor_to_a_resolved_alert(stack) -
                    "the first check to be scraped")
     await wait_for(lambda: has("integration_health_sync_drift_seconds > 300"), 30, "the passive sync's drift")
 
+    # /metrics wants the token Prometheus read from its credentials_file; without it, a 401 and no series
+    async with stack["session"].get(f"{stack['exporter']}/metrics") as resp:
+        assert (resp.status, resp.headers["WWW-Authenticate"]) == (401, "Bearer")
+        assert "integration_health" not in await resp.text()
+
+    # the real process closes a connection whose request head is still incomplete after its header timeout (2 s)
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack["exporter_port"])
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the blank line that ends the head
+    async with asyncio.timeout(60):  # a hang guard only
+        assert await reader.read() == b""
+    writer.close()
+
     # promtool check metrics on a live scrape
     promtool = require_tool("promtool", "prometheus")
-    async with stack["session"].get(f"{stack['exporter']}/metrics") as resp:
+    async with stack["session"].get(f"{stack['exporter']}/metrics",
+                                    headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as resp:
         exposition = await resp.read()
     lint = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True)
     assert lint.returncode == 0 and not (lint.stdout + lint.stderr), lint.stdout + lint.stderr

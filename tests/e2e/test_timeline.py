@@ -75,6 +75,11 @@ SCENARIOS = [
     Scenario("vault down 3 h", {600: [vault(True)], 780: [vault(False)]},
              [Fault("vault down", 600, 780, frozenset({"IntegrationHealthCredentialsUnavailable"}), labels={},
                     max_fire=60 + 10 + 5)]),  # checks go on with the last secret for an hour: nothing to say before
+    Scenario("vendor down 5 h, vault down 3 h inside it",
+             {120: [vendor("server_error")], 150: [vault(True)], 330: [vault(False)], 420: [vendor("healthy")]},
+             [Fault("vendor down", 120, 420, UNREACHABLE),
+              Fault("vault down", 150, 330, frozenset({"IntegrationHealthCredentialsUnavailable"}), labels={},
+                    max_fire=60 + 10 + 5)]),
     Scenario("DST night, sync at 02:30 Europe/Oslo", {753: [sync_run(750, 750, 753)]},
              victim={"health_mode": "passive", "sync": {"cron": "30 2 * * *", "timezone": "Europe/Oslo"}},
              seed_runs=[sync_run(-690, -690, -687)]),

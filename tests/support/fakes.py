@@ -18,7 +18,6 @@ from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, Integration
 from exporter.engine.runner import Runner
 from exporter.storage.store import Store
 
-
 # Tests' servers and the simulator listen on loopback: allowed here as an operator's EXPORTER_EGRESS_ALLOW would.
 LOOPBACK = EgressPolicy.from_allow(["127.0.0.0/8", "::1"])
 

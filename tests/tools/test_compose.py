@@ -17,6 +17,7 @@ from tests.conftest import require_tool
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+PROMETHEUS = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
@@ -109,10 +110,28 @@ def test_no_secret_is_written_in_the_file_and_env_example_names_each() -> None:
     assert used <= example
 
 
+def test_the_exporter_is_reachable_only_on_the_compose_network() -> None:
+    exporter = SERVICES["exporter"]
+    assert "ports" not in exporter and "network_mode" not in exporter, "/metrics and the API stay off the host"
+    published = [p for s in SERVICES.values() for p in s.get("ports", []) if str(p).split(":")[-1] == "9464"]
+    assert published == []
+    assert PROMETHEUS["scrape_configs"][0]["static_configs"][0]["targets"] == ["exporter:9464"]
+
+
+def test_prometheus_scrapes_with_the_same_metrics_token_the_exporter_requires() -> None:
+    job = PROMETHEUS["scrape_configs"][0]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    assert "metrics_token" in SERVICES["prometheus"]["secrets"]
+    assert COMPOSE["secrets"]["metrics_token"] == {"environment": "EXPORTER_METRICS_TOKEN"}
+    assert SERVICES["exporter"]["environment"]["EXPORTER_METRICS_TOKEN"].startswith("${EXPORTER_METRICS_TOKEN:?")
+
+
 def test_prometheus_config_is_valid_with_the_repos_rules(tmp_path: Path) -> None:
     promtool = require_tool("promtool", "prometheus")
+    (tmp_path / "metrics_token").write_text("a-token-for-promtool-to-find\n")
     config = (ROOT / "deploy/prometheus.yml").read_text().replace(
-        "/etc/prometheus/rules/integration-health.rules.yml", str(ROOT / "alerts/integration-health.rules.yml"))
+        "/etc/prometheus/rules/integration-health.rules.yml", str(ROOT / "alerts/integration-health.rules.yml")
+    ).replace("/run/secrets/metrics_token", str(tmp_path / "metrics_token"))
     (tmp_path / "prometheus.yml").write_text(config)
     proc = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
                           text=True)

@@ -67,7 +67,7 @@ REASON_ALERTS: dict[Reason, tuple[HealthStatus, str | None]] = {
     Reason.RATE_LIMITED: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
     Reason.QUOTA: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
     Reason.AUTH: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
-    Reason.CREDENTIAL_UNAVAILABLE: (HealthStatus.DEGRADED, "IntegrationHealthCredentialsUnavailable"),
+    Reason.CREDENTIAL_UNAVAILABLE: (HealthStatus.DEGRADED, None),  # not a result: checks_not_run_total says it
     Reason.SYNC_LATE: (HealthStatus.DEGRADED, None),
     Reason.SYNC_MISSED: (HealthStatus.DEGRADED, None),
     Reason.SYNC_FAILED: (HealthStatus.UNREACHABLE, None),
@@ -110,9 +110,8 @@ def test_every_reason_raises_exactly_its_own_alert_and_no_other(tmp_path) -> Non
 
 
 SEVERITY = {"IntegrationDegraded": "warning", "IntegrationRateLimited": "warning",
-            "IntegrationCredentialsRejected": "critical", "IntegrationUnreachable": "critical",
-            "IntegrationHealthCredentialsUnavailable": "warning"}
-SERVICE_LEVEL = {"IntegrationHealthCredentialsUnavailable"}
+            "IntegrationCredentialsRejected": "critical", "IntegrationUnreachable": "critical"}
+SERVICE_LEVEL: set[str] = set()
 
 
 def test_keep_firing_for_is_supported_by_this_prometheus_though_the_rules_bridge_gaps_otherwise(tmp_path) -> None:

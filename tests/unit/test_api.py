@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
 import pytest
+from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 from exporter.core.model import Integration
 from exporter.services import build_services
+from exporter.settings import Settings, describe_settings_error
 from exporter.web.api import RUNTIME, SERVICES
 from exporter.web.app import create_app
 from tests.helpers import AUTH, settings_for, wait_until
@@ -18,16 +22,24 @@ ORG = UUID("33333333-3333-4333-8333-333333333333")
 
 
 @pytest.fixture
-async def served(aiohttp_client, sim):
-    """The service over a MemoryStore holding one org's http integration on the simulator."""
+async def serve(aiohttp_client, sim):
+    """Start the service, with these settings, over a MemoryStore holding one org's http integration."""
     _, base = sim
-    store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
-    settings = settings_for("postgresql://unused", run_now_min_interval_seconds=60)
     async with loopback_session() as session:
-        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
-        client = await aiohttp_client(create_app(settings, services))
-        await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
-        yield client, store
+        async def start(**overrides) -> tuple[TestClient, MemoryStore]:
+            store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
+            settings = settings_for("postgresql://unused", **({"run_now_min_interval_seconds": 60} | overrides))
+            services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+            client = await aiohttp_client(create_app(settings, services))
+            await wait_until(lambda: services.scheduler.last_slot is not None, what="the first cycle")
+            return client, store
+
+        yield start
+
+
+@pytest.fixture
+async def served(serve):
+    return await serve()
 
 
 async def test_the_first_cycle_is_served_from_memory_and_stored(served) -> None:
@@ -115,3 +127,41 @@ async def test_run_now_on_a_replica_that_does_not_own_the_org_answers_but_leaves
     assert (resp.status, body["stored"], [i["status"] for i in body["integrations"]]) == (200, False, ["healthy"])
     assert state.requests["ok"] == 1
     assert (store.status, services.snapshot.results) == ({}, {}), "the owner's state, gauges and rows are its own"
+
+
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+async def test_with_a_metrics_token_metrics_needs_it_as_a_bearer_token_and_the_probes_stay_open(serve) -> None:
+    client, _ = await serve(metrics_token=METRICS_TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, AUTH, {"Authorization": METRICS_TOKEN},
+                    {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        resp = await client.get("/metrics", headers=headers)
+        assert (resp.status, resp.headers.get("WWW-Authenticate")) == (401, "Bearer"), headers
+        assert await resp.json() == {"error": "missing or wrong bearer token"}
+    assert (await client.head("/metrics")).status == 401
+    resp = await client.get("/metrics", headers={"Authorization": f"bearer {METRICS_TOKEN}"})
+    assert resp.status == 200
+    assert f'org_id="{ORG}"' in await resp.text()
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    assert (await client.get(f"/api/v1/orgs/{ORG}/health", headers=AUTH)).status == 200, "the API keeps its own token"
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "//metrics", "/%6Detrics", "/METRICS", "/./metrics", "/metrics;x",
+                                  "/api/../metrics", "/metrics?x=1"])
+async def test_no_spelling_of_the_metrics_url_gets_the_exposition_without_the_token(serve, path) -> None:
+    client, _ = await serve(metrics_token=METRICS_TOKEN)
+    reader, writer = await asyncio.open_connection(client.host, client.port)  # raw: no client-side normalising
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    assert answer.split(b" ", 2)[1] in (b"401", b"404"), answer[:200]
+    assert b"integration_health" not in answer
+
+
+def test_a_short_metrics_token_is_refused_naming_the_variable_and_an_empty_one_means_unset() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Settings(metrics_token="short")
+    assert describe_settings_error(exc.value).startswith("EXPORTER_METRICS_TOKEN: shorter than 16 characters")
+    assert Settings(metrics_token="").metrics_token is None

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from exporter.adapters import ADAPTERS
 from exporter.adapters.classify import describe_exception
-from exporter.core.egress import OWN, Blocked, EgressPolicy, VendorHosts, forbidden, literal_address, parse_allow_entry
+from exporter.core.egress import OWN, Blocked, EgressPolicy, forbidden, literal_address, parse_allow_entry
 from exporter.core.model import HealthStatus, Integration, InvalidConfig, Reason, parse_config
 from exporter.settings import Settings, describe_settings_error
 

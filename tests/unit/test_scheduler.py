@@ -226,3 +226,58 @@ def test_a_check_the_credential_store_prevented_neither_counts_nor_resets_the_ve
     after = after_check(before, unavailable, SLOT, 900)
     assert (after.consecutive_failures, after.rate_limited_streak) == (3, 1)
     assert after.next_check_at == SLOT + timedelta(minutes=15), "tried again next cycle, not backed off"
+
+
+async def test_a_check_the_vault_prevented_leaves_the_last_result_and_counts_as_not_run(sim) -> None:
+    from pydantic import SecretStr
+
+    from exporter.core.model import CredentialUnavailable
+    from exporter.demo.simulator import Mode
+    from exporter.storage.credentials import CachedCredentials
+
+    class Down:
+        down = False
+
+        async def get(self, org_id, ref):
+            if self.down:
+                raise CredentialUnavailable("vault lookup failed: ConnectionRefusedError")
+            return SecretStr("t")
+
+        def forget(self, org_id, ref) -> None:
+            pass
+
+    state, base = sim
+    state.modes["down"] = Mode("server_error")
+    vault = Down()
+    config = {"url": f"{base}/http/down", "method": "GET", "auth": "bearer"}
+    store = MemoryStore([Integration(ORG, "http", config, "ref")])
+    settings = settings_for("postgresql://unused", check_interval=900)
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
+                                  credentials=CachedCredentials(vault, ttl=0, stale_s=0))
+        await services.scheduler.run_cycle(SLOT, SLOT)  # the vendor is down: unreachable, 1 failure
+        vault.down = True
+        await services.scheduler.run_cycle(SLOT + timedelta(hours=1), SLOT + timedelta(hours=1))
+    last = services.snapshot.results[(ORG, "http")]
+    assert (last.result.status.value, last.result.reason.value) == ("unreachable", "http_5xx"), "the vendor's story"
+    assert last.state.consecutive_failures == 1
+    assert services.instruments.not_checked.labels("credential_unavailable")._value.get() == 1
+    assert len([k for k in store.slots if k[:2] == (ORG, "http")]) == 1, "no history row for a check not made"
+
+
+@pytest.mark.parametrize("interval", [10**12, -5, 0, "soon"])
+def test_an_interval_the_config_refuses_still_leaves_the_integration_due_so_its_error_is_reported(interval) -> None:
+    from exporter.core.policy import interval_for
+
+    assert interval_for(Integration(ORG, "http", {"check_interval_seconds": interval}), 900, {}) == 900
+
+
+def test_a_5xx_retry_after_obeys_the_unreachable_cap_and_a_429_its_own() -> None:
+    from exporter.core.model import HealthStatus, Reason, make_result
+    from exporter.core.policy import after_check
+
+    day = 86400.0
+    down = make_result(HealthStatus.UNREACHABLE, 0, SLOT, "503", Reason.HTTP_5XX, retry_after_s=day)
+    throttled = make_result(HealthStatus.DEGRADED, 0, SLOT, "429", Reason.RATE_LIMITED, retry_after_s=day)
+    assert after_check(None, down, SLOT, 900, rng=lambda: 0.0).next_check_at == SLOT + timedelta(hours=1)
+    assert after_check(None, throttled, SLOT, 900, rng=lambda: 0.0).next_check_at == SLOT + timedelta(days=1)
