@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import start_process, start_simulator  # noqa: E402
 from exporter.adapters.transport import make_session  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
-from exporter.services import build_services, credential_provider  # noqa: E402
+from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
 from exporter.storage.migrate import migrate  # noqa: E402
 from exporter.storage.store import (
@@ -58,10 +58,11 @@ def cpu_s(proc: psutil.Process) -> float:
 
 async def ours(dsn: str, base: str, n: int, concurrency: int, fresh: bool, slot: datetime) -> tuple[float, float]:
     """One service cycle over n http integrations: (wall s, CPU ms per check) of this process."""
-    settings = Settings(database_url=dsn, type_intervals={}, max_concurrency=concurrency, credential_provider="none")
+    settings = Settings(database_url=dsn, type_intervals={}, max_concurrency=concurrency, credential_provider="none",
+                        egress_allow=("127.0.0.1",))
     pool = await create_pool(dsn, max_size=10)
     try:
-        async with make_session(limit=concurrency, force_close=fresh) as session:
+        async with make_session(policy=await egress_policy(settings), limit=concurrency, force_close=fresh) as session:
             services = build_services(settings, store=Store(pool), session=session,
                                       credentials=credential_provider(settings, pool))
             cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -33,7 +33,7 @@ from exporter.core.model import secret_name  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.demo.seed import install_vault_stand_in  # noqa: E402
 from exporter.demo.simulator import FAKES  # noqa: E402
-from exporter.services import build_services, credential_provider  # noqa: E402
+from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
 from exporter.storage.migrate import migrate  # noqa: E402
 from exporter.storage.store import (
@@ -113,9 +113,10 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int) -> None
         await set_modes(sim_port, hanging)
         print(f"{integrations:,} integrations in {orgs:,} orgs, {len(hanging)} hanging, simulator +{latency_ms} ms; "
               f"{runs} cycles", flush=True)
-        settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, max_concurrency=256)
+        settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, max_concurrency=256,
+                            egress_allow=("127.0.0.1",))
         pool = await create_pool(dsn, max_size=10)
-        async with make_session(limit=settings.max_concurrency) as session:
+        async with make_session(policy=await egress_policy(settings), limit=settings.max_concurrency) as session:
             services = build_services(settings, store=Store(pool), session=session,
                                       credentials=credential_provider(settings, pool))
             persist_times: list[float] = []

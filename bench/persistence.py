@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
-import aiohttp
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +35,7 @@ from exporter.demo.simulator import Mode, SimState  # noqa: E402
 from exporter.demo.simulator import create_app as create_simulator  # noqa: E402
 from exporter.storage.migrate import migrate  # noqa: E402
 from exporter.storage.store import Store, create_pool  # noqa: E402
-from tests.support.fakes import check_org, runner_for  # noqa: E402
+from tests.support.fakes import check_org, loopback_session, runner_for  # noqa: E402
 
 SLOT = timedelta(minutes=15)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -87,7 +86,7 @@ async def main(runs: int, scale: int) -> None:
             async def persist(self, results, slot):
                 await store.persist(results, slot)
 
-        async with aiohttp.ClientSession() as session:
+        async with loopback_session() as session:
             runner = runner_for(AdapterContext(session=session), timeout=10.0)
             ms = await median_ms(runs, lambda i: check_org(org, store=Fixed(), runner=runner, slot=T0 + i * SLOT))
         rows.append(("check an org: 10 integrations, 1 hanging (10 s timeout)", f"{ms:,.0f} ms", "≤ 12,000 ms"))

@@ -34,7 +34,7 @@ from bench.common import print_table, start_process, start_simulator  # noqa: E4
 from exporter.adapters.transport import make_session  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.logs import JsonFormatter  # noqa: E402
-from exporter.services import build_services, credential_provider  # noqa: E402
+from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
 from exporter.storage.migrate import migrate  # noqa: E402
 from exporter.storage.store import (
@@ -100,10 +100,11 @@ async def main(cycles: int, orgs: int, timeout: float) -> None:
         print(f"{n} integrations ({len(ROUTES)} fault paths × {orgs} + {orgs} healthy Fiken), timeout {timeout} s, "
               f"{cycles} cycles", flush=True)
         settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, check_timeout_seconds=timeout,
-                            credential_provider="directory", credentials_dir=workdir / "secrets")
+                            credential_provider="directory", credentials_dir=workdir / "secrets",
+                            egress_allow=("127.0.0.1",))
         pool = await create_pool(dsn, max_size=10)
         statuses: Counter[str] = Counter()
-        async with make_session(limit=settings.max_concurrency) as session:
+        async with make_session(policy=await egress_policy(settings), limit=settings.max_concurrency) as session:
             services = build_services(settings, store=Store(pool), session=session,
                                       credentials=credential_provider(settings, pool))
             slot0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -219,8 +219,10 @@ async def cmd_serve(dsn: str, settings: Settings, embedded: bool) -> int:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's overrides: loopback, a fast interval, every type on it, an API token to try."""
+    """The demo's overrides: loopback, a fast interval, every type on it, an API token to try, and the
+    simulator's loopback address allowed as a destination (EXPORTER_EGRESS_ALLOW)."""
     return settings.model_copy(update={
+        "egress_allow": (*settings.egress_allow, "127.0.0.1/32"),
         "host": "127.0.0.1", "check_interval": DEMO_INTERVAL_S, "allow_fast_interval": True, "type_intervals": {},
         "credential_provider": "supabase-vault", "run_now_min_interval_seconds": 10,
         "api_token": settings.api_token or SecretStr(secrets.token_urlsafe(18))})

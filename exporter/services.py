@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import AdapterContext, AdapterSpec, build_adapters
-from exporter.adapters.transport import make_session
+from exporter.adapters.transport import make_session, own_addresses
+from exporter.core.egress import EgressPolicy
 from exporter.core.model import CredentialProvider, utcnow
 from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases
@@ -85,6 +86,12 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
     return Services(store, runner, scheduler, snapshot, instruments, outbox, shards)
 
 
+async def egress_policy(settings: Settings) -> EgressPolicy:
+    """The destinations tenants' configs may reach: public, EXPORTER_EGRESS_ALLOW, never this exporter."""
+    return EgressPolicy.from_allow(settings.egress_allow, own_port=settings.port,
+                                   own_addresses=await own_addresses(settings.host), clouds=settings.sovereign_clouds)
+
+
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, AdapterSpec] = ADAPTERS,
                         on_cycle: Callable[..., Any] | None = None, shared: bool = True,
@@ -93,8 +100,9 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
 
     `shared=False` (the `check` command) takes no leases: it checks the one organisation it was asked for.
     """
+    policy = await egress_policy(settings)
     pool: asyncpg.Pool = await create_pool(dsn, role=settings.db_role or None, max_size=POOL_SIZE)
-    session = make_session(limit=settings.max_concurrency)
+    session = make_session(policy=policy, limit=settings.max_concurrency)
     shards = ShardLeases(pool, settings.replica_id, settings.lease_ttl_seconds) if shared else None
     try:
         if shards is not None:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from exporter.core.egress import parse_allow_entry
 from exporter.core.policy import (
     BACKOFF_CAP_S,
     UNREACHABLE_BACKOFF_CAP_S,
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
         default=UNREACHABLE_BACKOFF_CAP_S, ge=0, description="longest deferral when unreachable: network, timeout, 5xx")
     replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
     lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
+    egress_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="CIDRs and host names a tenant's URL may reach besides public addresses")
+    sovereign_clouds: Annotated[frozenset[Literal["us-gov", "china"]], NoDecode] = Field(
+        default=frozenset(), description="Dynamics 365 government / China cloud hosts a tenant's URL may reach")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -79,10 +84,19 @@ class Settings(BaseSettings):
     def backoff_caps(self) -> BackoffCaps:
         return BackoffCaps(refused_s=self.backoff_max_seconds, unreachable_s=self.backoff_unreachable_max_seconds)
 
-    @field_validator("passive_types", mode="before")
+    @field_validator("passive_types", "sovereign_clouds", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return frozenset(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: object) -> object:
+        """Comma-separated; each entry a CIDR, an address or a host name, kept in its normal form."""
+        entries = value.split(",") if isinstance(value, str) else value
+        if not isinstance(entries, list | tuple | set | frozenset):
+            return value
+        return tuple(str(parse_allow_entry(str(e))) for e in entries if str(e).strip())
 
     @field_validator("jwt_secret")
     @classmethod

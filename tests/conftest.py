@@ -24,6 +24,7 @@ from exporter.services import open_services
 from exporter.storage.migrate import migrate
 from exporter.storage.store import Store, create_pool
 from exporter.web.app import create_app
+from tests.support.fakes import loopback_session
 
 TEMPLATE = "ih_template"
 
@@ -138,7 +139,7 @@ async def store(db_dsn: str) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         yield session
 
 

@@ -35,7 +35,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def settings_for(dsn: str, **overrides) -> Settings:
     base = {"database_url": dsn, "check_interval": 86400, "api_token": TOKEN, "credential_provider": "none",
-            "check_timeout_seconds": 2, "type_intervals": {}}
+            "check_timeout_seconds": 2, "type_intervals": {}, "egress_allow": "127.0.0.1"}  # the loopback simulator
     return Settings(**(base | overrides))
 
 

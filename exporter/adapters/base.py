@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 import aiohttp
 
+from exporter.core.egress import VendorHosts
 from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, Reason, utcnow
 
 
@@ -22,12 +23,14 @@ class HealthCheck(Protocol):
 
 @dataclass(frozen=True)
 class AdapterContext:
-    """What adapters are built with, once per process: the shared HTTP session, credentials, clocks."""
+    """What adapters are built with, once per process: the shared HTTP session, credentials, clocks, and
+    the vendor hosts its type may reach (set by build_adapters from the spec; None: any public host)."""
 
     session: aiohttp.ClientSession
     credentials: CredentialProvider | None = None
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
+    vendor: VendorHosts | None = None
 
     async def secret(self, org_id: UUID, ref: str | None) -> str:
         """Resolve the organisation's credential reference; a missing provider or reference, or a reference
@@ -65,11 +68,13 @@ class ForgetsRefusedCredentials:
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """One integration type, registered once in ADAPTERS: the config model it validates and its check."""
+    """One integration type, registered once in ADAPTERS: its config model, its check, and for a vendor
+    type the hosts its requests may go to (https only; None: any public host, http or https)."""
 
     config: type[IntegrationConfigBase]
     factory: Callable[[AdapterContext], HealthCheck]
     interval_s: int | None = None  # the type's default check interval, when a check costs (billed requests)
+    hosts: VendorHosts | None = None  # a vendor type's own hosts (https only); None: any public host
 
 
 @dataclass(frozen=True)
@@ -82,5 +87,9 @@ class Adapter:
 
 def build_adapters(specs: Mapping[str, AdapterSpec], ctx: AdapterContext) -> dict[str, Adapter]:
     """Build every registered adapter once; the composition root calls this, the runner uses the result."""
-    return {name: Adapter(spec.config, ForgetsRefusedCredentials(spec.factory(ctx), ctx))
-            for name, spec in specs.items()}
+    return {name: _build(spec, replace(ctx, vendor=spec.hosts)) for name, spec in specs.items()}
+
+
+def _build(spec: AdapterSpec, ctx: AdapterContext) -> Adapter:
+    """One adapter on a context that carries its type's vendor hosts, which fetch holds its requests to."""
+    return Adapter(spec.config, ForgetsRefusedCredentials(spec.factory(ctx), ctx))

@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from exporter.adapters.transport import BodyTooLarge, Response, TooManyRedirects
+from exporter.core.egress import Blocked
 from exporter.core.model import (
     CredentialError,
     CredentialUnavailable,
@@ -74,6 +75,8 @@ def bad_response(latency_ms: float, now: datetime, what: str) -> HealthResult:
 def describe_exception(exc: BaseException) -> Failure:
     """Map an adapter's exception to a status, a bounded reason and a short human message (no secrets)."""
     match exc:
+        case Blocked():  # refused by the egress policy before anything was sent; the message names the setting
+            return HealthStatus.UNREACHABLE, Reason.BLOCKED, str(exc)
         case CredentialUnavailable():
             return (HealthStatus.DEGRADED, Reason.CREDENTIAL_UNAVAILABLE,
                     f"not checked: the credential store is unavailable ({exc})")

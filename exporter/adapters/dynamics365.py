@@ -10,6 +10,7 @@ from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
 from exporter.adapters.tokens import TokenCache, TokenFailure
 from exporter.adapters.transport import Response, fetch
+from exporter.core.egress import VendorHosts
 from exporter.core.model import HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
 
 WHOAMI_PATH = "/api/data/v9.2/WhoAmI"
@@ -75,4 +76,10 @@ class Dynamics365Check:
                            f"credentials rejected by the token endpoint ({code})", Reason.AUTH)
 
 
-SPEC = AdapterSpec(Dynamics365Config, Dynamics365Check)
+# org_url under dynamics.com, token_url on Microsoft's login; the sovereign clouds only when an operator
+# names them in EXPORTER_SOVEREIGN_CLOUDS.
+HOSTS = VendorHosts(("*.dynamics.com", "login.microsoftonline.com"), clouds={
+    "us-gov": ("*.crm.microsoftdynamics.us", "login.microsoftonline.us"),
+    "china": ("*.dynamics.cn", "login.chinacloudapi.cn"),
+})
+SPEC = AdapterSpec(Dynamics365Config, Dynamics365Check, hosts=HOSTS)

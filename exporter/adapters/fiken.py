@@ -9,6 +9,7 @@ from pydantic import HttpUrl
 from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
 from exporter.adapters.transport import fetch
+from exporter.core.egress import VendorHosts
 from exporter.core.model import HealthResult, IntegrationConfigBase
 
 
@@ -35,4 +36,4 @@ class FikenCheck:
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
 
 
-SPEC = AdapterSpec(FikenConfig, FikenCheck)
+SPEC = AdapterSpec(FikenConfig, FikenCheck, hosts=VendorHosts(("api.fiken.no",)))

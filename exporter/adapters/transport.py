@@ -1,18 +1,23 @@
-"""HTTP for adapters: the one shared session, fetch with a capped body, TLS expiry per connection."""
+"""HTTP for adapters: the one shared session (egress policy enforced), fetch with a capped body, TLS expiry."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import socket
 import ssl
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
+
+from exporter.core.egress import Blocked, EgressPolicy, IPAddress, literal_address
 
 if TYPE_CHECKING:
     from exporter.adapters.base import AdapterContext
@@ -52,7 +57,26 @@ def basic_auth_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-class CertRecordingConnector(aiohttp.TCPConnector):
+class EgressConnector(aiohttp.TCPConnector):
+    """A TCPConnector that asks the egress policy about every address before connecting to it.
+
+    aiohttp turns each connection's host (a name or an IP literal, on every redirect hop too) into
+    addresses in `_resolve_host`, and connects to exactly those, so checking them here leaves no gap
+    between the check and the connection (a name that resolves differently next time is checked again).
+    """
+
+    def __init__(self, *, policy: EgressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+
+    async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[Any]:
+        self.policy.check_host(host, port)
+        resolved = await super()._resolve_host(host, port, traces=traces)
+        self.policy.check_addresses(host, port, [r["host"] for r in resolved])
+        return resolved
+
+
+class CertRecordingConnector(EgressConnector):
     """A TCPConnector that notes each TLS peer's certificate expiry as it connects.
 
     aiohttp releases a connection as soon as a small body has arrived, before an adapter could look at
@@ -72,17 +96,19 @@ class CertRecordingConnector(aiohttp.TCPConnector):
         return proto
 
 
-def make_session(*, limit: int = 256, connect_timeout: float = 5.0, ssl_context: ssl.SSLContext | None = None,
-                 force_close: bool = False) -> aiohttp.ClientSession:
-    """The one HTTP session a process shares: pooled connections, bounded sockets, explicit timeouts.
+def make_session(*, policy: EgressPolicy, limit: int = 256, connect_timeout: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None, force_close: bool = False) -> aiohttp.ClientSession:
+    """The one HTTP session a process shares: egress policy, pooled connections, bounded sockets, timeouts.
 
     The runner enforces each check's overall deadline; these timeouts only stop a single socket from
     waiting forever. `force_close` opens a fresh connection per request (benchmarks compare both).
+    No proxy from the environment (trust_env=False): the policy judges the real destination.
     """
-    connector = CertRecordingConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300, ssl=ssl_context or True,
-                                     force_close=force_close)
+    connector = CertRecordingConnector(policy=policy, limit=limit, limit_per_host=0, ttl_dns_cache=300,
+                                       ssl=ssl_context or True, force_close=force_close)
     return aiohttp.ClientSession(
         connector=connector,
+        trust_env=False,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         headers={"User-Agent": "integration-health/0.1 (+health check)"},
         auto_decompress=True,
@@ -97,6 +123,12 @@ async def fetch(ctx: "AdapterContext", method: str, url: str, *, read_body: bool
     http adapter follows redirects itself, keeping credentials on their origin. aiohttp does not decompress
     here, whatever the session says: _read_capped does, so its cap counts decoded bytes.
     """
+    connector = ctx.session.connector
+    if not isinstance(connector, EgressConnector):
+        raise Blocked("this HTTP session enforces no egress policy: build it with transport.make_session")
+    if ctx.vendor is not None:  # a vendor type: its own hosts, https (the generic type skips the URL parse)
+        target = URL(url)
+        connector.policy.check_request(target.scheme, target.raw_host or "", target.explicit_port, ctx.vendor)
     start = ctx.monotonic()
     headers = {"Accept-Encoding": ACCEPT_ENCODING, **(kwargs.pop("headers", None) or {})}
     async with ctx.session.request(method, url, allow_redirects=False, auto_decompress=False, headers=headers,
@@ -106,6 +138,18 @@ async def fetch(ctx: "AdapterContext", method: str, url: str, *, read_body: bool
         if resp.url.scheme == "https" and isinstance(ctx.session.connector, CertRecordingConnector):
             expires = ctx.session.connector.cert_expiry.get((resp.url.host, resp.url.port))
         return Response(resp.status, resp.headers, body, (ctx.monotonic() - start) * 1000, expires)
+
+
+async def own_addresses(listen_host: str) -> frozenset[IPAddress]:
+    """This host's addresses as its resolver knows them (its name, the listening address): the exporter's own."""
+    loop, found = asyncio.get_running_loop(), set()
+    for name in {listen_host, socket.gethostname()}:
+        try:
+            infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        found.update(ip for info in infos if (ip := literal_address(str(info[4][0]))) is not None)
+    return frozenset(found)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:

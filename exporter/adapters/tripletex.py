@@ -13,6 +13,7 @@ from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
 from exporter.adapters.tokens import TokenCache, TokenFailure
 from exporter.adapters.transport import basic_auth_header, fetch
+from exporter.core.egress import VendorHosts
 from exporter.core.model import CredentialError, HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
 
 SESSION_DAYS = 1  # sessions are created to expire tomorrow; the cache renews them well before
@@ -79,4 +80,5 @@ def parse_credential(secret: str) -> tuple[str, str]:
         raise CredentialError("the tripletex credential must be JSON with consumer_token and employee_token") from None
 
 
-SPEC = AdapterSpec(TripletexConfig, TripletexCheck)
+HOSTS = VendorHosts(("tripletex.no", "api-test.tripletex.tech", "api.tripletex.io"))  # production, test, older test
+SPEC = AdapterSpec(TripletexConfig, TripletexCheck, hosts=HOSTS)

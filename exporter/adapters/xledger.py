@@ -10,6 +10,7 @@ from pydantic import HttpUrl
 from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
 from exporter.adapters.transport import fetch
+from exporter.core.egress import VendorHosts
 from exporter.core.model import HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
 
 QUERY = {"query": "{ __typename }"}  # the cheapest billed request there is
@@ -66,4 +67,5 @@ class XledgerCheck:
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
 
 
-SPEC = AdapterSpec(XledgerConfig, XledgerCheck, interval_s=3600)  # billed per request: hourly by default
+SPEC = AdapterSpec(XledgerConfig, XledgerCheck, interval_s=3600,  # billed per request: hourly by default
+                   hosts=VendorHosts(("www.xledger.net", "demo.xledger.net")))

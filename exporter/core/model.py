@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from exporter.core.sanitize import sanitize
 
@@ -48,6 +48,7 @@ class Reason(StrEnum):
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"  # the vault could not be read: no vendor was asked
     BAD_RESPONSE = "bad_response"
     INVALID_CONFIG = "invalid_config"
+    BLOCKED = "blocked"  # the egress policy refused the destination; nothing was sent
     ERROR = "error"
 
 
@@ -73,6 +74,14 @@ class IntegrationConfigBase(BaseModel):
     credential_ref: str | None = None
     degraded_latency_ms: int = Field(default=DEFAULT_DEGRADED_LATENCY_MS, gt=0)
     check_interval_seconds: int | None = Field(default=None, gt=0, le=7 * 86400)  # rounded up to whole cycles
+
+    @field_validator("*")
+    @classmethod
+    def _no_userinfo(cls, value: Any) -> Any:
+        """Refuse `user:password@` in any URL: a secret belongs in credential_ref, not in a tenant-written row."""
+        if isinstance(value, AnyUrl) and (value.username is not None or value.password is not None):
+            raise ValueError("user-info (user:password@) is not allowed in a URL: put the secret in credential_ref")
+        return value
 
 
 class CredentialError(LookupError):

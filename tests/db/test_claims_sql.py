@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.core.claims import claimed_org_ids
-from tests.support.claims import A, B, CLAIM_SETS, DIGITS
+from tests.support.claims import CLAIM_SETS, DIGITS, A, B
 
 
 async def sql_claimed_org_ids(conn: asyncpg.Connection, claims: dict[str, Any]) -> frozenset[UUID]:

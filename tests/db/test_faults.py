@@ -166,7 +166,7 @@ async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, 
     await conn.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")} | {
         "DATABASE_URL": dsn, "EXPORTER_CHECK_INTERVAL": "86400", "EXPORTER_CHECK_TIMEOUT_SECONDS": "2",
-        "EXPORTER_CREDENTIAL_PROVIDER": "none", "EXPORTER_API_ENABLED": "false",
+        "EXPORTER_CREDENTIAL_PROVIDER": "none", "EXPORTER_API_ENABLED": "false", "EXPORTER_EGRESS_ALLOW": "127.0.0.1",
         "EXPORTER_LEASE_TTL_SECONDS": "10"}  # long enough that the successor starts before they lapse
     logs = []
 

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from uuid import uuid4
 
-import aiohttp
 import pytest
 
 from exporter.services import build_services
 from exporter.storage.store import Store, create_pool
 from tests.helpers import add_http, settings_for
+from tests.support.fakes import loopback_session
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -61,7 +61,7 @@ async def test_a_cycle_checks_the_known_integrations_while_the_database_swallows
         dsn = f"postgresql://postgres@127.0.0.1:{proxy_port}/{database}"
         pool = await create_pool(dsn, role="service_role", max_size=2, command_timeout=command_timeout)
         try:
-            async with aiohttp.ClientSession() as session:
+            async with loopback_session() as session:
                 services = build_services(settings_for(dsn, check_interval=900), store=Store(pool),
                                           session=session)  # type: ignore[arg-type]
                 services.scheduler.load_timeout_s = services.outbox.submit_timeout_s = 3.0

@@ -63,7 +63,7 @@ async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db
                                                                               capsys) -> None:
     org = uuid4()
     await add(admin, org, "http", {"url": f"{vendor}/http/down"})
-    assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 1
+    assert await cmd_check(db_dsn, Settings(database_url=db_dsn, egress_allow="127.0.0.1"), org) == 1
     out = capsys.readouterr().out
     assert "unreachable" in out and "server error (HTTP 500)" in out
 
@@ -71,7 +71,7 @@ async def test_check_command_prints_a_table_and_exits_1_when_any_is_unhealthy(db
 async def test_check_command_exits_0_when_all_are_healthy(db_dsn, admin, vendor, capsys) -> None:
     org = uuid4()
     await add(admin, org, "http", {"url": f"{vendor}/http/ok"})
-    assert await cmd_check(db_dsn, Settings(database_url=db_dsn), org) == 0
+    assert await cmd_check(db_dsn, Settings(database_url=db_dsn, egress_allow="127.0.0.1"), org) == 0
     assert "healthy" in capsys.readouterr().out
 
 

@@ -10,13 +10,12 @@ from uuid import uuid4
 import pytest
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import make_session
 from exporter.core.model import CREDENTIAL_REFUSED, HealthStatus, Reason, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import MODES, Mode, SimState, create_app
 from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.storage.store import Store
-from tests.support.fakes import check_org, runner_for
+from tests.support.fakes import check_org, loopback_session, runner_for
 
 PLANTED = {
     "xl": "PLANTED-xledger-4f9d1c7e",
@@ -39,9 +38,14 @@ def configs(base: str) -> dict[str, dict]:
                         "token_url": f"{base}/login/dynamics365/oauth2/v2.0/token"},
         "tripletex": {"url": f"{base}/tripletex/tripletex/v2"},
         "fiken": {"url": f"{base}/fiken/fiken/api/v2"},
-        "http": {"url": f"http://user:{PLANTED['url-password']}@{host}/http/http?key={PLANTED['url-query']}",
+        "http": {"url": f"http://{host}/http/http?key={PLANTED['url-query']}",
                  "method": "GET", "auth": "header", "auth_header": "X-Api-Key"},
     }
+
+
+def userinfo_config(base: str) -> dict:
+    """A password in the URL's user-info: refused as invalid configuration, and not echoed."""
+    return {"url": f"http://user:{PLANTED['url-password']}@{base.split('://', 1)[1]}/http/http", "method": "GET"}
 
 
 REFS = {"xledger": "xl", "dynamics365": "d365", "tripletex": "tt", "fiken": "fk", "http": "http"}
@@ -63,13 +67,16 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
         state.secrets.update({"xledger": PLANTED["xl"], "dynamics365": PLANTED["d365"], "fiken": PLANTED["fk"],
                               "tripletex": f"{PLANTED['tt-consumer']}/{PLANTED['tt-employee']}"})
     server = await aiohttp_server(create_app(state), access_log=None)  # the vendor's own log is not ours
-    for kind, config in configs(str(server.make_url("")).rstrip("/")).items():
+    userinfo_org, base = uuid4(), str(server.make_url("")).rstrip("/")
+    for kind, config in configs(base).items():
         for owner, ref in ((org, REFS[kind]), (other_org, str(ids[secret_name(org, REFS[kind])]))):
             await admin.execute("INSERT INTO integration_config (org_id, integration_type, config, credential_ref) "
                                 "VALUES ($1, $2, $3::jsonb, $4)", owner, kind, json.dumps(config), ref)
+    await admin.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES ($1, 'http', "
+                        "$2::jsonb)", userinfo_org, json.dumps(userinfo_config(base)))
     outputs: list[str] = []
     in_healthy_mode: dict[str, tuple[HealthStatus, Reason | None, str | None]] = {}
-    async with make_session() as session:
+    async with loopback_session() as session:
         ctx = AdapterContext(session=session, credentials=SupabaseVaultCredentials(store.pool))
         runner = runner_for(ctx, timeout=0.5)
         for i, mode in enumerate(MODES):
@@ -85,7 +92,12 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
             # the other org names the planted secrets by id: refused like a missing secret, in every mode
             assert {(r.result.status, r.result.reason, r.result.error) for r in refused} == {
                 (HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {CREDENTIAL_REFUSED}")}
+        [with_userinfo] = await check_org(userinfo_org, store=store, runner=runner, slot=T0)
     assert len(outputs) == 2 * 2 * len(MODES) * len(REFS)
+    outputs += [with_userinfo.result.model_dump_json(), repr(with_userinfo)]
+    assert (with_userinfo.result.status, with_userinfo.result.reason) == (HealthStatus.UNREACHABLE,
+                                                                          Reason.INVALID_CONFIG)
+    assert (with_userinfo.result.error or "").startswith("invalid configuration: config.url: user-info")
     # Before scanning: the secrets were fetched from the vault and reached the vendors (a vault refusing
     # them would leave nothing to leak, and every check "credential unavailable").
     assert in_healthy_mode["http"] == (HealthStatus.HEALTHY, None, None)  # its header carries the secret

@@ -133,7 +133,7 @@ async def test_sigterm_mid_cycle_loses_no_result_and_exits_0(db_dsn, admin, sim)
     await add_http(admin, org, "ok", base, kind="fiken")
     env = {**os.environ, "DATABASE_URL": db_dsn, "EXPORTER_PORT": str(free_port()), "EXPORTER_CHECK_INTERVAL": "86400",
            "EXPORTER_CHECK_TIMEOUT_SECONDS": "3", "EXPORTER_CREDENTIAL_PROVIDER": "none",
-           "EXPORTER_API_ENABLED": "false"}
+           "EXPORTER_API_ENABLED": "false", "EXPORTER_EGRESS_ALLOW": "127.0.0.1"}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "exporter", "serve", env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     await wait_until(lambda: state.requests.get("slow"), what="the hanging check to start")

@@ -102,6 +102,7 @@ async def stack(db_dsn, admin, aiohttp_server, tmp_path: Path) -> AsyncIterator[
         "EXPORTER_PORT": str(exporter_port), "EXPORTER_CHECK_INTERVAL": str(INTERVAL_S),
         "EXPORTER_ALLOW_FAST_INTERVAL": "true", "EXPORTER_CREDENTIAL_PROVIDER": "none",
         "EXPORTER_CHECK_TIMEOUT_SECONDS": "2", "EXPORTER_API_TOKEN": "e2e-token-0123456789",
+        "EXPORTER_EGRESS_ALLOW": "127.0.0.1",  # the simulator, on loopback
         "EXPORTER_METRICS_TOKEN": METRICS_TOKEN, "EXPORTER_HTTP_HEADER_TIMEOUT_SECONDS": "2"})
     (tmp_path / "metrics_token").write_text(METRICS_TOKEN + "\n")  # as a mounted secret: Prometheus trims it
     (tmp_path / "rules.yml").write_text(fast_rules((ROOT / "alerts/integration-health.rules.yml").read_text()))

@@ -1,4 +1,4 @@
-"""Fakes for tests and benchmarks: static credentials, adapters built over a context."""
+"""Fakes for tests and benchmarks: static credentials, adapters built over a context, a loopback session."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 from pydantic import SecretStr
 
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import Adapter, AdapterContext, HealthCheck, build_adapters
+from exporter.adapters.transport import make_session
+from exporter.core.egress import EgressPolicy
 from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, IntegrationResult
 from exporter.engine.runner import Runner
 from exporter.storage.store import Store
+
+# Tests' servers and the simulator listen on loopback: allowed here as an operator's EXPORTER_EGRESS_ALLOW would.
+LOOPBACK = EgressPolicy.from_allow(["127.0.0.0/8", "::1"])
+
+
+def loopback_session(**options: Any) -> aiohttp.ClientSession:
+    """The service's session (make_session, so the egress policy is enforced) with loopback allowed."""
+    return make_session(policy=LOOPBACK, **options)
 
 
 class StaticCredentials:

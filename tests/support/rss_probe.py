@@ -13,13 +13,12 @@ import sys
 from uuid import uuid4
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import make_session
 from exporter.core.model import Integration
-from tests.support.fakes import runner_for
+from tests.support.fakes import loopback_session, runner_for
 
 
 async def probe(url: str) -> dict[str, object]:
-    async with make_session() as session:
+    async with loopback_session() as session:
         runner = runner_for(AdapterContext(session=session), timeout=60)
         [r] = await runner.run([Integration(uuid4(), "http", {"url": url, "method": "GET"})])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

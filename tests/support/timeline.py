@@ -19,7 +19,6 @@ from uuid import UUID
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from exporter.adapters.transport import make_session
 from exporter.core import policy
 from exporter.core.model import CredentialUnavailable, Integration
 from exporter.core.syncs import SyncRun
@@ -29,7 +28,7 @@ from exporter.services import Services, build_services
 from exporter.settings import Settings
 from exporter.storage.credentials import CachedCredentials
 from exporter.web.metrics import Exposition
-from tests.support.fakes import StaticCredentials
+from tests.support.fakes import StaticCredentials, loopback_session
 from tests.support.memory_store import MemoryStore
 
 T0 = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)  # the day spans Europe/Oslo's autumn change (25 Oct, 01:00 UTC)
@@ -161,7 +160,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
     services: Services | None = None
     text: str | None = None
     down_until = 0
-    async with make_session() as session:
+    async with loopback_session() as session:
         for minute in range(DAY):
             clock.now = now = at(minute)
             for event in scenario.events.get(minute, ()):

@@ -77,6 +77,7 @@ REASON_ALERTS: dict[Reason, tuple[HealthStatus, str | None]] = {
     Reason.TLS: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
     Reason.HTTP_5XX: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
     Reason.INVALID_CONFIG: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
+    Reason.BLOCKED: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),  # the row or EXPORTER_EGRESS_ALLOW to fix
     Reason.ERROR: (HealthStatus.UNREACHABLE, "IntegrationUnreachable"),
 }
 

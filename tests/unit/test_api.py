@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from uuid import UUID
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
@@ -16,6 +15,7 @@ from exporter.settings import Settings, describe_settings_error
 from exporter.web.api import RUNTIME, SERVICES
 from exporter.web.app import create_app
 from tests.helpers import AUTH, settings_for, wait_until
+from tests.support.fakes import loopback_session
 from tests.support.memory_store import MemoryStore
 
 ORG = UUID("33333333-3333-4333-8333-333333333333")
@@ -25,7 +25,7 @@ ORG = UUID("33333333-3333-4333-8333-333333333333")
 async def serve(aiohttp_client, sim):
     """Start the service, with these settings, over a MemoryStore holding one org's http integration."""
     _, base = sim
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         async def start(**overrides) -> tuple[TestClient, MemoryStore]:
             store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
             settings = settings_for("postgresql://unused", **({"run_now_min_interval_seconds": 60} | overrides))
@@ -94,7 +94,7 @@ class OneReplica:
 
 async def test_readyz_says_so_when_the_lease_renewal_stopped(aiohttp_client) -> None:
     settings = settings_for("postgresql://unused")
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=MemoryStore(), session=session,  # type: ignore[arg-type]
                                   shards=OneReplica())  # type: ignore[arg-type]
         client = await aiohttp_client(create_app(settings, services))
@@ -118,7 +118,7 @@ async def test_run_now_on_a_replica_that_does_not_own_the_org_answers_but_leaves
     state, base = sim
     store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
     settings = settings_for("postgresql://unused")
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
                                   shards=NoShards())  # type: ignore[arg-type]
         client = await aiohttp_client(create_app(settings, services))

@@ -8,7 +8,7 @@ from uuid import UUID
 import pytest
 
 from exporter.core.claims import OPERATOR, app_user, claimed_org_ids
-from tests.support.claims import A, B, CLAIM_SETS
+from tests.support.claims import CLAIM_SETS, A, B
 
 
 @pytest.mark.parametrize(("claims", "granted"), [(c, g) for _, c, g in CLAIM_SETS], ids=[n for n, _, _ in CLAIM_SETS])

@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from uuid import UUID
 
-import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +15,7 @@ from exporter.adapters.base import AdapterContext
 from exporter.core.model import HealthResult, HealthStatus, Integration, InvalidConfig, Reason, parse_config
 from exporter.core.sanitize import MAX_ERROR_CHARS, sanitize
 from exporter.core.syncs import SyncSchedule
-from tests.support.fakes import runner_for
+from tests.support.fakes import loopback_session, runner_for
 
 ORG = UUID("44444444-4444-4444-8444-444444444444")
 FIELDS = ["url", "method", "expected_status", "auth", "auth_header", "body_contains", "tls_verify",
@@ -60,7 +59,7 @@ class Healthy:
 @given(rows=st.lists(st.tuples(types, configs), min_size=1, max_size=6))
 def test_any_rows_give_one_bounded_result_each_and_never_raise(rows) -> None:
     async def run() -> list:
-        async with aiohttp.ClientSession() as session:
+        async with loopback_session() as session:
             runner = runner_for(AdapterContext(session=session), dict.fromkeys(ADAPTERS, Healthy))
             return await runner.run([Integration(ORG, kind, config) for kind, config in rows])
 

@@ -17,10 +17,10 @@ import trustme
 from aiohttp import web
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import MAX_BODY_BYTES, make_session
+from exporter.adapters.transport import MAX_BODY_BYTES
 from exporter.core.model import HealthStatus, Integration, IntegrationResult, Reason
 from tests.helpers import wait_until
-from tests.support.fakes import StaticCredentials, runner_for
+from tests.support.fakes import StaticCredentials, loopback_session, runner_for
 from tests.support.fault_server import FaultServer, compression_bomb
 
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
@@ -51,7 +51,7 @@ async def faults():
 
 @pytest.fixture
 async def session():
-    async with make_session() as s:
+    async with loopback_session() as s:
         yield s
 
 
@@ -175,7 +175,7 @@ async def test_a_bad_certificate_is_a_tls_failure_unless_trusted_per_integration
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
     try:
-        async with make_session(ssl_context=client_ctx) as session:
+        async with loopback_session(ssl_context=client_ctx) as session:
             url = f"https://127.0.0.1:{runner.addresses[0][1]}/"
             r = await run_beside_a_bystander(session, {"url": url, "method": "GET", "auth": "bearer",
                                                        "tls_verify": tls_verify}, faults, caplog)

@@ -19,10 +19,10 @@ from aiohttp import web
 
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.classify import parse_retry_after
-from exporter.adapters.transport import MAX_BODY_BYTES, BodyTooLarge, fetch, make_session
+from exporter.adapters.transport import MAX_BODY_BYTES, BodyTooLarge, fetch
 from exporter.core.model import HealthResult, HealthStatus, Integration, Reason
 from exporter.demo.simulator import Mode
-from tests.support.fakes import StaticCredentials, runner_for
+from tests.support.fakes import StaticCredentials, loopback_session, runner_for
 
 ORG = UUID("33333333-3333-4333-8333-333333333333")
 
@@ -225,7 +225,7 @@ async def test_credentials_do_not_follow_a_redirect_from_https_down_to_http() ->
     app = web.Application()
     app.router.add_get("/start", start)
     app.router.add_get("/landing", landing.handler)
-    async with serve_https_and_http_on_one_port(app, server_tls) as port, make_session(ssl_context=client_tls) as s:
+    async with serve_https_and_http_on_one_port(app, server_tls) as port, loopback_session(ssl_context=client_tls) as s:
         url = f"https://127.0.0.1:{port}/start"
         result = await check_with_or_without_credentials(s, url, with_credentials=True)
         assert (result.status, result.reason, result.error) == (

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-import aiohttp
 import pytest
 
 from exporter.adapters.base import AdapterSpec
@@ -20,6 +19,7 @@ from exporter.engine.snapshot import Snapshot
 from exporter.services import Services, build_services
 from exporter.settings import Settings
 from tests.helpers import settings_for
+from tests.support.fakes import loopback_session
 from tests.support.memory_store import MemoryStore
 
 ORG = UUID("66666666-6666-4666-8666-666666666666")
@@ -38,7 +38,7 @@ async def test_a_throttled_integration_without_sync_schedule_stays_active_and_ke
     state.modes["busy"] = Mode("rate_limited", retry_after=1)
     store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/busy", "method": "GET"})])
     settings = settings_for("postgresql://unused", check_interval=900, rate_limit_fallback_after=3)
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
         for n in range(5):  # 4 h apart, so backoff never skips a cycle
             slot = SLOT + timedelta(hours=4 * n)
@@ -53,7 +53,7 @@ async def test_a_first_cycle_that_cannot_load_integrations_keeps_the_restored_st
     _, base = sim
     store = MemoryStore([Integration(ORG, "http", {"url": f"{base}/http/ok", "method": "GET"})])
     settings = settings_for("postgresql://unused", check_interval=900)
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         before = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
         await before.scheduler.run_cycle(SLOT, SLOT)
         after = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
@@ -81,7 +81,7 @@ async def test_adapters_are_built_once_so_a_token_is_fetched_once_across_cycles(
     state.secrets["d"] = accepted
     store = MemoryStore([Integration(ORG, "dynamics365", FAKES["dynamics365"].config(base, "d"), "ref")])
     settings = settings_for("postgresql://unused", check_interval=900)
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
                                   credentials=StaticCredentials({"ref": vault_secret}))
         for n in range(3):
@@ -252,7 +252,7 @@ async def test_a_check_the_vault_prevented_leaves_the_last_result_and_counts_as_
     config = {"url": f"{base}/http/down", "method": "GET", "auth": "bearer"}
     store = MemoryStore([Integration(ORG, "http", config, "ref")])
     settings = settings_for("postgresql://unused", check_interval=900)
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
                                   credentials=CachedCredentials(vault, ttl=0, stale_s=0))
         await services.scheduler.run_cycle(SLOT, SLOT)  # the vendor is down: unreachable, 1 failure

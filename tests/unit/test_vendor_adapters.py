@@ -14,7 +14,7 @@ from exporter.adapters.base import AdapterContext
 from exporter.core.model import CREDENTIAL_REFUSED, HealthResult, HealthStatus, Integration, Reason
 from exporter.demo.simulator import Mode, SimState, create_app
 from exporter.engine.runner import Runner
-from tests.support.fakes import StaticCredentials, runner_for
+from tests.support.fakes import StaticCredentials, loopback_session, runner_for
 
 ORG = UUID("44444444-4444-4444-8444-444444444444")
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
@@ -196,8 +196,6 @@ async def test_https_target_reports_its_certificate_expiry(tmp_path) -> None:
     import trustme
     from aiohttp import web
 
-    from exporter.adapters.transport import make_session
-
     ca = trustme.CA()
     not_after = datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)
     cert = ca.issue_cert("127.0.0.1", not_after=not_after)
@@ -210,7 +208,7 @@ async def test_https_target_reports_its_certificate_expiry(tmp_path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
     await site.start()
     try:
-        async with make_session(ssl_context=client_ctx) as session:
+        async with loopback_session(ssl_context=client_ctx) as session:
             result = await run(AdapterContext(session=session), "http",
                                {"url": f"https://127.0.0.1:{runner.addresses[0][1]}/http/t"})
     finally:
