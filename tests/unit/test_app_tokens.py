@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -31,6 +30,7 @@ from exporter.web.app import create_app
 from exporter.web.auth import bearer_token
 from exporter.web.jwks import JwksCache, JwksFetchError, parse_jwks
 from tests.helpers import AUTH, JWT_SECRET, TOKEN, app_token, bearer, settings_for, wait_until
+from tests.support.fakes import loopback_session
 from tests.support.memory_store import MemoryStore
 
 ORG_A = UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
@@ -105,7 +105,7 @@ async def start(aiohttp_client, sim, key_server) -> AsyncIterator:
     accepting JWTs by `jwt_secret` and the loopback JWKS unless the overrides say otherwise."""
     state, base = sim
     keys, url = key_server
-    async with aiohttp.ClientSession() as session:
+    async with loopback_session() as session:
         async def _start(**overrides: Any) -> Api:
             store = MemoryStore([Integration(org, "http", {"url": f"{base}/http/ok", "method": "GET"})
                                  for org in (ORG_A, ORG_B)])
