@@ -103,7 +103,8 @@ def describe_exception(exc: BaseException) -> Failure:
             return HealthStatus.UNREACHABLE, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"
         case aiohttp.ClientResponseError() if not isinstance(exc, aiohttp.ContentTypeError):
             # A parse failure of the status line or headers; its text quotes the bytes received, so not here.
-            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"
+            # Not HTTP at all cannot carry a sync: unreachable, whatever answers on that port.
+            return HealthStatus.UNREACHABLE, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"
         case BodyTooLarge() | aiohttp.ContentTypeError() | ValueError():
             return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, f"unexpected response: {exc}"
         case _:  # the text of an unforeseen exception may quote what the server sent: only its type leaves

@@ -83,7 +83,7 @@ HOSTILE = [  # path, status, reason, error (exact)
     ("/redirect-away", D, Reason.BAD_RESPONSE,
      "unexpected response: redirect to another host (localhost) not followed with credentials"),
     ("/http10", H, None, None),
-    ("/garbage", D, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"),
+    ("/garbage", U, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"),
     ("/reset-mid-body", U, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"),
 ]
 
