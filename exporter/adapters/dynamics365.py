@@ -20,8 +20,8 @@ class Dynamics365Config(IntegrationConfigBase):
     """Dynamics 365 Web API via OAuth2 client credentials; the credential is the client secret."""
 
     org_url: HttpUrl  # https://<org>.crm<N>.dynamics.com
-    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
-    client_id: str = Field(min_length=1)
+    tenant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9.-]+$")
+    client_id: str = Field(min_length=1, max_length=128)  # a GUID: bounded, as it keys the token cache
     token_url: HttpUrl | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
 
     @property

@@ -38,8 +38,8 @@ class HttpConfig(IntegrationConfigBase):
     method: Literal["HEAD", "GET"] = "HEAD"
     expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list, max_length=50)
     auth: Literal["none", "bearer", "basic", "header"] = "none"
-    auth_header: str = "Authorization"
-    body_contains: str | None = Field(default=None, min_length=1)  # GET only: the answer must contain this
+    auth_header: str = Field(default="Authorization", max_length=128, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    body_contains: str | None = Field(default=None, min_length=1, max_length=1024)  # the answer must contain this
     tls_verify: bool = True  # false trusts any certificate (self-signed, expired): an explicit, per-integration choice
 
 

@@ -98,3 +98,18 @@ def test_a_secret_in_url_userinfo_or_query_never_survives_sanitize(secret: str, 
     for message in (f"failed https://u:{secret}@{host}/p", f"failed https://{host}/p?key={secret}",
                     f"failed http://{host}/p#{secret}", f"sent Bearer {secret}"):
         assert secret not in sanitize(message)
+
+
+@pytest.mark.parametrize(("kind", "config", "field"), [
+    ("dynamics365", {"org_url": "https://x.crm4.dynamics.com", "tenant_id": "t", "client_id": "c" * 5_000_000},
+     "config.client_id"),
+    ("dynamics365", {"org_url": "https://x.crm4.dynamics.com", "tenant_id": "t" * 1_000_000, "client_id": "c"},
+     "config.tenant_id"),
+    ("http", {"url": "https://a.example", "body_contains": "x" * 100_000}, "config.body_contains"),
+    ("http", {"url": "https://a.example", "auth": "header", "auth_header": "X-Key\r\nHost: evil"},
+     "config.auth_header"),
+])
+def test_free_text_fields_are_bounded_so_a_tenant_cannot_grow_caches_or_inject_headers(kind, config, field) -> None:
+    with pytest.raises(InvalidConfig) as err:
+        parse_config(Integration(ORG, kind, config), MODELS)
+    assert str(err.value).startswith(field)
