@@ -74,20 +74,27 @@ def dsn_for(server_dsn: str, database: str) -> str:
     return server_dsn.rsplit("/", 1)[0] + "/" + database
 
 
-@pytest.fixture(scope="session")
-async def template_db(pg_server: str) -> str:
-    conn = await asyncpg.connect(pg_server)
+async def migrated_template(server_dsn: str, name: str, setup_sql: str = "") -> str:
+    """(Re)create database `name`, run `setup_sql` in it (a platform's roles and grants), then the migrations."""
+    conn = await asyncpg.connect(server_dsn)
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    conn = await asyncpg.connect(dsn_for(pg_server, TEMPLATE))
+    conn = await asyncpg.connect(dsn_for(server_dsn, name))
     try:
+        if setup_sql:
+            await conn.execute(setup_sql)
         await migrate(conn)
     finally:
         await conn.close()
-    return TEMPLATE
+    return name
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_server: str) -> str:
+    return await migrated_template(pg_server, TEMPLATE)
 
 
 @contextlib.asynccontextmanager

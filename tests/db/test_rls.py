@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from exporter.storage.migrate import load_migrations, migrate
-from tests.conftest import dsn_for
+from tests.conftest import dsn_for, migrated_template
 
 ORG_A, ORG_B = uuid4(), uuid4()
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -43,19 +43,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authen
 @pytest.fixture(scope="module")
 async def supabase_template(pg_server: str) -> str:
     """A migrated template database made as Supabase makes one: its roles and default privileges first."""
-    conn = await asyncpg.connect(pg_server)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {SUPABASE_TEMPLATE}")
-        await conn.execute(f"CREATE DATABASE {SUPABASE_TEMPLATE}")
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(dsn_for(pg_server, SUPABASE_TEMPLATE))
-    try:
-        await conn.execute(SUPABASE_DEFAULTS)
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return SUPABASE_TEMPLATE
+    return await migrated_template(pg_server, SUPABASE_TEMPLATE, SUPABASE_DEFAULTS)
 
 
 @pytest.fixture(params=["postgres", "supabase"])
