@@ -12,6 +12,8 @@ Sample of what the collector renders, per integration:
     integration_health_next_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
     integration_health_failure_reason{org_id="6f1c…",integration_type="fiken",reason="rate_limited"} 1.0
     integration_health_tls_cert_expiry_timestamp_seconds{org_id="6f1c…",integration_type="http"} 1.79e+09
+    integration_health_sync_warmup_latency_seconds{org_id="6f1c…",integration_type="xledger"} 2.61
+    integration_health_sync_warmup_consecutive_failures{org_id="6f1c…",integration_type="xledger"} 0.0
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class SnapshotCollector:
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        status, latency, last, failures, changes, next_, reason, tls, mode, *sync = families = self._families()
+        status, latency, last, failures, changes, next_, reason, tls, mode, *rest = families = self._families()
         for k, r in self.snapshot.results.items():
             key = [str(r.org_id), r.integration_type]
             for s in STATUSES:
@@ -62,11 +64,13 @@ class SnapshotCollector:
         for (org_id, kind), m in self.snapshot.modes.items():
             for value in MODES:
                 mode.add_metric([str(org_id), kind, value], 1.0 if m == value else 0.0)
-        self._collect_syncs(*sync)
+        self._collect_syncs(*rest[:6])
+        self._collect_warmups(*rest[6:])
         yield from families
 
     def _collect_syncs(self, state: GaugeMetricFamily, drift: GaugeMetricFamily, success: GaugeMetricFamily,
-                       expected: GaugeMetricFamily, lateness: GaugeMetricFamily) -> None:
+                       expected: GaugeMetricFamily, lateness: GaugeMetricFamily,
+                       invocation: GaugeMetricFamily) -> None:
         for (org_id, kind), a in self.snapshot.syncs.items():
             key = [str(org_id), kind]
             for value in SYNC_STATES:
@@ -78,6 +82,15 @@ class SnapshotCollector:
             if a.next_expected:
                 expected.add_metric(key, a.next_expected.timestamp())
             lateness.add_metric(key, a.lateness_s)
+            if a.last_run and a.last_run.invocation_latency_ms is not None:
+                invocation.add_metric(key, a.last_run.invocation_latency_ms / 1000)
+
+    def _collect_warmups(self, latency: GaugeMetricFamily, failures: GaugeMetricFamily) -> None:
+        for (org_id, kind), w in self.snapshot.warmups.items():
+            key = [str(org_id), kind]
+            if w.latency_s is not None:
+                latency.add_metric(key, w.latency_s)
+            failures.add_metric(key, w.consecutive_failures)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
@@ -111,6 +124,12 @@ class SnapshotCollector:
             GaugeMetricFamily("integration_health_sync_lateness_seconds",
                               "How long the oldest outstanding expected sync is overdue (0 when none is)",
                               labels=LABELS),
+            GaugeMetricFamily("integration_health_sync_invocation_latency_seconds",
+                              "How long the sync function took to answer, as the latest run reported it", labels=LABELS),
+            GaugeMetricFamily("integration_health_sync_warmup_latency_seconds",
+                              "First answer of the latest warm-up before a scheduled sync", labels=LABELS),
+            GaugeMetricFamily("integration_health_sync_warmup_consecutive_failures",
+                              "Warm-ups before scheduled syncs that failed in a row", labels=LABELS),
         )
 
 
