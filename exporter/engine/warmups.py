@@ -28,7 +28,8 @@ from exporter.engine.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 Key = tuple[UUID, str]
-REPLAN_S = 60.0  # the integration list changes every cycle: look again at least this often
+REPLAN_S = 60.0  # look again at least this often, whatever the schedules say
+TICK_S = 1.0  # how often a sleeping loop notices that a cycle loaded a new integration list
 MAX_IN_FLIGHT = 64  # warm-ups sent at once; a schedule shared by thousands of orgs waits its turn
 
 
@@ -80,12 +81,21 @@ class Warmer:
                     task = asyncio.create_task(self.send(integration, warmup))
                     self.in_flight.add(task)
                     task.add_done_callback(self.in_flight.discard)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.0))
+                await self._sleep(stop, wait)
         finally:
             for task in list(self.in_flight):
                 task.cancel()
             await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+    async def _sleep(self, stop: asyncio.Event, wait: float) -> None:
+        """Sleep `wait` seconds, or less when stopped or when a cycle loaded a new integration list (the
+        scheduler replaces the list, so an identity check costs nothing; the first cycle after a start-up
+        is what makes the warm-ups known)."""
+        loop, seen = asyncio.get_running_loop(), self.integrations()
+        deadline = loop.time() + wait
+        while not stop.is_set() and self.integrations() is seen and (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(left, TICK_S))
 
     async def send(self, i: Integration, warmup: Warmup) -> None:
         """One warm-up: validate, apply the egress policy, GET, classify, count, record; never raises."""
