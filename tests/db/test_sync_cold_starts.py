@@ -4,9 +4,12 @@ before a scheduled sync by the running service, and the sync-run source a deploy
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -133,8 +136,6 @@ async def test_the_running_service_warms_the_sync_function_up_before_its_schedul
 
 
 async def test_an_overlong_warm_up_url_is_refused_by_the_column_too(admin) -> None:
-    import asyncpg
-
     with pytest.raises(asyncpg.CheckViolationError):
         await add_scheduled(admin, uuid4(), "https://fn.example.com/" + "a" * 2100)
 
@@ -154,30 +155,21 @@ CREATE TABLE public.bufdir_export_audit_log (
 );
 ALTER TABLE public.bufdir_export_audit_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY audit_service_role ON public.bufdir_export_audit_log FOR ALL TO service_role USING (true);
-GRANT SELECT ON public.bufdir_export_audit_log TO service_role;
 """
 
-# The README's example mapping, verbatim (tests/unit/test_readme.py does not check it; this test runs it).
-SOURCE_VIEW = """
-CREATE OR REPLACE VIEW public.integration_health_sync_runs_source WITH (security_invoker = true) AS
-SELECT organization                                            AS org_id,
-       target_system                                           AS integration_type,
-       period_start                                            AS scheduled_for,
-       exported_at                                             AS started_at,
-       completed_at                                            AS finished_at,
-       CASE status WHEN 'exported' THEN 'success' WHEN 'failed' THEN 'failure' ELSE 'running' END AS outcome,
-       details ->> 'error'                                     AS error_message,
-       (details ->> 'cold_start')::boolean                     AS cold_start,
-       (details ->> 'invocation_ms')::integer                  AS invocation_latency_ms
-FROM public.bufdir_export_audit_log;
-"""
+
+def readme_source_view() -> str:
+    """The README's example mapping, as printed there: this test runs what deployers copy."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### The sync-run source", 1)[1]
+    return re.search(r"```sql\n(.*?)```", section, re.S).group(1)
 
 
 async def test_a_view_redefined_over_the_deployers_export_log_drives_passive_health(service, admin) -> None:
     org = uuid4()
     await add_scheduled(admin, org)
     await admin.execute(AUDIT_LOG)
-    await admin.execute(SOURCE_VIEW)
+    await admin.execute(readme_source_view())
     assert await admin.fetchval("SELECT reloptions FROM pg_class WHERE relname = "
                                 "'integration_health_sync_runs_source'") == ["security_invoker=true"]
     await admin.execute(
@@ -192,3 +184,18 @@ async def test_a_view_redefined_over_the_deployers_export_log_drives_passive_hea
     metrics = gauges(await (await client.get("/metrics")).text())
     key = (("integration_type", "xledger"), ("org_id", str(org)), ("state", "failed"))
     assert metrics["integration_health_sync_state"][key] == 1.0
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+async def test_client_roles_cannot_read_the_sync_run_source(admin, role: str) -> None:
+    """Apps read integration_sync_runs under its policies; the view is the exporter's (and a redefinition
+    over a deployer's log must not open that log to every signed-in user)."""
+    await admin.execute("INSERT INTO integration_sync_runs (org_id, integration_type, scheduled_for, outcome) "
+                        "VALUES ($1, 'xledger', $2, 'success')", uuid4(), HOUR)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with admin.transaction():
+            await admin.execute(f"SET LOCAL ROLE {role}")
+            await admin.fetch("SELECT * FROM public.integration_health_sync_runs_source")
+    async with admin.transaction():
+        await admin.execute("SET LOCAL ROLE service_role")
+        assert await admin.fetchval("SELECT count(*) FROM public.integration_health_sync_runs_source") == 1
