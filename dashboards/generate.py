@@ -152,9 +152,9 @@ def overview() -> dashboard.Dashboard:
             .with_panel(stat.Panel().title("Passive integrations").span(6).height(8)
                         .with_target(q(f'sum(integration_health_mode{{mode="passive",{SEL}}})', "passive")))
             .with_panel(timeseries.Panel().title("Sync function cold starts").unit("short").span(8).height(8)
-                        .with_target(q('sum by (integration_type, source) (increase('
-                                       'integration_health_sync_cold_starts_total{integration_type=~"$integration_type"}'
-                                       '[$__rate_interval]))', "{{integration_type}} ({{source}})")))
+                        .with_target(q('sum by (integration_type, source) (increase(integration_health_sync_'
+                                       'cold_starts_total{integration_type=~"$integration_type"}[$__rate_interval]))',
+                                       "{{integration_type}} ({{source}})")))
             .with_panel(timeseries.Panel().title("Sync function first answer (warm-up, reported invocation)")
                         .unit("s").span(10).height(8)
                         .thresholds(thresholds((None, "green"), (2, "orange")))

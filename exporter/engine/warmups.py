@@ -22,7 +22,7 @@ from exporter.adapters.transport import EgressConnector, fetch
 from exporter.core import syncs, warmups
 from exporter.core.egress import Blocked, EgressPolicy
 from exporter.core.model import Integration, utcnow
-from exporter.core.warmups import Warmup, WarmupOutcome
+from exporter.core.warmups import Warmup, WarmupOutcome, WarmupRecord
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
 
@@ -50,35 +50,40 @@ class Warmer:
         self.in_flight: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
 
-    def due(self, now: datetime) -> tuple[list[tuple[Integration, Warmup]], float]:
-        """The warm-ups due at `now` (marked as sent), and how long to sleep before the next one."""
-        todo, wait, live = [], self.replan_s, set()
+    def due(self, now: datetime) -> tuple[list[tuple[list[Integration], Warmup]], float]:
+        """The warm-ups due at `now` (marked as sent), and how long to sleep before the next one.
+
+        Integrations that share a sync function (one endpoint for every organisation, as an Edge Function
+        per type usually is) and a sync time are one warm-up: one request warms the function for all.
+        """
+        groups: dict[tuple[str, datetime], tuple[list[Integration], Warmup]] = {}
+        wait, live = self.replan_s, set()
         for i in self.integrations():
             key = (i.org_id, i.integration_type)
             try:  # a bad schedule is the scheduler's to report (its own integration only); no warm-up here
                 schedule = syncs.schedule_from_columns(i.sync) if i.warmup_url else None
             except ValueError:
                 schedule = None
-            if schedule is None:
+            if schedule is None or i.warmup_url is None:
                 continue
             live.add(key)
             warmup = warmups.next_warmup(schedule, now, self.lead_s, self.warmed.get(key))
             if warmup.at <= now:
                 self.warmed[key] = warmup.sync_at
-                todo.append((i, warmup))
+                groups.setdefault((i.warmup_url, warmup.sync_at), ([], warmup))[0].append(i)
             else:
                 wait = min(wait, (warmup.at - now).total_seconds())
         for gone in self.warmed.keys() - live:
             del self.warmed[gone]
-        return todo, wait
+        return list(groups.values()), wait
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Send what is due, sleep until the next one (or REPLAN_S), until `stop`; then cancel what is in flight."""
         try:
             while not stop.is_set():
                 todo, wait = self.due(self.clock())
-                for integration, warmup in todo:
-                    task = asyncio.create_task(self.send(integration, warmup))
+                for members, warmup in todo:
+                    task = asyncio.create_task(self.send(members, warmup))
                     self.in_flight.add(task)
                     task.add_done_callback(self.in_flight.discard)
                 await self._sleep(stop, wait)
@@ -97,28 +102,36 @@ class Warmer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=min(left, TICK_S))
 
-    async def send(self, i: Integration, warmup: Warmup) -> None:
-        """One warm-up: validate, apply the egress policy, GET, classify, count, record; never raises."""
+    async def send(self, members: Sequence[Integration], warmup: Warmup) -> None:
+        """One warm-up for integrations sharing a URL and a sync: validate, apply the egress policy, GET,
+        classify; count the request and a cold start once (per type), record and log per integration."""
         async with self._limit:
-            outcome, latency_s = await self._request(i)
-        org, kind = str(i.org_id), i.integration_type
+            outcome, latency_s = await self._request(members[0].warmup_url)
         self.instruments.sync_warmups.labels(outcome.value).inc()
-        key = (i.org_id, i.integration_type)
-        record = warmups.record(self.snapshot.warmups.get(key), self.clock(), warmup.sync_at, outcome, latency_s)
-        self.snapshot.record_warmup(key, record)
-        extra = {"org_id": org, "integration_type": kind, "sync_at": warmup.sync_at.isoformat()}
         if outcome is WarmupOutcome.COLD_START:
-            self.instruments.count_cold_starts(kind, "warmup")
-            log.info("cold start: the sync function took %.1f s to answer its warm-up", latency_s, extra=extra)
-        elif outcome.failed and record.consecutive_failures >= warmups.FAILING_AFTER:
-            log.warning("warm-up failed (%s), %d times in a row: the next syncs may hit cold starts",
-                        outcome.value, record.consecutive_failures, extra=extra)
-        elif outcome.failed:
-            log.info("warm-up failed (%s)", outcome.value, extra=extra)
+            for kind in {i.integration_type for i in members}:
+                self.instruments.count_cold_starts(kind, "warmup")
+        for i in members:
+            key = (i.org_id, i.integration_type)
+            record = warmups.record(self.snapshot.warmups.get(key), self.clock(), warmup.sync_at, outcome, latency_s)
+            self.snapshot.record_warmup(key, record)
+            self._log(i, warmup, record)
 
-    async def _request(self, i: Integration) -> tuple[WarmupOutcome, float | None]:
+    @staticmethod
+    def _log(i: Integration, warmup: Warmup, record: WarmupRecord) -> None:
+        extra = {"org_id": str(i.org_id), "integration_type": i.integration_type,
+                 "sync_at": warmup.sync_at.isoformat()}
+        if record.outcome is WarmupOutcome.COLD_START:
+            log.info("cold start: the sync function took %.1f s to answer its warm-up", record.latency_s, extra=extra)
+        elif record.outcome.failed and record.consecutive_failures >= warmups.FAILING_AFTER:
+            log.warning("warm-up failed (%s), %d times in a row: the next syncs may hit cold starts",
+                        record.outcome.value, record.consecutive_failures, extra=extra)
+        elif record.outcome.failed:
+            log.info("warm-up failed (%s)", record.outcome.value, extra=extra)
+
+    async def _request(self, raw_url: str | None) -> tuple[WarmupOutcome, float | None]:
         try:
-            url = warmups.parse_warmup_url(i.warmup_url)
+            url = warmups.parse_warmup_url(raw_url)
         except ValueError:
             return WarmupOutcome.INVALID_CONFIG, None
         try:

@@ -280,3 +280,15 @@ async def test_stopping_the_loop_cancels_a_warm_up_in_flight(aiohttp_server) -> 
         await asyncio.wait_for(started.wait(), 10)
         assert len(warmer.in_flight) == 1
     assert snapshot.warmups == {}  # cancelled, not recorded as a failure of the function
+
+
+async def test_organisations_sharing_one_sync_function_warm_it_with_one_request(function_server) -> None:
+    fn, url = function_server
+    orgs = [UUID(int=n) for n in range(1, 6)]
+    async with running_warmer([hourly(url, org) for org in orgs], LOOPBACK) as (warmer, instruments, snapshot):
+        await settled(warmer, snapshot, len(orgs))
+    assert len(fn.requests) == 1
+    assert counted(instruments, WarmupOutcome.COLD_START) == 1
+    assert instruments.sync_cold_starts.labels("xledger", "warmup")._value.get() == 1  # one function, once
+    assert {k[0] for k in snapshot.warmups} == set(orgs)
+    assert {w.outcome for w in snapshot.warmups.values()} == {WarmupOutcome.COLD_START}
