@@ -41,7 +41,8 @@ class Warmer:
                  timeout_s: float, clock: Callable[[], datetime] = utcnow,
                  monotonic: Callable[[], float] = time.monotonic, replan_s: float = REPLAN_S) -> None:
         # fetch refuses a session without a policy; the https rule then judges by the strictest one
-        self.policy = session.connector.policy if isinstance(session.connector, EgressConnector) else EgressPolicy()
+        connector = getattr(session, "connector", None)
+        self.policy = connector.policy if isinstance(connector, EgressConnector) else EgressPolicy()
         self.ctx = AdapterContext(session=session, clock=clock, monotonic=monotonic)
         self.instruments, self.snapshot, self.integrations = instruments, snapshot, integrations
         self.lead_s, self.cold_start_s, self.timeout_s, self.replan_s = lead_s, cold_start_s, timeout_s, replan_s
