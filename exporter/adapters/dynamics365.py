@@ -10,7 +10,7 @@ from pydantic import Field, HttpUrl
 
 from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow, refused
-from exporter.adapters.tokens import TokenCache, TokenFailure
+from exporter.adapters.tokens import TokenCache, TokenFailure, with_token
 from exporter.adapters.transport import Response, fetch
 from exporter.core.egress import VendorHosts
 from exporter.core.model import HealthResult, IntegrationConfigBase, Reason
@@ -71,16 +71,14 @@ class Dynamics365Check:
     async def check(self, org_id: UUID, config: Dynamics365Config) -> HealthResult:
         secret = await self.ctx.secret(org_id, config.credential_ref)  # read every check: a rotation counts
         scope = (org_id, config.credential_ref, config.effective_token_url, config.client_id, str(config.org_url))
-        try:
-            token = await self.tokens.get(scope, secret, lambda: self._fetch_token(config, secret))
+        url = str(config.org_url).rstrip("/") + WHOAMI_PATH
+        try:  # a cached token refused (revoked, expired early) is replaced once: a stale token is not an alert
+            resp = await with_token(self.tokens, scope, secret, lambda: self._fetch_token(config, secret),
+                                    lambda token: self._who_am_i(url, token))
         except TokenFailure as failure:
             return failure.result
-        url = str(config.org_url).rstrip("/") + WHOAMI_PATH
-        resp = await fetch(self.ctx, "GET", url, headers={
-            "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
         now = self.ctx.clock()
         if resp.status in (401, 403):
-            self.tokens.drop(scope)  # revoked or expired early: the next check fetches a new one
             code = dataverse_code(resp.json_object())
             if code in DATAVERSE_CODES:
                 reason, why = DATAVERSE_CODES[code]
@@ -91,6 +89,10 @@ class Dynamics365Check:
         if not body or not {"UserId", "OrganizationId"} <= body.keys():
             return bad_response(resp.latency_ms, now, "WhoAmI answer without UserId/OrganizationId")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
+
+    async def _who_am_i(self, url: str, token: str) -> Response:
+        return await fetch(self.ctx, "GET", url, headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
 
     async def _fetch_token(self, config: Dynamics365Config, secret: str) -> tuple[str, float]:
         form = {"grant_type": "client_credentials", "client_id": config.client_id, "client_secret": secret,

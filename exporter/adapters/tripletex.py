@@ -19,7 +19,7 @@ from exporter.adapters.classify import (
     refused,
     with_retry_after,
 )
-from exporter.adapters.tokens import TokenCache, TokenFailure
+from exporter.adapters.tokens import TokenCache, TokenFailure, with_token
 from exporter.adapters.transport import Response, basic_auth_header, fetch
 from exporter.core.egress import VendorHosts
 from exporter.core.model import CredentialError, HealthResult, IntegrationConfigBase, Reason
@@ -64,24 +64,11 @@ class TripletexCheck:
         secret = await self.ctx.secret(org_id, config.credential_ref)  # read every check: a rotation counts
         consumer, employee = parse_credential(secret)
         scope = (org_id, config.credential_ref, base)
-        created: list[bool] = []
-
-        async def create() -> tuple[str, float]:
-            created.append(True)
-            return await self._create_session(base, consumer, employee)
-
-        for _ in range(2):  # a cached session refused (ended early, or forgotten): one new session, once
-            try:
-                session_token = await self.tokens.get(scope, secret, create)
-            except TokenFailure as failure:
-                return failure.result
-            resp = await fetch(self.ctx, "GET", f"{base}/token/session/>whoAmI",
-                               headers={"Authorization": basic_auth_header("0", session_token),
-                                        "Accept": "application/json"})
-            if resp.status in (401, 403):
-                self.tokens.drop(scope)
-            if resp.status != 401 or created:  # answered, or refused a session made for this very check
-                break
+        try:  # a cached session refused (ended early, forgotten) is created again once before reading auth
+            resp = await with_token(self.tokens, scope, secret, lambda: self._create_session(base, consumer, employee),
+                                    lambda token: self._who_am_i(base, token))
+        except TokenFailure as failure:
+            return failure.result
         now = self.ctx.clock()
         if failed := classify_http(resp, now):
             return honour_reset(failed, resp)
@@ -89,6 +76,10 @@ class TripletexCheck:
         if not isinstance(value, dict) or "employeeId" not in value:
             return bad_response(resp.latency_ms, now, "whoAmI answer without value.employeeId")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
+
+    async def _who_am_i(self, base: str, session_token: str) -> Response:
+        return await fetch(self.ctx, "GET", f"{base}/token/session/>whoAmI", headers={
+            "Authorization": basic_auth_header("0", session_token), "Accept": "application/json"})
 
     async def _create_session(self, base: str, consumer: str, employee: str) -> tuple[str, float]:
         expires, keep_s = session_expiry(self.ctx.clock())

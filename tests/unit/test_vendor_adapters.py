@@ -152,15 +152,26 @@ async def test_dynamics_token_is_fetched_once_across_checks_and_refreshed_after_
     assert state.token_requests["t"] == 2
 
 
-async def test_dynamics_revoked_token_is_dropped_and_refetched(sim, http_session) -> None:
+async def test_dynamics_revoked_token_is_replaced_once_within_the_check(sim, http_session) -> None:
     state, base = sim
     ctx = vendor_ctx(http_session, VENDORS["dynamics365"])
     config = VENDORS["dynamics365"].config(base, "t")
     assert (await run(ctx, "dynamics365", config)).status == H
     state.issued.clear()  # the server forgets every token
-    assert (await run(ctx, "dynamics365", config)).reason == Reason.AUTH
+    assert (await run(ctx, "dynamics365", config)).status == H  # a stale token is not a credentials alert
+    assert (state.token_requests["t"], state.requests["t"]) == (2, 2)  # one new token; both WhoAmIs answered
+
+
+async def test_dynamics_secret_expiring_under_a_cached_token_reads_expired_at_the_first_check(sim, http_session) -> None:
+    state, base = sim
+    ctx = vendor_ctx(http_session, VENDORS["dynamics365"])
+    config = VENDORS["dynamics365"].config(base, "t")
     assert (await run(ctx, "dynamics365", config)).status == H
-    assert state.token_requests["t"] == 2
+    state.issued.clear()
+    state.modes["t"] = Mode("secret_expired")
+    result = await run(ctx, "dynamics365", config)
+    assert (result.status, result.reason) == (D, Reason.AUTH_EXPIRED)
+    assert state.token_requests["t"] == 1  # the refused fetch issued nothing; the next check asks once more
 
 
 async def test_dynamics_429_carries_retry_after_for_the_scheduler(sim, http_session) -> None:
