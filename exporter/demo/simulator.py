@@ -187,7 +187,7 @@ ENTRA_ERRORS = {
     "unknown_app": (400, "unauthorized_client", 700016, "Application with identifier '{app}' was not found in "
                     "the directory '{tenant}'."),
 }
-# Dataverse's refusals of a token Entra ID issued: (mode, HRESULT, message).
+# Dataverse's refusals of a token Entra ID issued, by mode: (HRESULT, message).
 DATAVERSE_ERRORS = {
     "no_app_user": ("0x80072560", "The user is not a member of the organization."),
     "forbidden": ("0x80040220", "Principal user (Id={app}, type=8, roleCount=0) is missing prvReadOrganization "
