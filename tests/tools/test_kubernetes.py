@@ -4,12 +4,16 @@ fields we use, the PrometheusRule's rules with promtool, and its names against t
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
+import importlib.util
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+from uuid import UUID
 
 import jsonschema
 import kubernetes_validate
@@ -18,14 +22,22 @@ import yaml
 
 from exporter.cli import parse_args
 from exporter.settings import Settings
+from exporter.storage.credentials import DirectoryCredentials
 from tests.conftest import require_tool
 from tests.tools.test_compose import dockerfile_stages
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
-sys.path.insert(0, str(KUBE))
 
-import generate  # noqa: E402
+def load_generator() -> ModuleType:
+    """deploy/kubernetes/generate.py under a name of its own (dashboards/generate.py is `generate` too)."""
+    spec = importlib.util.spec_from_file_location("kubernetes_generate", KUBE / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = load_generator()
 
 KUSTOMIZATION = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
 MANIFESTS = [(name, doc) for name in KUSTOMIZATION["resources"]
@@ -40,9 +52,25 @@ def kind(name: str) -> dict[str, Any]:
     return doc
 
 
+def json_patched(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """`doc` after the RFC 6902 `add` operations kustomize applies (the only operation the component uses)."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] == "add", op
+        *parents, last = [int(p) if p.isdigit() else p for p in op["path"].strip("/").split("/")]
+        target = functools.reduce(lambda node, key: node[key], parents, doc)
+        if last == "-":
+            target.append(op["value"])
+        else:
+            target[last] = op["value"]
+    return doc
+
+
 STATEFULSET = kind("StatefulSet")
 POD = STATEFULSET["spec"]["template"]["spec"]
-CONTAINERS = POD["initContainers"] + POD["containers"]
+COMPONENT = KUBE / "credentials-directory"
+WITH_DIRECTORY = json_patched(STATEFULSET, yaml.safe_load((COMPONENT / "statefulset-patch.yaml").read_text()))
+CONTAINERS = POD["initContainers"] + WITH_DIRECTORY["spec"]["template"]["spec"]["containers"]
 
 
 @pytest.mark.parametrize("name", list(generate.render()))
@@ -61,6 +89,31 @@ def test_the_kustomization_lists_every_manifest_in_the_folder() -> None:
 def test_every_manifest_validates_against_the_kubernetes_schemas_in_strict_mode(name: str, doc: dict,
                                                                                 version: str) -> None:
     kubernetes_validate.validate(doc, version, strict=True)  # raises ValidationError naming the field
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_statefulset_with_the_credentials_directory_component_validates_too(version: str) -> None:
+    component = yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    assert [p["path"] for p in component["patches"]] == ["statefulset-patch.yaml"]
+    kubernetes_validate.validate(WITH_DIRECTORY, version, strict=True)
+
+
+async def test_the_mounted_secrets_items_lay_out_the_files_the_directory_provider_reads(tmp_path: Path) -> None:
+    spec = WITH_DIRECTORY["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "credentials"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "credentials"]
+    settings = Settings(credential_provider=env["EXPORTER_CREDENTIAL_PROVIDER"],
+                        credentials_dir=env["EXPORTER_CREDENTIALS_DIR"])
+    assert settings.credentials_dir == Path(mount["mountPath"]) and mount["readOnly"]
+    for item in volume["secret"]["items"]:  # what the kubelet writes, under a stand-in for the mount path
+        (tmp_path / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / item["path"]).write_text(f"secret of {item['key']}\n")
+        org_id, ref = item["key"].split(".", 1)
+        assert item["path"] == f"{org_id}/{ref}"
+        secret = await DirectoryCredentials(tmp_path).get(UUID(org_id), ref)
+        assert secret.get_secret_value() == f"secret of {item['key']}"
 
 
 def test_kubernetes_validate_strict_mode_refuses_a_field_that_does_not_exist() -> None:
