@@ -50,6 +50,7 @@ class Runtime:
     loop_task: asyncio.Task[None] | None = None
     lease_task: asyncio.Task[None] | None = None  # only with shard leases
     warmup_task: asyncio.Task[None] | None = None  # warm-ups before scheduled syncs
+    lag_task: asyncio.Task[None] | None = None  # the event-loop lag probe
     run_now_at: dict[UUID, float] = field(default_factory=dict)  # org → monotonic time of the last run-now
 
 
