@@ -19,8 +19,8 @@ Sample of what the table renders, per integration:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from exporter.core.model import HealthStatus, IntegrationResult
 from exporter.core.syncs import SyncAssessment, SyncState
@@ -33,11 +33,21 @@ SYNC_STATES = tuple(s.value for s in SyncState)
 MODES = ("active", "passive")
 
 
-class Checked(NamedTuple):
-    """An integration's latest result with its status-change count: the entry of the results source."""
+@dataclass(frozen=True, slots=True, eq=False)
+class Checked:
+    """An integration's latest result with its status-change count: the entry of the results source.
+
+    Equal when it is the same (immutable) result: comparing results field by field would cost more than
+    formatting them again."""
 
     latest: IntegrationResult
     status_changes: int
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Checked) and (self.latest is other.latest
+                                               and self.status_changes == other.status_changes)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def checked(snapshot: Snapshot) -> dict[Key, Checked]:

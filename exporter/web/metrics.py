@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import generate_latest
 
@@ -21,6 +21,12 @@ from exporter.web.textformat import Source
 
 BLOCK_KEYS = 1024  # keys per gzip member: ~100 KiB of text per family, big enough to compress well
 COMPRESSLEVEL = 6
+
+
+class Rendered(NamedTuple):
+    entry: Any  # what the lines were rendered from
+    own: tuple[str, tuple[str, ...]]  # the key's labels, formatted once (Source.own_labels)
+    lines: tuple[bytes, ...]  # one per family
 
 
 class Fleet:
@@ -39,7 +45,7 @@ class Fleet:
         self.sources, self.block_keys, self.compresslevel = tuple(sources), block_keys, compresslevel
         self.headers = [[f.header() for f in s.families] for s in self.sources]
         self.rendered = 0  # keys formatted since construction (tests count them)
-        self._lines: list[dict[Hashable, tuple[Any, tuple[bytes, ...]]]] = [{} for _ in self.sources]
+        self._lines: list[dict[Hashable, Rendered]] = [{} for _ in self.sources]
         self._members: dict[tuple[int, int, int], tuple[list[bytes], bytes]] = {}
         self._layout: list[list[list[bytes]]] = []  # per family, its blocks' lines (the plain body, unjoined)
         self._gzip = b""
@@ -49,7 +55,7 @@ class Fleet:
         layout, members = [], {}
         for s, source in enumerate(self.sources):
             lines = self._lines[s] = self._render_changed(source, self._lines[s], source.rows(snapshot))
-            rows = [pieces for _, pieces in lines.values()]
+            rows = [r.lines for r in lines.values()]
             for f, header in enumerate(self.headers[s]):
                 column = list(map(itemgetter(f), rows))
                 blocks = [column[i:i + self.block_keys] for i in range(0, max(len(column), 1), self.block_keys)]
@@ -59,13 +65,14 @@ class Fleet:
         self._members, self._layout = members, layout
         self._gzip = b"".join(member for _, member in members.values())
 
-    def _render_changed(self, source: Source, before: dict[Hashable, tuple[Any, tuple[bytes, ...]]],
-                        rows: dict[Hashable, Any]) -> dict[Hashable, tuple[Any, tuple[bytes, ...]]]:
+    def _render_changed(self, source: Source, before: dict[Hashable, Rendered],
+                        rows: Mapping[Hashable, Any]) -> dict[Hashable, Rendered]:
         after = {}
         for key, entry in rows.items():
             seen = before.get(key)
-            if seen is None or seen[0] != entry:
-                seen = (entry, source.render(key, entry))
+            if seen is None or seen.entry != entry:
+                own = source.own_labels(key) if seen is None else seen.own
+                seen = Rendered(entry, own, source.render(own, entry))
                 self.rendered += 1
             after[key] = seen
         return after
@@ -106,7 +113,10 @@ class Exposition:
         plain body is joined there too, so the event loop keeps serving and checking meanwhile."""
         await self.refresh_off_loop()
         async with self._lock:
-            fleet = self._fleet_body(True) if compressed else await asyncio.to_thread(self._fleet_body, False)
+            if compressed or (self._plain is not None and self._plain[0] == self._version):
+                fleet = self._fleet_body(compressed)
+            else:  # joining ~1 KiB per integration: in the thread too
+                fleet = await asyncio.to_thread(self._fleet_body, False)
         return self._assemble(fleet, compressed)
 
     async def refresh_off_loop(self) -> None:
@@ -117,7 +127,7 @@ class Exposition:
                     await asyncio.to_thread(self.fleet.refresh, frozen)
                     self._version = version
 
-    async def keep_fresh(self, interval_s: float = 0.5) -> None:
+    async def keep_fresh(self, interval_s: float = 0.1) -> None:
         """Refresh soon after the snapshot changes (while a cycle persists its results, say), so the next
         scrape finds the work done. Runs until cancelled."""
         while True:
