@@ -5,13 +5,16 @@
 Embedded PostgreSQL, the simulator as a separate process (50 ms per answer, 1 % of targets hanging),
 the service's own scheduler in this process (max concurrency 256, 10 s timeout). Reports cycle wall
 time, exporter CPU per check, persistence time, peak RSS, /metrics render time and size (the exposition
-kept fresh in the background, as the service keeps it), and the longest event-loop stall.
+kept fresh in the background, as the service keeps it), the longest event-loop lag the service's own probe
+(integration_health_event_loop_lag_seconds) saw during each cycle and its first scrape, and the loop's
+longest stall while /metrics renders everything again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import gzip
 import json
@@ -37,6 +40,7 @@ from exporter.core.model import secret_name  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.demo.seed import install_vault_stand_in  # noqa: E402
 from exporter.demo.simulator import FAKES  # noqa: E402
+from exporter.engine.loop_lag import LoopLagProbe  # noqa: E402
 from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
 from exporter.storage.migrate import migrate  # noqa: E402
@@ -123,6 +127,18 @@ async def timed(render) -> tuple[float, bytes]:
     return (time.perf_counter() - start) * 1000, body
 
 
+async def lag_during(gauge, work):
+    """Await `work` with the service's lag probe running (its window spans the whole of it); the gauge's value."""
+    probe = asyncio.create_task(LoopLagProbe(gauge, window_s=86400).run_forever())
+    try:
+        result = await work
+    finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+    return result, gauge.collect()[0].samples[0].value
+
+
 async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False) -> None:
     server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir())
     dsn = server.start()
@@ -156,7 +172,7 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 persist_times.append(time.perf_counter() - start)
 
             services.store.persist = timed_persist  # type: ignore[method-assign]
-            walls, cpus, firsts, plains, stalls = [], [], [], [], []
+            walls, cpus, firsts, plains, lags = [], [], [], [], []
             exposition = Exposition(services.instruments, services.snapshot)  # as the service has it:
             keeper = asyncio.create_task(exposition.keep_fresh())  # kept fresh while cycles publish
             refreshes: list[tuple[float, int]] = []  # (wall ms, keys formatted) of each refresh, in its thread
@@ -169,20 +185,23 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
 
             exposition.fleet.refresh = timed_refresh
             slot = datetime(2026, 1, 1, tzinfo=UTC)
+
+            async def cycle_and_scrape(at: datetime):
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                results = await services.scheduler.run_cycle(at, at)
+                walls.append(time.perf_counter() - wall0)
+                cpus.append((time.process_time() - cpu0) / len(results) * 1000)
+                return results, await timed(exposition.render_off_loop(compressed=True))  # Prometheus asks gzip
+
             for i in range(runs):
-                async with StallMeter() as stall:
-                    cpu0, wall0 = time.process_time(), time.perf_counter()
-                    results = await services.scheduler.run_cycle(slot + i * timedelta(minutes=15),
-                                                                  slot + i * timedelta(minutes=15))
-                    walls.append(time.perf_counter() - wall0)
-                    cpus.append((time.process_time() - cpu0) / len(results) * 1000)
-                    first, body = await timed(exposition.render_off_loop(compressed=True))  # Prometheus asks gzip
-                stalls.append(stall.longest)
+                (results, (first, body)), lag = await lag_during(services.instruments.loop_lag,
+                                                                 cycle_and_scrape(slot + i * timedelta(minutes=15)))
+                lags.append(lag * 1000)
                 firsts.append(first)
                 plains.append((await timed(exposition.render_off_loop()))[0])
                 print(f"  cycle {i + 1}: {walls[-1]:.2f} s wall, {cpus[-1]:.3f} CPU-ms/check, "
                       f"{len(results)} checked, persist {persist_times[-1] * 1000:.0f} ms, first /metrics "
-                      f"{first:.0f} ms, longest loop stall {stall.longest:.0f} ms", flush=True)
+                      f"{first:.0f} ms, longest event-loop lag {lags[-1]:.0f} ms", flush=True)
             keeper.cancel()
             big = [ms for ms, keys in refreshes if keys >= len(results) // 2]  # the refreshes after a cycle publishes
             sizes = (len(gzip.decompress(body)), len(body))
@@ -221,8 +240,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
         ("/metrics render when nothing changed (gzip, plain)",
          f"{statistics.median(unchanged):.2f}, {statistics.median(unchanged_plain):.2f} ms", ""),
         ("the same fleet rendered whole by prometheus_client (how main renders)", f"{reference_ms:.0f} ms", ""),
-        ("longest event-loop stall during a cycle and its first /metrics render",
-         f"{statistics.median(stalls):.0f} ms", "the cycle's own work (scheduling 10,000 checks, persisting)"),
+        ("longest event-loop lag during a cycle and its first scrape (integration_health_event_loop_lag_seconds)",
+         f"{statistics.median(lags):.0f} ms", "goal ≤ 50 ms; the cycle's own work, see --debug-stalls"),
         ("longest garbage-collection pause (any time)", f"{gc_pauses.longest:.0f} ms", "it stalls the loop too"),
         ("last cycle's statuses", json.dumps(statuses), ""),
     ]

@@ -36,7 +36,10 @@ from tests.support.timeline import (
     Scenario,
     database,
     restart,
+    VICTIM,
     run_day,
+    secret_expires,
+    secret_renewed,
     sync_run,
     vault,
     vendor,
@@ -46,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "integration-health.rules.yml"
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 UNREACHABLE, THROTTLED = frozenset({"IntegrationUnreachable"}), frozenset({"IntegrationRateLimited"})
+REFUSED = frozenset({"IntegrationCredentialsRejected"})
 
 
 def flapping(start: int, end: int) -> dict[int, list]:
@@ -87,6 +91,9 @@ SCENARIOS = [
              {120: [vendor("server_error")], 240: [vendor("healthy")], 248: [sync_run(245, 245, 248)]},
              [Fault("vendor down", 120, 240, UNREACHABLE, max_resolve=16)],
              victim={"sync": {"cron": "5 16 * * *", "timezone": "UTC"}}, seed_runs=[sync_run(-1195, -1195, -1192)]),
+    Scenario("secret expired, renewed 2 h later", {120: [secret_expires()], 240: [secret_renewed()]},
+             [Fault("secret expired", 120, 240, REFUSED, labels=VICTIM | {"integration_type": "dynamics365"})],
+             victim_type="dynamics365"),
 ]
 
 
