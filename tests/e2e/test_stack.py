@@ -168,7 +168,10 @@ async def test_the_whole_path_from_a_failing_vendor_to_a_resolved_alert(stack) -
     await wait_for(target_up, 90, "Prometheus to scrape the exporter")
     await wait_for(lambda: has('integration_health_status{integration_type="http",status="healthy"} == 1'), 60,
                    "the first check to be scraped")
+    # the scraped body is gzip members concatenated (one per family and block of integrations, then the
+    # instruments'): a series from a later member and one of the instruments' prove Prometheus reads them all
     await wait_for(lambda: has("integration_health_sync_drift_seconds > 300"), 30, "the passive sync's drift")
+    await wait_for(lambda: has('integration_health_cycles_total{outcome="success"} > 0'), 60, "a finished cycle")
 
     # /metrics wants the token Prometheus read from its credentials_file; without it, a 401 and no series
     async with stack["session"].get(f"{stack['exporter']}/metrics") as resp:
