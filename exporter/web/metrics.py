@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -19,6 +20,7 @@ from exporter.engine.snapshot import Snapshot
 from exporter.web.families import SOURCES
 from exporter.web.textformat import Source
 
+log = logging.getLogger(__name__)
 BLOCK_KEYS = 1024  # keys per gzip member: ~100 KiB of text per family, big enough to compress well
 COMPRESSLEVEL = 6
 
@@ -129,7 +131,11 @@ class Exposition:
         scrape finds the work done. Runs until cancelled."""
         while True:
             await asyncio.sleep(interval_s)
-            await self.refresh_off_loop()
+            try:
+                await self.refresh_off_loop()
+            except Exception:  # a scrape will try again (and answer 500 with the same error) meanwhile
+                log.exception("refreshing the /metrics exposition failed")
+                await asyncio.sleep(60)
 
     def _stale(self) -> bool:
         return self._version != self.snapshot.version

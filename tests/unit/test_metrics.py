@@ -208,3 +208,20 @@ async def test_the_fleet_is_refreshed_in_a_thread_soon_after_a_change_so_the_scr
     assert metrics.fleet.rendered == formatted, "the scrape found the work done"
     assert b'integration_health_status{integration_type="http",org_id="00000000-0000-0000-0000-000000000000",' \
            b'status="degraded"} 1.0' in gzip.decompress(body)
+
+
+async def test_a_failing_refresh_is_logged_and_the_keeper_lives_on(caplog) -> None:
+    metrics, snapshot, results = fleet_of(2, block_keys=2)
+    failures = []
+
+    def refresh(frozen):
+        failures.append(frozen.version)
+        raise ValueError("a family that cannot read its entry")
+
+    metrics.fleet.refresh = refresh
+    keeper = asyncio.create_task(metrics.keep_fresh(interval_s=0.001))
+    snapshot.version += 1
+    while "refreshing the /metrics exposition failed" not in caplog.text:
+        await asyncio.sleep(0.001)
+    assert failures and not keeper.done(), "the keeper must outlive one failure"
+    keeper.cancel()
