@@ -45,6 +45,12 @@ def changes(window: str) -> str:
     return f"integration_health:slo_unreachable_changes:count{window}"
 
 
+def intermittent(window: str) -> str:
+    """The error ratio while it burns a burn alert's factor in separate failures (IntegrationFlapping defers to
+    it for 6 hours); absent otherwise."""
+    return f"integration_health:slo_errors_intermittent:ratio_rate{window}"
+
+
 def streak(window: str) -> str:
     """The most failed checks in a row: 2 or more is a confirmed outage, IntegrationUnreachable's page."""
     return f"integration_health:slo_failure_streak:max{window}"
@@ -66,8 +72,9 @@ class Burn:
 
 BURNS = (
     # A 15-minute check outlives the 5-minute window: a burn that fails every other check would clear and fire
-    # again with each check; held for one base check interval, it stays one alert until the failures stop.
-    Burn("IntegrationErrorBudgetBurnFast", "critical", 14.4, "1h", "5m", "2 %", keep_firing_for="15m"),
+    # again with each check. Held for the slow alert's short window, it stays one alert until the failures stop
+    # and outlasts the slow alert it inhibits, which would otherwise notify when the page clears.
+    Burn("IntegrationErrorBudgetBurnFast", "critical", 14.4, "1h", "5m", "2 %", keep_firing_for="30m"),
     Burn("IntegrationErrorBudgetBurnSlow", "warning", 6, "6h", "30m", "5 %"),
 )
 
@@ -132,7 +139,7 @@ def recording_rules(objectives: Objectives) -> list[dict[str, Any]]:
          "expr": f'max by ({BY}) (changes(integration_health_status{{status="unreachable"}}[{b.long}]))'},
         {"record": streak(b.long),
          "expr": f"max by ({BY}) (max_over_time(integration_health_consecutive_failures[{b.long}]))"})]
-    return [*objective_rules(objectives), short, *derived, *guards]
+    return [*objective_rules(objectives), short, *derived, *guards, *(intermittent_rule(b) for b in BURNS)]
 
 
 def budget_rules() -> list[dict[str, Any]]:
@@ -144,14 +151,21 @@ def budget_rules() -> list[dict[str, Any]]:
     return [*long, budget]
 
 
-def burn_alert(burn: Burn) -> dict[str, Any]:
-    def burning(window: str) -> str:
-        return f"{ratio(window)}\n  > on ({BY}) {burn.factor:g} * (1 - {OBJECTIVE})"
+def burning(burn: Burn, window: str) -> str:
+    return f"{ratio(window)}\n  > on ({BY}) {burn.factor:g} * (1 - {OBJECTIVE})"
 
-    expr = (f"{burning(burn.long)}\n"
-            f"and on ({BY})\n{burning(burn.short)}\n"
-            f"and on ({BY})\n{changes(burn.long)} >= 3\n"
-            f"unless on ({BY})\n{streak(burn.long)} >= 2\n"
+
+def intermittent_rule(burn: Burn) -> dict[str, Any]:
+    """The long window's half of the alert: burning `factor`× in two or more separate failures, none confirmed."""
+    return {"record": intermittent(burn.long), "expr": (
+        f"{burning(burn, burn.long)}\n"
+        f"and on ({BY})\n{changes(burn.long)} >= 3\n"
+        f"unless on ({BY})\n{streak(burn.long)} >= 2\n")}
+
+
+def burn_alert(burn: Burn) -> dict[str, Any]:
+    expr = (f"{intermittent(burn.long)}\n"
+            f"and on ({BY})\n{burning(burn, burn.short)}\n"
             f"unless on ({BY}) integration_health_maintenance == 1\n")
     rule: dict[str, Any] = {"alert": burn.alert, "expr": expr}
     if burn.keep_firing_for:
