@@ -23,8 +23,16 @@ class Snapshot:
     warmups: dict[Key, WarmupRecord] = field(default_factory=dict)  # the latest warm-up before a sync
 
     def record_warmup(self, key: Key, record: WarmupRecord) -> None:
-        self.warmups[key] = record
-        self.version += 1
+        """Keep an integration's latest warm-up (a new mapping, as __setattr__ asks: it bumps the version)."""
+        self.warmups = {**self.warmups, key: record}
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Replacing a mapping (`snapshot.modes = …`) is a change too: bump the version, so a renderer that
+        caches per version never serves the old one. Replace mappings; never mutate them in place."""
+        initialised = "warmups" in self.__dict__  # __init__ sets the fields in order, this one last
+        object.__setattr__(self, name, value)
+        if initialised and name != "version":
+            object.__setattr__(self, "version", self.version + 1)
 
     def update(self, results: Iterable[IntegrationResult]) -> None:
         """Record newer results; an older one (a late run-now, a restore) never replaces a newer one.
