@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from exporter.core.model import IntegrationResult
 
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "blocked")
+
 
 class Instruments:
     """A few service-level series in a registry of their own (one per app, one per test)."""
@@ -48,6 +50,15 @@ class Instruments:
                               "woke (checks, scrapes and probes wait this long too)", **kw)
         for outcome in ("success", "failure"):
             self.cycles.labels(outcome)
+        self.webhook_deliveries = Counter(
+            "integration_health_webhook_deliveries", "Webhook delivery attempts, by outcome: delivered, failed "
+            "(retried later), dead (gave up after the last attempt), blocked (destination refused by the egress policy)",
+            ["outcome"], **kw)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome)
+        self.webhook_pending = Gauge("integration_health_webhook_deliveries_pending",
+                                     "Webhook deliveries waiting in the outbox (every replica reports the same total)",
+                                     **kw)
 
     def observe(self, results: Sequence[IntegrationResult]) -> None:
         """Count each result by type and status; an unregistered type counts as `other`, so labels stay bounded."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.core.events import EVENT_KINDS
+
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ORG = {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _OPERATOR_ONLY = [{"bearer": []}]
+_EVENT_TYPES = [t.value for t in EVENT_KINDS]
 _HEALTH = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrgHealth"}}}}
 
 OPENAPI: dict[str, Any] = {
@@ -33,6 +36,11 @@ OPENAPI: dict[str, Any] = {
                 "consecutive_failures": {"type": "integer"},
                 "next_check_at": {"type": ["string", "null"], "format": "date-time"},
                 "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+            "Webhook": {"type": "object", "properties": {
+                "id": {"type": "string", "format": "uuid"}, "org_id": {"type": "string", "format": "uuid"},
+                "url": {"type": "string", "format": "uri"},
+                "events": {"type": "array", "items": {"enum": _EVENT_TYPES}},
+                "enabled": {"type": "boolean"}, "created_at": {"type": "string", "format": "date-time"}}},
             "OrgHealth": {"type": "object", "properties": {
                 "org_id": {"type": "string", "format": "uuid"},
                 "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}},
@@ -65,6 +73,35 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "stored"}, "400": _ERROR, "401": _ERROR, "403": _ERROR,
                           "409": {"description": "that period already finished with another outcome"},
                           "413": _ERROR, "415": _ERROR}}},
+        "/api/v1/orgs/{org_id}/webhooks": {
+            "post": {
+                "summary": "Subscribe a webhook; the answer carries its signing secret, shown this once",
+                "description": "The URL must be https (http only to hosts in EXPORTER_EGRESS_ALLOW), without "
+                               "user-info, and reach no loopback, private, link-local or metadata address unless "
+                               "the operator allowed it (judged after DNS here, and again at every delivery). "
+                               "`events` defaults to every kind. Deliveries are POSTs signed with "
+                               "X-Integration-Health-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">.",
+                "parameters": [_ORG],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["url"], "additionalProperties": False, "properties": {
+                        "url": {"type": "string", "maxLength": 2048},
+                        "events": {"type": "array", "minItems": 1, "items": {"enum": _EVENT_TYPES}}}}}}},
+                "responses": {"201": {"description": "subscribed", "content": {"application/json": {"schema": {
+                    "allOf": [{"$ref": "#/components/schemas/Webhook"}, {
+                        "type": "object", "properties": {"secret": {"type": "string"}}}]}}}},
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR, "409": _ERROR, "413": _ERROR, "415": _ERROR}},
+            "get": {
+                "summary": "The organisation's webhook subscriptions (never their secrets)", "parameters": [_ORG],
+                "responses": {"200": {"description": "subscriptions", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"org_id": {"type": "string", "format": "uuid"}, "webhooks": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}}}}},
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR}}},
+        "/api/v1/orgs/{org_id}/webhooks/{subscription_id}": {"delete": {
+            "summary": "Unsubscribe (its pending deliveries go with it)",
+            "parameters": [_ORG, {"name": "subscription_id", "in": "path", "required": True,
+                                  "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {"204": {"description": "deleted"}, "400": _ERROR, "401": _ERROR, "403": _ERROR,
+                          "404": _ERROR}}},
         "/api/v1/orgs/{org_id}/checks": {"post": {
             "summary": "Run the organisation's checks now (test connection); at most once a minute per org",
             "parameters": [_ORG],

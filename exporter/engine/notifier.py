@@ -1,0 +1,140 @@
+"""The webhook delivery worker: claims due deliveries from the outbox, POSTs them signed, records the outcome.
+
+It runs beside the scheduler, never inside a cycle: a cycle only writes outbox rows (in its own
+transaction), so a slow, failing or hanging receiver costs the cycle nothing. Every request has its own
+deadline; at-least-once: a row is marked delivered only after a 2xx, and receivers dedupe by Webhook-Id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from exporter.adapters.base import AdapterContext
+from exporter.adapters.transport import fetch
+from exporter.core.egress import Blocked, EgressPolicy
+from exporter.core.sanitize import sanitize
+from exporter.core.webhooks import (
+    ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    BadWebhookUrl,
+    RetrySchedule,
+    delivered,
+    destination,
+    signature,
+)
+from exporter.engine.instruments import Instruments
+from exporter.storage.store import TRANSIENT_ERRORS
+from exporter.storage.webhooks import Claimed, Webhooks
+
+log = logging.getLogger(__name__)
+LEASE_MARGIN_S = 30.0  # a claimed row is not due again until its request's deadline has long passed
+PRUNE_EVERY_S = 3600.0
+
+
+def body_of(claimed: Claimed) -> bytes:
+    """The exact bytes sent and signed: the event as compact JSON."""
+    return json.dumps(claimed.payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+class Notifier:
+    """Delivers the outbox, `batch` rows at a time, `concurrency` requests at once, on its own HTTP session."""
+
+    def __init__(self, webhooks: Webhooks, session: aiohttp.ClientSession, instruments: Instruments, *,
+                 schedule: RetrySchedule = RetrySchedule(), timeout_s: float = 10.0, batch: int = 100,
+                 concurrency: int = 16, poll_s: float = 1.0, keep_s: float = 7 * 86400.0,
+                 clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random) -> None:
+        if timeout_s <= 0 or batch <= 0 or concurrency <= 0 or poll_s <= 0:
+            raise ValueError("timeout_s, batch, concurrency and poll_s must be > 0")
+        connector = session.connector
+        if not isinstance(getattr(connector, "policy", None), EgressPolicy):
+            raise ValueError("the webhook session must enforce the egress policy: build it with transport.make_session")
+        self.policy: EgressPolicy = connector.policy  # type: ignore[union-attr]
+        self.webhooks, self.instruments, self.schedule = webhooks, instruments, schedule
+        self.ctx = AdapterContext(session=session)
+        self.timeout_s, self.batch, self.poll_s, self.keep_s = timeout_s, batch, poll_s, keep_s
+        self.clock, self.rng = clock, rng
+        self._limit = asyncio.Semaphore(concurrency)
+        self._pruned_at = float("-inf")
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop`; idle (or after a database error) wait `poll_s` before asking again."""
+        while not stop.is_set():
+            try:
+                busy = await self.run_once() == self.batch
+            except TRANSIENT_ERRORS as exc:
+                log.warning("webhook outbox unreachable (%s); trying again in %.0f s", type(exc).__name__, self.poll_s)
+                busy = False
+            except Exception:
+                log.exception("webhook delivery round failed; trying again in %.0f s", self.poll_s)
+                busy = False
+            if not busy:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Claim what is due, deliver it concurrently, record each outcome; returns how many were claimed."""
+        claimed = await self.webhooks.claim(self.batch, self.timeout_s + LEASE_MARGIN_S)
+        if claimed:
+            await asyncio.gather(*(self._deliver_limited(c) for c in claimed))
+        self.instruments.webhook_pending.set(await self.webhooks.pending())
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            await self.webhooks.prune(self.keep_s)
+        return len(claimed)
+
+    async def _deliver_limited(self, claimed: Claimed) -> None:
+        async with self._limit:
+            outcome = await self.deliver(claimed)
+        self.instruments.webhook_deliveries.labels(outcome).inc()
+
+    async def deliver(self, claimed: Claimed) -> str:
+        """One attempt; returns its outcome (delivered, failed, dead, blocked) after recording it."""
+        context = {"event_id": str(claimed.event_id), "subscription_id": str(claimed.subscription_id),
+                   "org_id": str(claimed.org_id), "attempt": claimed.attempts}
+        try:
+            error = await self._post(claimed)
+        except (Blocked, BadWebhookUrl) as exc:  # the destination is refused: never retried, nothing was sent
+            log.warning("webhook destination refused: %s", exc, extra=context)
+            await self.webhooks.settle(claimed, "dead", error=sanitize(f"blocked: {exc}"))
+            return "blocked"
+        if error is None:
+            await self.webhooks.settle(claimed, "delivered")
+            log.info("webhook delivered", extra=context)
+            return "delivered"
+        if self.schedule.gives_up_after(claimed.attempts):
+            await self.webhooks.settle(claimed, "dead", error=error)
+            log.warning("webhook dead after %d attempts: %s", claimed.attempts, error, extra=context)
+            return "dead"
+        delay = self.schedule.delay_s(claimed.attempts, self.rng)
+        await self.webhooks.settle(claimed, "pending", retry_in_s=delay, error=error)
+        log.info("webhook attempt failed (%s); next in %.0f s", error, delay, extra=context)
+        return "failed"
+
+    async def _post(self, claimed: Claimed) -> str | None:
+        """POST the signed event; None when delivered, else why not (sanitised, never the URL or secret)."""
+        destination(claimed.url, self.policy)  # the policy may have changed since the subscription was made
+        body = body_of(claimed)
+        now = int(self.clock())
+        headers = {"Content-Type": "application/json", "User-Agent": "integration-health-webhooks/1",
+                   ID_HEADER: str(claimed.event_id), TIMESTAMP_HEADER: str(now),
+                   SIGNATURE_HEADER: signature(claimed.secret, now, body)}
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                response = await fetch(self.ctx, "POST", claimed.url, data=body, headers=headers, read_body=False)
+        except Blocked:
+            raise
+        except TimeoutError:
+            return f"timed out after {self.timeout_s:g} s"
+        except Exception as exc:  # connection refused, reset, TLS: the type says enough, the text may hold the URL
+            return f"request failed: {type(exc).__name__}"
+        return None if delivered(response.status) else f"HTTP {response.status}"
