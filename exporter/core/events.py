@@ -108,7 +108,8 @@ class Event:
 
     def body(self) -> dict[str, Any]:
         return {"id": str(self.id), "type": self.type.value, "org_id": str(self.org_id),
-                "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"), "data": self.data.model_dump(mode="json")}
+                "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
+                "data": self.data.model_dump(mode="json")}
 
 
 def make_event(kind: EventType, org_id: UUID, occurred_at: datetime, data: Payload, *key: object) -> Event:

@@ -57,12 +57,12 @@ def destination(url: str, policy: EgressPolicy) -> Destination:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise BadWebhookUrl("url must be an absolute https:// URL")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise BadWebhookUrl("user-info (user:password@) is not allowed in a webhook URL: the payload is signed instead")
+        raise BadWebhookUrl("user-info (user:password@) is not allowed in a webhook URL: deliveries are signed instead")
     if parts.fragment:
         raise BadWebhookUrl("url must not have a #fragment (it is never sent)")
     host = parts.hostname
     if parts.scheme == "http" and not policy.allows_name(host):
-        raise BadWebhookUrl("url must be https:// (http:// only to hosts the operator allowed with EXPORTER_EGRESS_ALLOW)")
+        raise BadWebhookUrl("url must be https:// (http:// only to hosts allowed in EXPORTER_EGRESS_ALLOW)")
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         policy.check_host(host, port)

@@ -52,7 +52,7 @@ class Instruments:
             self.cycles.labels(outcome)
         self.webhook_deliveries = Counter(
             "integration_health_webhook_deliveries", "Webhook delivery attempts, by outcome: delivered, failed "
-            "(retried later), dead (gave up after the last attempt), blocked (destination refused by the egress policy)",
+            "(retried later), dead (gave up after the last attempt), blocked (refused by the egress policy)",
             ["outcome"], **kw)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)

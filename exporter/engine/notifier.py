@@ -50,7 +50,8 @@ class Notifier:
     def __init__(self, webhooks: Webhooks, session: aiohttp.ClientSession, instruments: Instruments, *,
                  schedule: RetrySchedule = RetrySchedule(), timeout_s: float = 10.0, batch: int = 100,
                  concurrency: int = 16, poll_s: float = 1.0, keep_s: float = 7 * 86400.0,
-                 clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random) -> None:
+                 lease_margin_s: float = LEASE_MARGIN_S, clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random) -> None:
         if timeout_s <= 0 or batch <= 0 or concurrency <= 0 or poll_s <= 0:
             raise ValueError("timeout_s, batch, concurrency and poll_s must be > 0")
         connector = session.connector
@@ -60,7 +61,7 @@ class Notifier:
         self.webhooks, self.instruments, self.schedule = webhooks, instruments, schedule
         self.ctx = AdapterContext(session=session)
         self.timeout_s, self.batch, self.poll_s, self.keep_s = timeout_s, batch, poll_s, keep_s
-        self.clock, self.rng = clock, rng
+        self.clock, self.rng, self.lease_s = clock, rng, timeout_s + lease_margin_s
         self._limit = asyncio.Semaphore(concurrency)
         self._pruned_at = float("-inf")
 
@@ -83,7 +84,7 @@ class Notifier:
 
     async def run_once(self) -> int:
         """Claim what is due, deliver it concurrently, record each outcome; returns how many were claimed."""
-        claimed = await self.webhooks.claim(self.batch, self.timeout_s + LEASE_MARGIN_S)
+        claimed = await self.webhooks.claim(self.batch, self.lease_s)
         if claimed:
             await asyncio.gather(*(self._deliver_limited(c) for c in claimed))
         self.instruments.webhook_pending.set(await self.webhooks.pending())
