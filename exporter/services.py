@@ -33,6 +33,7 @@ from exporter.storage.store import Store, create_pool
 from exporter.storage.webhooks import Webhooks
 
 POOL_SIZE = 10
+WEBHOOK_POOL_SIZE = 3
 
 
 @dataclass
@@ -107,6 +108,8 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
     """
     policy = await egress_policy(settings)
     pool: asyncpg.Pool = await create_pool(dsn, role=settings.db_role or None, max_size=POOL_SIZE)
+    # The webhook outbox's own few connections: a flood of deliveries never queues the cycle's writes.
+    webhook_pool: asyncpg.Pool = await create_pool(dsn, role=settings.db_role or None, max_size=WEBHOOK_POOL_SIZE)
     session = make_session(policy=policy, limit=settings.max_concurrency)
     # Webhooks on a session of their own: hanging receivers can hold only its connections, never the checks'.
     webhook_session = make_session(policy=policy, limit=settings.webhook_concurrency)
@@ -117,7 +120,7 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
         services = build_services(settings, store=Store(pool), session=session,
                                   credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
                                   shards=shards, clock=clock)
-        services.webhooks, services.egress = Webhooks(pool), policy
+        services.webhooks, services.egress = Webhooks(webhook_pool), policy
         if shared:
             services.notifier = notifier(settings, services.webhooks, services.instruments, webhook_session)
         yield services
@@ -126,6 +129,7 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
     finally:
         await webhook_session.close()
         await session.close()
+        await webhook_pool.close()
         await pool.close()
 
 

@@ -45,7 +45,8 @@ def body_of(claimed: Claimed) -> bytes:
 
 
 class Notifier:
-    """Delivers the outbox, `batch` rows at a time, `concurrency` requests at once, on its own HTTP session."""
+    """Delivers the outbox, `concurrency` requests at once (claimed `batch` at most at a time), on its own HTTP
+    session, so hanging receivers can hold only its connections, never the checks'."""
 
     def __init__(self, webhooks: Webhooks, session: aiohttp.ClientSession, instruments: Instruments, *,
                  schedule: RetrySchedule = RetrySchedule(), timeout_s: float = 10.0, batch: int = 100,
@@ -62,40 +63,81 @@ class Notifier:
         self.ctx = AdapterContext(session=session)
         self.timeout_s, self.batch, self.poll_s, self.keep_s = timeout_s, batch, poll_s, keep_s
         self.clock, self.rng, self.lease_s = clock, rng, timeout_s + lease_margin_s
-        self._limit = asyncio.Semaphore(concurrency)
-        self._pruned_at = float("-inf")
+        self.concurrency = concurrency
+        self._pruned_at = self._counted_at = float("-inf")
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop`; idle (or after a database error) wait `poll_s` before asking again."""
-        while not stop.is_set():
-            try:
-                busy = await self.run_once() == self.batch
-            except TRANSIENT_ERRORS as exc:
-                log.warning("webhook outbox unreachable (%s); trying again in %.0f s", type(exc).__name__, self.poll_s)
-                busy = False
-            except Exception:
-                log.exception("webhook delivery round failed; trying again in %.0f s", self.poll_s)
-                busy = False
-            if not busy:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
-                except TimeoutError:
-                    pass
+        """Deliver until `stop` (or cancelled: in-flight deliveries stay pending, retried after their lease).
+
+        Each delivery is a task of its own, and a free slot is refilled as soon as one finishes: a receiver
+        that hangs until its timeout holds one slot, never a whole round of other organisations' deliveries.
+        Idle, or after a database error, it asks again every `poll_s`.
+        """
+        in_flight: set[asyncio.Task[None]] = set()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                claimed = await self._claim(self.concurrency - len(in_flight))
+                for c in claimed:
+                    task = asyncio.create_task(self._deliver_counted(c))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                # refill in bites of a quarter of the slots, not one claim per finished delivery
+                full = len(in_flight) > self.concurrency - max(1, self.concurrency // 4)
+                if full or not claimed:  # wait for free slots, or for work to come due
+                    await asyncio.wait({*in_flight, stopping} if full else {stopping},
+                                       timeout=None if full else self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                await self._housekeeping()
+        finally:
+            stopping.cancel()
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, stopping, return_exceptions=True)
+
+    async def _claim(self, free: int) -> list[Claimed]:
+        if free <= 0:
+            return []
+        try:
+            return await self.webhooks.claim(min(free, self.batch), self.lease_s)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("webhook outbox unreachable (%s); trying again in %.0f s", type(exc).__name__, self.poll_s)
+            return []
+
+    async def _housekeeping(self) -> None:
+        """Every `poll_s` at most: refresh the pending gauge; every hour, prune finished deliveries."""
+        now = time.monotonic()
+        if now - self._counted_at < self.poll_s:
+            return
+        self._counted_at = now
+        try:
+            self.instruments.webhook_pending.set(await self.webhooks.pending())
+            if now - self._pruned_at > PRUNE_EVERY_S:
+                self._pruned_at = now
+                await self.webhooks.prune(self.keep_s)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("webhook outbox unreachable (%s)", type(exc).__name__)
 
     async def run_once(self) -> int:
-        """Claim what is due, deliver it concurrently, record each outcome; returns how many were claimed."""
+        """One round: claim up to `batch` due deliveries, deliver them (`concurrency` at once), record each
+        outcome and the pending count; returns how many were claimed."""
         claimed = await self.webhooks.claim(self.batch, self.lease_s)
-        if claimed:
-            await asyncio.gather(*(self._deliver_limited(c) for c in claimed))
-        self.instruments.webhook_pending.set(await self.webhooks.pending())
-        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-            self._pruned_at = time.monotonic()
-            await self.webhooks.prune(self.keep_s)
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def limited(c: Claimed) -> None:
+            async with limit:
+                await self._deliver_counted(c)
+        await asyncio.gather(*(limited(c) for c in claimed))
+        self._counted_at = float("-inf")
+        await self._housekeeping()
         return len(claimed)
 
-    async def _deliver_limited(self, claimed: Claimed) -> None:
-        async with self._limit:
+    async def _deliver_counted(self, claimed: Claimed) -> None:
+        try:
             outcome = await self.deliver(claimed)
+        except TRANSIENT_ERRORS as exc:  # the outcome could not be recorded: retried after the claim's lease
+            log.warning("could not record a webhook delivery (%s)", type(exc).__name__,
+                        extra={"event_id": str(claimed.event_id), "subscription_id": str(claimed.subscription_id)})
+            return
         self.instruments.webhook_deliveries.labels(outcome).inc()
 
     async def deliver(self, claimed: Claimed) -> str:

@@ -185,14 +185,22 @@ class Webhooks:
         """Delete one of the organisation's subscriptions (its secret and deliveries go with it)."""
         return await self.pool.execute(DELETE_SUBSCRIPTION, org_id, subscription_id) == "DELETE 1"
 
+    async def _relaxed(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Run the worker's bookkeeping without waiting for the WAL flush: a claim or an outcome lost in a
+        crash only means a delivery is sent again, which receivers dedupe by Webhook-Id (at-least-once).
+        The outbox rows themselves are written durably, in the transaction of what they announce."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            return await conn.fetch(query, *args)
+
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
-        rows = await self.pool.fetch(CLAIM_DUE, limit, lease_s)
+        rows = await self._relaxed(CLAIM_DUE, limit, lease_s)
         return [Claimed(r["event_id"], r["subscription_id"], r["org_id"], r["event_type"], r["payload"],
                         r["attempts"], r["url"], r["secret"]) for r in rows]
 
     async def settle(self, claimed: Claimed, status: str, retry_in_s: float = 0.0, error: str | None = None) -> None:
         """Record an attempt's outcome: delivered, dead, or pending again in `retry_in_s`."""
-        await self.pool.execute(SETTLE, claimed.event_id, claimed.subscription_id, status, retry_in_s, error)
+        await self._relaxed(SETTLE, claimed.event_id, claimed.subscription_id, status, retry_in_s, error)
 
     async def pending(self) -> int:
         return await self.pool.fetchval(COUNT_PENDING)

@@ -70,3 +70,21 @@ def test_retries_back_off_exponentially_up_to_the_cap_then_give_up() -> None:
                                             (500, False)])
 def test_only_a_2xx_answer_is_a_delivery(status: int, ok: bool) -> None:
     assert delivered(status) is ok
+
+
+def test_the_readme_verification_snippet_accepts_our_signature_and_refuses_a_forgery() -> None:
+    """The Python an organisation copies from the README verifies what the exporter sends."""
+    import re
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify" in block]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - our own README
+    now, body = int(time.time()), b'{"id":"e1","type":"integration.status_changed"}'
+    header = signature("whsec_k", now, body)
+    assert namespace["verify"]("whsec_k", header, body)
+    assert not namespace["verify"]("whsec_k", header, body.replace(b"e1", b"e2"))
+    assert not namespace["verify"]("whsec_k", signature("whsec_k", now - 3600, body), body)
+    assert not namespace["verify"]("whsec_k", "garbage", body)
