@@ -340,3 +340,32 @@ async def test_a_receiver_that_hangs_does_not_hold_up_the_cycle(hooks_service, a
     metrics = gauges(await (await client.get("/metrics")).text())
     assert metrics["integration_health_webhook_deliveries_total"][(("outcome", "delivered"),)] == 1.0
     assert receiver.secret not in await (await client.get("/metrics")).text()
+
+
+async def test_a_hanging_receiver_holds_one_slot_while_other_deliveries_go_on(store, webhooks, admin, aiohttp_server,
+                                                                              session) -> None:
+    """The running worker refills a slot as soon as a delivery ends: a receiver stuck until its timeout
+    does not hold up another organisation's deliveries, which keep arriving meanwhile."""
+    stuck, healthy = Receiver(hang=True), Receiver()
+    stuck_url = str((await aiohttp_server(stuck.app(), access_log=None)).make_url("/hook"))
+    healthy_url = str((await aiohttp_server(healthy.app(), access_log=None)).make_url("/hook"))
+    other = uuid4()
+    stuck.secret, healthy.secret = await subscribe(webhooks, stuck_url), await subscribe(webhooks, healthy_url, other)
+    await persist(store, U, U)
+    stop = asyncio.Event()
+    n = notifier_for(webhooks, session, timeout_s=120, concurrency=2, poll_s=0.02)
+    worker = asyncio.create_task(n.run_forever(stop))
+    try:
+        await asyncio.wait_for(stuck.arrived.wait(), 30)
+        for i in range(5):  # the other organisation's events, one after another, while the first receiver hangs
+            data = VendorIncident(integration_type=f"t{i}", since=T)
+            async with store.pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, [make_event(EventType.VENDOR_INCIDENT, other, T, data, i)])
+            await wait_until(lambda: len(healthy.accepted) == i + 1, what=f"delivery {i + 1} beside the stuck one")
+        assert not stuck.released.is_set() and stuck.accepted == {}
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+    [held] = await admin.fetch("SELECT status, attempts FROM webhook_delivery WHERE org_id = $1", ORG)
+    assert (held["status"], held["attempts"]) == ("pending", 1)  # stopped mid-request: retried after its lease
+    stuck.released.set()
