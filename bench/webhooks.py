@@ -131,6 +131,6 @@ async def main(events: int, poll_s: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--poll", type=float, default=1.0, help="the worker's idle poll (EXPORTER_WEBHOOK_POLL_SECONDS)")
+    parser.add_argument("--poll", type=float, default=1.0, help="the idle poll (EXPORTER_WEBHOOK_POLL_SECONDS)")
     args = parser.parse_args()
     asyncio.run(main(args.events, args.poll))

@@ -101,7 +101,9 @@ class Notifier:
             return await self.webhooks.claim(min(free, self.batch), self.lease_s)
         except TRANSIENT_ERRORS as exc:
             log.warning("webhook outbox unreachable (%s); trying again in %.0f s", type(exc).__name__, self.poll_s)
-            return []
+        except Exception:  # the worker must outlive any one failure (a read-only database in a failover, say)
+            log.exception("claiming webhook deliveries failed; trying again in %.0f s", self.poll_s)
+        return []
 
     async def _housekeeping(self) -> None:
         """Every `poll_s` at most: refresh the pending gauge; every hour, prune finished deliveries."""
@@ -116,6 +118,8 @@ class Notifier:
                 await self.webhooks.prune(self.keep_s)
         except TRANSIENT_ERRORS as exc:
             log.warning("webhook outbox unreachable (%s)", type(exc).__name__)
+        except Exception:
+            log.exception("webhook outbox housekeeping failed")
 
     async def run_once(self) -> int:
         """One round: claim up to `batch` due deliveries, deliver them (`concurrency` at once), record each
@@ -134,7 +138,7 @@ class Notifier:
     async def _deliver_counted(self, claimed: Claimed) -> None:
         try:
             outcome = await self.deliver(claimed)
-        except TRANSIENT_ERRORS as exc:  # the outcome could not be recorded: retried after the claim's lease
+        except Exception as exc:  # the outcome could not be recorded: the delivery is retried after its lease
             log.warning("could not record a webhook delivery (%s)", type(exc).__name__,
                         extra={"event_id": str(claimed.event_id), "subscription_id": str(claimed.subscription_id)})
             return
