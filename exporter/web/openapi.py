@@ -4,13 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.core.events import EVENT_KINDS
+from exporter.core.events import EVENT_KINDS, EventKind
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ORG = {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _OPERATOR_ONLY = [{"bearer": []}]
 _EVENT_TYPES = [t.value for t in EVENT_KINDS]
 _HEALTH = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrgHealth"}}}}
+
+_DELIVERY_HEADERS = [
+    {"name": "Webhook-Id", "in": "header", "required": True, "schema": {"type": "string", "format": "uuid"},
+     "description": "the event's id: the same on every retry, so receivers dedupe by it"},
+    {"name": "Webhook-Timestamp", "in": "header", "required": True, "schema": {"type": "integer"}},
+    {"name": "X-Integration-Health-Signature", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" keyed with the subscription's secret>"},
+]
+
+
+def _payload_schemas() -> dict[str, Any]:
+    """Each kind's payload model (and the enums it uses) as component schemas."""
+    schemas: dict[str, Any] = {}
+    for kind in EVENT_KINDS.values():
+        schema = kind.payload.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
+        schemas |= schema.pop("$defs", {}) | {kind.payload.__name__: schema}
+    return schemas
+
+
+def _delivery(kind: EventKind) -> dict[str, Any]:
+    """What a subscriber receives for one kind of event: the envelope around that kind's payload."""
+    envelope = {"type": "object", "required": ["id", "type", "org_id", "occurred_at", "data"], "properties": {
+        "id": {"type": "string", "format": "uuid"}, "type": {"const": kind.type.value},
+        "org_id": {"type": "string", "format": "uuid"}, "occurred_at": {"type": "string", "format": "date-time"},
+        "data": {"$ref": f"#/components/schemas/{kind.payload.__name__}"}}}
+    return {"post": {"summary": kind.summary + ("" if kind.emitted else " (not sent yet)"),
+                     "parameters": _DELIVERY_HEADERS,
+                     "requestBody": {"content": {"application/json": {"schema": envelope}}},
+                     "responses": {"2XX": {"description": "delivered; anything else is retried with backoff"}}}}
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -28,6 +58,7 @@ OPENAPI: dict[str, Any] = {
         },
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            **_payload_schemas(),
             "Integration": {"type": "object", "properties": {
                 "integration_type": {"type": "string"},
                 "status": {"enum": ["healthy", "degraded", "unreachable"]},
@@ -49,6 +80,7 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "security": [{"bearer": []}, {"appJwt": []}],
+    "webhooks": {kind.type.value: _delivery(kind) for kind in EVENT_KINDS.values()},
     "paths": {
         "/api/v1/orgs/{org_id}/health": {"get": {
             "summary": "Current status of an organisation's integrations", "parameters": [_ORG],
