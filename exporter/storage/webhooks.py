@@ -22,18 +22,20 @@ from exporter.core.events import Event
 from exporter.core.model import HealthStatus
 
 # The rows of a persisted batch whose confirmed status may move: the newest result differs from what was
-# confirmed (or nothing is yet), with the result before it (by slot) for the two-in-a-row rule. In the
-# steady state (status = confirmed) this returns nothing and no more statements follow.
+# confirmed (or nothing is yet) and agrees with the result before it (by slot): the two-in-a-row rule's
+# precondition, so core/events.confirm decides only over candidates. In the steady state (status =
+# confirmed) and on a single differing result this returns nothing and no more statements follow.
 SELECT_UNCONFIRMED = """
 SELECT s.org_id, s.integration_type, s.status, s.confirmed_status, s.latency_ms, s.checked_at, s.reason,
-       s.error_message,
-       (SELECT h.status FROM public.health_check_history h
-        WHERE h.org_id = s.org_id AND h.integration_type = s.integration_type AND h.checked_at < s.checked_at
-        ORDER BY h.slot DESC LIMIT 1) AS previous_status
+       s.error_message, p.status AS previous_status
 FROM public.integration_health_status s
 JOIN unnest($1::uuid[], $2::text[]) AS k(org_id, integration_type)
   ON s.org_id = k.org_id AND s.integration_type = k.integration_type
-WHERE s.confirmed_status IS DISTINCT FROM s.status"""
+CROSS JOIN LATERAL (
+    SELECT h.status FROM public.health_check_history h
+    WHERE h.org_id = s.org_id AND h.integration_type = s.integration_type AND h.checked_at < s.checked_at
+    ORDER BY h.slot DESC LIMIT 1) p
+WHERE s.confirmed_status IS DISTINCT FROM s.status AND p.status = s.status"""
 
 UPDATE_CONFIRMED = """
 UPDATE public.integration_health_status s SET confirmed_status = c.status
