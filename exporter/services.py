@@ -22,6 +22,7 @@ from exporter.core.egress import EgressPolicy
 from exporter.core.model import CredentialProvider, utcnow
 from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases
+from exporter.engine.notifier import Notifier
 from exporter.engine.outbox import Outbox
 from exporter.engine.runner import Runner
 from exporter.engine.scheduler import Scheduler
@@ -30,8 +31,10 @@ from exporter.engine.warmups import Warmer
 from exporter.settings import Settings
 from exporter.storage.credentials import CachedCredentials, DirectoryCredentials, SupabaseVaultCredentials
 from exporter.storage.store import Store, create_pool
+from exporter.storage.webhooks import Webhooks
 
 POOL_SIZE = 10
+WEBHOOK_POOL_SIZE = 3
 
 
 @dataclass
@@ -46,6 +49,9 @@ class Services:
     outbox: Outbox
     shards: ShardLeases | None = None  # None: this process checks every organisation
     warmer: Warmer | None = None  # warm-ups before scheduled syncs (its own task; see web/app.py)
+    webhooks: Webhooks | None = None  # None: no database behind (tests of the web layer alone)
+    notifier: Notifier | None = None  # the webhook delivery worker; None: nothing delivers here
+    egress: EgressPolicy | None = None  # what tenants' URLs may reach (webhook subscriptions are judged by it)
 
 
 def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | None:
@@ -108,16 +114,34 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
     """
     policy = await egress_policy(settings)
     pool: asyncpg.Pool = await create_pool(dsn, role=settings.db_role or None, max_size=POOL_SIZE)
+    # The webhook outbox's own few connections: a flood of deliveries never queues the cycle's writes.
+    webhook_pool: asyncpg.Pool = await create_pool(dsn, role=settings.db_role or None, max_size=WEBHOOK_POOL_SIZE)
     session = make_session(policy=policy, limit=settings.max_concurrency)
+    # Webhooks on a session of their own: hanging receivers can hold only its connections, never the checks'.
+    webhook_session = make_session(policy=policy, limit=settings.webhook_concurrency)
     shards = ShardLeases(pool, settings.replica_id, settings.lease_ttl_seconds) if shared else None
     try:
         if shards is not None:
             await shards.maintain()
-        yield build_services(settings, store=Store(pool), session=session,
-                             credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
-                             shards=shards, clock=clock)
+        services = build_services(settings, store=Store(pool), session=session,
+                                  credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
+                                  shards=shards, clock=clock)
+        services.webhooks, services.egress = Webhooks(webhook_pool), policy
+        if shared:
+            services.notifier = notifier(settings, services.webhooks, services.instruments, webhook_session)
+        yield services
         if shards is not None:
             await shards.release_all()
     finally:
+        await webhook_session.close()
         await session.close()
+        await webhook_pool.close()
         await pool.close()
+
+
+def notifier(settings: Settings, webhooks: Webhooks, instruments: Instruments,
+             session: aiohttp.ClientSession) -> Notifier:
+    """The webhook delivery worker over the outbox, with the EXPORTER_WEBHOOK_* settings."""
+    return Notifier(webhooks, session, instruments, schedule=settings.webhook_schedule,
+                    timeout_s=settings.webhook_timeout_seconds, concurrency=settings.webhook_concurrency,
+                    poll_s=settings.webhook_poll_seconds, keep_s=settings.webhook_keep_seconds)

@@ -23,6 +23,7 @@ from exporter.core.policy import (
     BackoffCaps,
     validate_interval,
 )
+from exporter.core.webhooks import RetrySchedule
 
 MIN_TOKEN_CHARS = 16
 MIN_JWT_SECRET_CHARS = 32  # 256 bits for HS256 (RFC 7518 §3.2); Supabase's secrets are at least this long
@@ -81,12 +82,28 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600, description="warm a sync function up this long before each scheduled sync")
     sync_cold_start_seconds: float = Field(
         default=2.0, gt=0, le=120, description="a warm-up answered slower than this counts as a cold start")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120,
+                                           description="a webhook receiver must answer within this, per attempt")
+    webhook_max_attempts: int = Field(default=12, ge=1, le=100,
+                                      description="attempts before a delivery is dead-lettered")
+    webhook_retry_min_seconds: float = Field(default=30.0, gt=0, description="the first retry's delay; doubles")
+    webhook_retry_max_seconds: float = Field(default=6 * 3600.0, gt=0, description="the longest delay between attempts")
+    webhook_concurrency: int = Field(default=16, ge=1, le=1000, description="webhook requests in flight at once")
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=300, description="how often an idle worker looks for work")
+    webhook_keep_seconds: float = Field(default=7 * 86400.0, ge=0,
+                                        description="delivered and dead deliveries are kept this long, then pruned")
+    webhooks_per_org: int = Field(default=10, ge=0, le=1000, description="subscriptions an organisation may have")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
     @property
     def backoff_caps(self) -> BackoffCaps:
         return BackoffCaps(refused_s=self.backoff_max_seconds, unreachable_s=self.backoff_unreachable_max_seconds)
+
+    @property
+    def webhook_schedule(self) -> RetrySchedule:
+        return RetrySchedule(self.webhook_max_attempts, self.webhook_retry_min_seconds,
+                             max(self.webhook_retry_min_seconds, self.webhook_retry_max_seconds))
 
     @field_validator("passive_types", "sovereign_clouds", mode="before")
     @classmethod

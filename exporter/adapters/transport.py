@@ -193,3 +193,14 @@ def _decoder(encoding: str) -> Callable[[bytes, int], bytes]:
             raise ValueError(f"the {encoding} body does not decode") from None
 
     return decode
+
+
+async def check_destination(policy: EgressPolicy, host: str, port: int) -> None:
+    """Judge a destination now, as the connector will when it connects: the name, then every address it
+    resolves to; raises Blocked (refused) or OSError (does not resolve). For checks ahead of any request,
+    such as a webhook subscription; the connector still judges each connection again."""
+    policy.check_host(host, port)
+    if literal_address(host) is not None:
+        return
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    policy.check_addresses(host, port, [str(info[4][0]) for info in infos])

@@ -11,6 +11,8 @@ from exporter.core.warmups import WarmupOutcome
 
 COLD_START_SOURCES = ("warmup", "sync_run")  # measured by our warm-up; reported by the sync side
 
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "blocked")
+
 
 class Instruments:
     """A few service-level series in a registry of their own (one per app, one per test)."""
@@ -62,6 +64,15 @@ class Instruments:
         for kind in sorted(self.known_types):  # present from the start, so increase() sees the first one
             for source in COLD_START_SOURCES:
                 self.sync_cold_starts.labels(kind, source)
+        self.webhook_deliveries = Counter(
+            "integration_health_webhook_deliveries", "Webhook delivery attempts, by outcome: delivered, failed "
+            "(retried later), dead (gave up after the last attempt), blocked (refused by the egress policy)",
+            ["outcome"], **kw)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome)
+        self.webhook_pending = Gauge("integration_health_webhook_deliveries_pending",
+                                     "Webhook deliveries waiting in the outbox (every replica reports the same total)",
+                                     **kw)
 
     def bounded_type(self, integration_type: str) -> str:
         """A registered type as is, anything else as `other`, so a bad row cannot add series."""

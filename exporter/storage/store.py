@@ -20,6 +20,7 @@ from tenacity import (
 
 from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 from exporter.core.syncs import SyncRun
+from exporter.storage import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def result_from_row(row: asyncpg.Record) -> IntegrationResult:
 
 
 class Store:
-    """The monitor's database access. Every write is one statement in one transaction, retried when transient."""
+    """The monitor's database access. Every write is one transaction, retried when transient."""
 
     def __init__(self, pool: asyncpg.Pool, *, retrying: AsyncRetrying | None = None) -> None:
         self.pool = pool
@@ -248,12 +249,19 @@ class Store:
         return False, _run(existing)
 
     async def persist(self, results: Sequence[IntegrationResult], slot: datetime) -> None:
-        """Upsert status and append history for `slot`, atomically; raise PersistError when it cannot."""
+        """Upsert status and append history for `slot`, and enqueue the webhook events of confirmed status changes,
+        atomically; raise PersistError when it cannot."""
         if not results:
             return
         columns = _batch(results)
+
+        async def write(c: asyncpg.Connection) -> None:
+            async with c.transaction():  # the notifications of a status change are written with it, or neither
+                await c.execute(PERSIST_RESULTS, *columns, slot)
+                await webhooks.enqueue_status_changes(c, columns[0], columns[1])
+
         try:
-            await self._with_retry(lambda c: c.execute(PERSIST_RESULTS, *columns, slot))
+            await self._with_retry(write)
         except TRANSIENT_ERRORS as exc:
             raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}") from exc
 

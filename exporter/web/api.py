@@ -51,6 +51,7 @@ class Runtime:
     lease_task: asyncio.Task[None] | None = None  # only with shard leases
     warmup_task: asyncio.Task[None] | None = None  # warm-ups before scheduled syncs
     lag_task: asyncio.Task[None] | None = None  # the event-loop lag probe
+    notifier_task: asyncio.Task[None] | None = None  # only with a database (webhook deliveries)
     run_now_at: dict[UUID, float] = field(default_factory=dict)  # org → monotonic time of the last run-now
 
 
@@ -233,10 +234,17 @@ def run_json(run: SyncRun) -> dict[str, Any]:
             "cold_start": run.cold_start, "invocation_latency_ms": run.invocation_latency_ms}
 
 
+def not_json(request: web.Request, what: str) -> web.Response | None:
+    """415 unless the body is declared JSON."""
+    if request.content_type == "application/json" or request.content_type.endswith("+json"):
+        return None
+    return error_json(415, f"send {what} as JSON (Content-Type: application/json), not {request.content_type}")
+
+
 async def post_sync_run(request: web.Request) -> web.Response:
     """Record a sync run idempotently: the same period again updates it; a changed finished outcome is 409."""
-    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        return error_json(415, f"send the run as JSON (Content-Type: application/json), not {request.content_type}")
+    if (refused := not_json(request, "the run")) is not None:
+        return refused
     try:
         report = SyncRunReport.model_validate_json(await request.read())
     except ValidationError as exc:

@@ -14,7 +14,7 @@ from exporter.engine.loop_lag import LoopLagProbe
 from exporter.engine.scheduler import Scheduler
 from exporter.services import Services
 from exporter.settings import Settings
-from exporter.web import api
+from exporter.web import api, subscriptions
 from exporter.web.api import AUTHENTICATOR, EXPOSITION, RUNTIME, SERVICES, SETTINGS, Runtime
 from exporter.web.auth import Authenticator
 from exporter.web.jwks import JwksCache
@@ -25,8 +25,8 @@ GRACE = web.AppKey("shutdown_grace_s", float)
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """Restore the last known status, then run the scheduler, the outbox's retries and the lease renewal;
-    on exit stop scheduling, let the running cycle finish and flush what is queued."""
+    """Restore the last known status, then run the scheduler, the outbox's retries, the lease renewal, the
+    warm-ups and the webhook deliveries; on exit stop scheduling, let the running cycle finish and flush what is queued."""
     services, runtime = app[SERVICES], app[RUNTIME]
     if services.shards:  # renewing first: a slow restore must not let the leases taken at start lapse
         runtime.lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler))
@@ -37,8 +37,11 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     retry_task = asyncio.create_task(services.outbox.retry_forever())
     if services.warmer:  # its own task: a cycle never waits for a warm-up, nor a warm-up for a cycle
         runtime.warmup_task = asyncio.create_task(services.warmer.run_forever(runtime.stop))
+    if services.notifier:  # off the cycle: receivers never hold up a check
+        runtime.notifier_task = asyncio.create_task(services.notifier.run_forever(runtime.stop))
     yield
-    for task in (runtime.lease_task, runtime.warmup_task):
+    # in-flight webhook deliveries stay pending in the outbox, retried after their lease
+    for task in (runtime.notifier_task, runtime.lease_task, runtime.warmup_task):
         if task:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,4 +143,7 @@ def create_app(settings: Settings, services: Services, *, shutdown_grace_s: floa
     app.router.add_get("/api/v1/orgs/{org_id}/health/history", api.get_history)
     app.router.add_post("/api/v1/orgs/{org_id}/checks", api.post_checks)
     app.router.add_post("/api/v1/sync-runs", api.post_sync_run)
+    app.router.add_post("/api/v1/orgs/{org_id}/webhooks", subscriptions.post_webhook)
+    app.router.add_get("/api/v1/orgs/{org_id}/webhooks", subscriptions.get_webhooks)
+    app.router.add_delete("/api/v1/orgs/{org_id}/webhooks/{subscription_id}", subscriptions.delete_webhook)
     return app

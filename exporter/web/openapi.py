@@ -4,10 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.core.events import EVENT_KINDS, EventKind
+
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ORG = {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 _OPERATOR_ONLY = [{"bearer": []}]
+_EVENT_TYPES = [t.value for t in EVENT_KINDS]
 _HEALTH = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrgHealth"}}}}
+
+_DELIVERY_HEADERS = [
+    {"name": "Webhook-Id", "in": "header", "required": True, "schema": {"type": "string", "format": "uuid"},
+     "description": "the event's id: the same on every retry, so receivers dedupe by it"},
+    {"name": "Webhook-Timestamp", "in": "header", "required": True, "schema": {"type": "integer"}},
+    {"name": "X-Integration-Health-Signature", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" keyed with the subscription's secret>"},
+]
+
+
+def _payload_schemas() -> dict[str, Any]:
+    """Each kind's payload model (and the enums it uses) as component schemas."""
+    schemas: dict[str, Any] = {}
+    for kind in EVENT_KINDS.values():
+        schema = kind.payload.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
+        schemas |= schema.pop("$defs", {}) | {kind.payload.__name__: schema}
+    return schemas
+
+
+def _delivery(kind: EventKind) -> dict[str, Any]:
+    """What a subscriber receives for one kind of event: the envelope around that kind's payload."""
+    envelope = {"type": "object", "required": ["id", "type", "org_id", "occurred_at", "data"], "properties": {
+        "id": {"type": "string", "format": "uuid"}, "type": {"const": kind.type.value},
+        "org_id": {"type": "string", "format": "uuid"}, "occurred_at": {"type": "string", "format": "date-time"},
+        "data": {"$ref": f"#/components/schemas/{kind.payload.__name__}"}}}
+    return {"post": {"summary": kind.summary + ("" if kind.emitted else " (not sent yet)"),
+                     "parameters": _DELIVERY_HEADERS,
+                     "requestBody": {"content": {"application/json": {"schema": envelope}}},
+                     "responses": {"2XX": {"description": "delivered; anything else is retried with backoff"}}}}
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -25,6 +58,7 @@ OPENAPI: dict[str, Any] = {
         },
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            **_payload_schemas(),
             "Integration": {"type": "object", "properties": {
                 "integration_type": {"type": "string"},
                 "status": {"enum": ["healthy", "degraded", "unreachable"]},
@@ -33,6 +67,11 @@ OPENAPI: dict[str, Any] = {
                 "consecutive_failures": {"type": "integer"},
                 "next_check_at": {"type": ["string", "null"], "format": "date-time"},
                 "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+            "Webhook": {"type": "object", "properties": {
+                "id": {"type": "string", "format": "uuid"}, "org_id": {"type": "string", "format": "uuid"},
+                "url": {"type": "string", "format": "uri"},
+                "events": {"type": "array", "items": {"enum": _EVENT_TYPES}},
+                "enabled": {"type": "boolean"}, "created_at": {"type": "string", "format": "date-time"}}},
             "OrgHealth": {"type": "object", "properties": {
                 "org_id": {"type": "string", "format": "uuid"},
                 "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}},
@@ -41,6 +80,7 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "security": [{"bearer": []}, {"appJwt": []}],
+    "webhooks": {kind.type.value: _delivery(kind) for kind in EVENT_KINDS.values()},
     "paths": {
         "/api/v1/orgs/{org_id}/health": {"get": {
             "summary": "Current status of an organisation's integrations", "parameters": [_ORG],
@@ -70,6 +110,35 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "stored"}, "400": _ERROR, "401": _ERROR, "403": _ERROR,
                           "409": {"description": "that period already finished with another outcome"},
                           "413": _ERROR, "415": _ERROR}}},
+        "/api/v1/orgs/{org_id}/webhooks": {
+            "post": {
+                "summary": "Subscribe a webhook; the answer carries its signing secret, shown this once",
+                "description": "The URL must be https (http only to hosts in EXPORTER_EGRESS_ALLOW), without "
+                               "user-info, and reach no loopback, private, link-local or metadata address unless "
+                               "the operator allowed it (judged after DNS here, and again at every delivery). "
+                               "`events` defaults to every kind. Deliveries are POSTs signed with "
+                               "X-Integration-Health-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">.",
+                "parameters": [_ORG],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["url"], "additionalProperties": False, "properties": {
+                        "url": {"type": "string", "maxLength": 2048},
+                        "events": {"type": "array", "minItems": 1, "items": {"enum": _EVENT_TYPES}}}}}}},
+                "responses": {"201": {"description": "subscribed", "content": {"application/json": {"schema": {
+                    "allOf": [{"$ref": "#/components/schemas/Webhook"}, {
+                        "type": "object", "properties": {"secret": {"type": "string"}}}]}}}},
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR, "409": _ERROR, "413": _ERROR, "415": _ERROR}},
+            "get": {
+                "summary": "The organisation's webhook subscriptions (never their secrets)", "parameters": [_ORG],
+                "responses": {"200": {"description": "subscriptions", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"org_id": {"type": "string", "format": "uuid"}, "webhooks": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}}}}},
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR}}},
+        "/api/v1/orgs/{org_id}/webhooks/{subscription_id}": {"delete": {
+            "summary": "Unsubscribe (its pending deliveries go with it)",
+            "parameters": [_ORG, {"name": "subscription_id", "in": "path", "required": True,
+                                  "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {"204": {"description": "deleted"}, "400": _ERROR, "401": _ERROR, "403": _ERROR,
+                          "404": _ERROR}}},
         "/api/v1/orgs/{org_id}/checks": {"post": {
             "summary": "Run the organisation's checks now (test connection); at most once a minute per org",
             "parameters": [_ORG],

@@ -17,7 +17,8 @@ from tests.conftest import dsn_for, migrated_template
 
 ORG_A, ORG_B = uuid4(), uuid4()
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-TABLES = ("integration_config", "integration_health_status", "health_check_history", "integration_sync_runs")
+TABLES = ("integration_config", "integration_health_status", "health_check_history", "integration_sync_runs",
+          "webhook_subscription", "webhook_delivery")
 CLIENT_ROLES = ("anon", "authenticated")
 # What client roles may execute: authenticated runs the claims function inside its SELECT policies.
 EXECUTABLE = {"anon": set(), "authenticated": {"integration_health_claimed_org_ids()"}}
@@ -71,7 +72,18 @@ async def seeded(admin: asyncpg.Connection) -> asyncpg.Connection:
                             "checked_at) VALUES ($1, 'http', $2, 'healthy', 5, $2)", org, NOW)
         await admin.execute("INSERT INTO integration_sync_runs (org_id, integration_type, scheduled_for, outcome) "
                             "VALUES ($1, 'http', $2, 'success')", org, NOW)
+        await seed_webhook(admin, org)
     return admin
+
+
+async def seed_webhook(admin: asyncpg.Connection, org: uuid.UUID) -> uuid.UUID:
+    """A subscription of `org` with its secret and one pending delivery."""
+    sub = await admin.fetchval("INSERT INTO webhook_subscription (org_id, url, events) VALUES ($1, "
+                               "'https://hooks.example.com/in', '{integration.status_changed}') RETURNING id", org)
+    await admin.execute("INSERT INTO webhook_secret (subscription_id, secret) VALUES ($1, $2)", sub, "s" * 40)
+    await admin.execute("INSERT INTO webhook_delivery (event_id, subscription_id, org_id, event_type, payload) "
+                        "VALUES (gen_random_uuid(), $1, $2, 'integration.status_changed', '{}')", sub, org)
+    return sub
 
 
 async def as_role(conn: asyncpg.Connection, role: str, claims: dict[str, Any] | None, sql: str, *args: Any):
@@ -203,17 +215,23 @@ async def public_tables(conn: asyncpg.Connection) -> dict[str, str]:
     return {r["relname"]: r["col"] for r in rows}
 
 
+# What a client role may change, by table: an org admin disables or deletes its own webhook subscriptions
+# (under RLS, tested below); it never inserts one (the API judges the URL and makes the secret).
+CLIENT_WRITES = {("authenticated", "webhook_subscription"): {"DELETE"}}
+
+
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
 async def test_no_client_role_can_insert_update_or_delete_in_any_table(seeded, role: str) -> None:
     tables = await public_tables(seeded)
     assert set(TABLES) <= set(tables)
     for table, col in tables.items():
+        allowed = CLIENT_WRITES.get((role, table), set())
         for op in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
-            assert not await seeded.fetchval("SELECT has_table_privilege($1, $2, $3)", role, f"public.{table}", op), (
-                role, op, table)
+            assert await seeded.fetchval("SELECT has_table_privilege($1, $2, $3)", role, f"public.{table}", op) == (
+                op in allowed), (role, op, table)
         for sql in (f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM {table}",  # B rows copied
                     f"UPDATE {table} SET {col} = {col} WHERE true",
-                    f"DELETE FROM {table}"):
+                    *([] if "DELETE" in allowed else [f"DELETE FROM {table}"])):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await as_role(seeded, role, {"org_id": str(ORG_A)}, sql)
     assert await seeded.fetchval("SELECT count(*) FROM integration_health_status") == 2  # nothing changed
@@ -309,3 +327,37 @@ async def test_the_grants_migration_is_what_stops_the_setval_attack(empty_db_dsn
         await as_role(conn, "service_role", None, write)
     finally:
         await conn.close()
+
+
+async def test_an_org_admin_cannot_insert_a_webhook_subscription_directly_for_any_org(seeded) -> None:
+    """Subscriptions are made through the API, which judges the URL after DNS and generates the secret."""
+    for org in (ORG_A, ORG_B):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(seeded, "authenticated", {"org_id": str(ORG_A)},
+                          "INSERT INTO webhook_subscription (org_id, url, events) "
+                          "VALUES ($1, 'https://evil.example/x', '{integration.status_changed}')", org)
+    assert await seeded.fetchval("SELECT count(*) FROM webhook_subscription") == 2
+
+
+async def test_an_org_admin_disables_and_deletes_only_its_own_subscriptions(seeded) -> None:
+    claims = {"org_id": str(ORG_A)}
+    await as_role(seeded, "authenticated", claims, "UPDATE webhook_subscription SET enabled = false")
+    rows = await seeded.fetch("SELECT org_id, enabled FROM webhook_subscription")
+    assert {r["org_id"]: r["enabled"] for r in rows} == {ORG_A: False, ORG_B: True}
+    for sql in ("UPDATE webhook_subscription SET url = 'https://169.254.169.254/'",  # the URL was judged by the API
+                f"UPDATE webhook_subscription SET org_id = '{ORG_B}'"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(seeded, "authenticated", claims, sql)
+    await as_role(seeded, "authenticated", claims, "DELETE FROM webhook_subscription")
+    remaining = {t: await seeded.fetchval(f"SELECT array_agg(DISTINCT org_id) FROM {t}")
+                 for t in ("webhook_subscription", "webhook_delivery")}
+    assert remaining == {"webhook_subscription": [ORG_B], "webhook_delivery": [ORG_B]}  # its deliveries went too
+    assert await seeded.fetchval("SELECT count(*) FROM webhook_secret") == 1
+
+
+@pytest.mark.parametrize("role", CLIENT_ROLES)
+async def test_no_client_role_reads_any_webhook_secret_not_even_its_own(seeded, role: str) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_role(seeded, role, {"org_id": str(ORG_A)}, "SELECT secret FROM webhook_secret")
+    rows = await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, "SELECT * FROM webhook_subscription")
+    assert [r["org_id"] for r in rows] == [ORG_A] and "secret" not in rows[0].keys()
