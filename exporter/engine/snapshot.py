@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, IntegrationResult
 from exporter.core.syncs import SyncAssessment
 
@@ -19,6 +20,7 @@ class Snapshot:
     syncs: dict[Key, SyncAssessment] = field(default_factory=dict)  # schedule adherence, where known
     modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
     status_changes: dict[Key, int] = field(default_factory=dict)  # since this process started: a counter
+    windows: tuple[Window, ...] = ()  # maintenance windows not yet over, as last loaded
 
     def update(self, results: Iterable[IntegrationResult]) -> None:
         """Record newer results; an older one (a late run-now, a restore) never replaces a newer one.
@@ -46,7 +48,14 @@ class Snapshot:
     def copy(self) -> Snapshot:
         """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
         return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes),
-                        dict(self.status_changes))
+                        dict(self.status_changes), self.windows)
 
     def states(self) -> dict[Key, CheckState]:
         return {k: r.state for k, r in self.results.items()}
+
+    def set_windows(self, windows: Iterable[Window]) -> None:
+        """Replace the known maintenance windows (a change re-renders the exposition)."""
+        windows = tuple(windows)
+        if windows != self.windows:
+            self.windows = windows
+            self.version += 1

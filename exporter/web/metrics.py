@@ -12,18 +12,25 @@ Sample of what the collector renders, per integration:
     integration_health_next_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
     integration_health_failure_reason{org_id="6f1c…",integration_type="fiken",reason="rate_limited"} 1.0
     integration_health_tls_cert_expiry_timestamp_seconds{org_id="6f1c…",integration_type="http"} 1.79e+09
+    integration_health_maintenance{org_id="6f1c…",integration_type="xledger"} 0.0
+
+integration_health_maintenance is decided at each scrape from the windows the scheduler last loaded, so a
+window starts and ends on time between cycles; the cached render is keyed on the windows in force too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.core.model import HealthStatus
+from exporter.core import maintenance
+from exporter.core.model import HealthStatus, utcnow
 from exporter.core.syncs import SyncState
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
@@ -37,14 +44,16 @@ MODES = ("active", "passive")
 class SnapshotCollector:
     """Builds fresh per-integration families from the snapshot on each scrape; never awaits or queries."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
+    def __init__(self, snapshot: Snapshot, at: datetime | None = None) -> None:
+        self.snapshot, self.at = snapshot, at or utcnow()  # `at`: the instant maintenance is judged at
 
     def describe(self) -> list[Metric]:
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        status, latency, last, failures, changes, next_, reason, tls, mode, *sync = families = self._families()
+        status, latency, last, failures, changes, next_, reason, tls, mode, in_window, *sync = families = (
+            self._families())
+        covered = maintenance.covered(self.snapshot.windows, self.snapshot.results.keys(), self.at)
         for k, r in self.snapshot.results.items():
             key = [str(r.org_id), r.integration_type]
             for s in STATUSES:
@@ -59,6 +68,7 @@ class SnapshotCollector:
                 reason.add_metric([*key, r.result.reason.value], 1.0)
             if r.result.tls_expires_at:
                 tls.add_metric(key, r.result.tls_expires_at.timestamp())
+            in_window.add_metric(key, 1.0 if k in covered else 0.0)
         for (org_id, kind), m in self.snapshot.modes.items():
             for value in MODES:
                 mode.add_metric([str(org_id), kind, value], 1.0 if m == value else 0.0)
@@ -100,6 +110,9 @@ class SnapshotCollector:
                               "notAfter of the server certificate (https targets)", labels=LABELS),
             GaugeMetricFamily("integration_health_mode", "1 for how the integration's health is judged now: "
                               "active (pinged) or passive (from its sync runs)", labels=[*LABELS, "mode"]),
+            GaugeMetricFamily("integration_health_maintenance",
+                              "1 while a maintenance window covers the integration (its alerts are silenced), "
+                              "else 0", labels=LABELS),
             GaugeMetricFamily("integration_health_sync_state", "1 for the state of the integration's scheduled syncs",
                               labels=[*LABELS, "state"]),
             GaugeMetricFamily("integration_health_sync_drift_seconds",
@@ -114,10 +127,10 @@ class SnapshotCollector:
         )
 
 
-def render_fleet(snapshot: Snapshot) -> tuple[bytes, bytes]:
+def render_fleet(snapshot: Snapshot, at: datetime | None = None) -> tuple[bytes, bytes]:
     """The per-integration series as exposition text and gzipped; touches nothing but `snapshot`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))
+    registry.register(SnapshotCollector(snapshot, at))
     text = generate_latest(registry)
     return text, gzip.compress(text, compresslevel=5)
 
@@ -130,29 +143,36 @@ class Exposition:
     few series, are rendered on every scrape.
     """
 
-    def __init__(self, instruments: Instruments, snapshot: Snapshot) -> None:
-        self.registry, self.snapshot = instruments.registry, snapshot
-        self._cache: tuple[int, bytes, bytes] | None = None  # (snapshot version, text, gzip) of the fleet part
+    def __init__(self, instruments: Instruments, snapshot: Snapshot, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.registry, self.snapshot, self.clock = instruments.registry, snapshot, clock
+        self._cache: tuple[Any, bytes, bytes] | None = None  # (what it was rendered from, text, gzip) of the fleet part
         self._render_lock = asyncio.Lock()
 
     def render(self, compressed: bool = False) -> bytes:
         """The exposition text (or a multi-member gzip of it): cached fleet part + fresh service part."""
-        if self._stale():
-            self._cache = (self.snapshot.version, *render_fleet(self.snapshot))
+        at = self.clock()
+        if self.stale(at):
+            self._cache = (self._key(at), *render_fleet(self.snapshot, at))
         return self._assemble(compressed)
 
     async def render_off_loop(self, compressed: bool = False) -> bytes:
         """As render(), but a stale fleet part (~0.9 s at 10,000 integrations) is rendered in a thread
         from a copy of the snapshot, so the event loop keeps serving and checking meanwhile."""
-        if self._stale():
+        at = self.clock()
+        if self.stale(at):
             async with self._render_lock:  # concurrent scrapes after a cycle wait for one render
-                if self._stale():
-                    version, frozen = self.snapshot.version, self.snapshot.copy()
-                    self._cache = (version, *await asyncio.to_thread(render_fleet, frozen))
+                if self.stale(at):
+                    key, frozen = self._key(at), self.snapshot.copy()
+                    self._cache = (key, *await asyncio.to_thread(render_fleet, frozen, at))
         return self._assemble(compressed)
 
-    def _stale(self) -> bool:
-        return self._cache is None or self._cache[0] != self.snapshot.version
+    def stale(self, at: datetime) -> bool:
+        """Whether the cached fleet part is out of date at `at`: the snapshot changed, or a window began or ended."""
+        return self._cache is None or self._cache[0] != self._key(at)
+
+    def _key(self, at: datetime) -> tuple[int, frozenset[Any]]:
+        return self.snapshot.version, frozenset(w.id for w in maintenance.active(self.snapshot.windows, at))
 
     def _assemble(self, compressed: bool) -> bytes:
         assert self._cache is not None

@@ -197,7 +197,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
                                               settings.credential_stale_seconds, lambda: clock().timestamp()),
                                           clock=clock, rng=rng)
                 services.scheduler.restore(await world.store.last_results())
-                exposition = Exposition(services.instruments, services.snapshot)
+                exposition = Exposition(services.instruments, services.snapshot, clock=clock)
                 await services.scheduler.run_cycle(policy.slot_start(now, settings.check_interval), now)
                 text = None
             elif minute % CYCLE == 0:

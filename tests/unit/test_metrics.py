@@ -11,6 +11,7 @@ from uuid import UUID
 
 from prometheus_client import CollectorRegistry
 
+from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
@@ -20,6 +21,7 @@ from tests.conftest import require_tool
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "metrics.txt"
 A, B = UUID("aaaaaaaa-0000-4000-8000-000000000001"), UUID("bbbbbbbb-0000-4000-8000-000000000002")
 T = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+XLEDGER_UPGRADE = Window(UUID(int=1), A, "xledger", T - timedelta(hours=1), T + timedelta(hours=1), "upgrade")
 
 
 def sample_metrics() -> tuple[Exposition, Snapshot]:
@@ -36,9 +38,10 @@ def sample_metrics() -> tuple[Exposition, Snapshot]:
     earlier = IntegrationResult(B, "fiken", make_result(HealthStatus.HEALTHY, 9, T - timedelta(minutes=15)))
     snapshot.update([*results[:2], earlier])
     snapshot.update(results)  # fiken: healthy → degraded, one status change
+    snapshot.set_windows([XLEDGER_UPGRADE])
     instruments = Instruments(CollectorRegistry(), "0.1.0", known_types={"xledger", "http", "fiken"})
     instruments.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
-    return Exposition(instruments, snapshot), snapshot
+    return Exposition(instruments, snapshot, clock=lambda: T), snapshot
 
 
 def test_metrics_exposition_matches_the_golden_file() -> None:
@@ -82,11 +85,42 @@ async def test_off_loop_render_reads_a_copy_so_changes_during_it_wait_for_the_ne
     metrics, snapshot = sample_metrics()
     expected = sample_metrics()[0].render()
 
-    def change_mid_render(frozen):  # what the loop may do while the thread renders
+    def change_mid_render(frozen, at):  # what the loop may do while the thread renders
         snapshot.retain(set())
-        return render_fleet(frozen)
+        return render_fleet(frozen, at)
 
     monkeypatch.setattr("exporter.web.metrics.render_fleet", change_mid_render)
     first = await metrics.render_off_loop()
     assert first == expected  # rendered from the copy taken before the change
     assert b'org_id="aaaaaaaa' not in await metrics.render_off_loop()  # the next scrape sees the change
+
+
+def maintenance_gauge(text: str) -> dict[tuple[str, str], str]:
+    lines = [line for line in text.splitlines() if line.startswith("integration_health_maintenance{")]
+    out = {}
+    for line in lines:
+        labels, value = line.rsplit(" ", 1)
+        kind = labels.split('integration_type="')[1].split('"')[0]
+        org = labels.split('org_id="')[1].split('"')[0]
+        out[(org[:8], kind)] = value
+    return out
+
+
+def test_the_maintenance_gauge_is_1_for_every_covered_integration_and_0_for_the_rest() -> None:
+    metrics, snapshot = sample_metrics()
+    assert maintenance_gauge(metrics.render().decode()) == {
+        ("aaaaaaaa", "xledger"): "1.0", ("aaaaaaaa", "http"): "0.0", ("bbbbbbbb", "fiken"): "0.0"}
+    snapshot.set_windows([Window(UUID(int=2), None, None, T, T + timedelta(minutes=5), "everything")])
+    assert set(maintenance_gauge(metrics.render().decode()).values()) == {"1.0"}
+
+
+def test_a_window_ends_at_its_time_between_cycles_though_the_snapshot_did_not_change() -> None:
+    """The fleet part is cached per snapshot version; a window's edge must still show at the next scrape."""
+    now = [T]
+    metrics, snapshot = sample_metrics()
+    metrics.clock = lambda: now[0]
+    assert maintenance_gauge(metrics.render().decode())[("aaaaaaaa", "xledger")] == "1.0"
+    version = snapshot.version
+    now[0] = XLEDGER_UPGRADE.ends_at  # the end is exclusive
+    assert maintenance_gauge(metrics.render().decode())[("aaaaaaaa", "xledger")] == "0.0"
+    assert snapshot.version == version
