@@ -74,6 +74,7 @@ class Scheduler:
         self.instruments.cycle_drift.set(drift)
         log.info("cycle start", extra={"slot": slot.isoformat(), "due_at": due_at.isoformat(),
                                        "started_at": started.isoformat(), "drift_s": round(drift, 3)})
+        windows = asyncio.create_task(self.load_windows())  # beside the integrations: one timeout, not two
         try:
             async with asyncio.timeout(self.load_timeout_s):  # a stalled database must not stall the checks
                 loaded = await self.store.load_integrations()
@@ -86,8 +87,9 @@ class Scheduler:
                 raise
             log.warning("cannot load integrations (%s); checking the %d known from the last cycle",
                         type(exc).__name__, len(self.integrations))
+        finally:
+            await windows
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
-        await self.load_windows()
         states = self.snapshot.states()
         modes = {_key(i): "passive" if self.is_passive(i, states.get(_key(i)), slot) else "active"
                  for i in self.integrations}
@@ -208,12 +210,13 @@ class Scheduler:
         return maintenance.covering(self.snapshot.windows, r.org_id, r.integration_type, r.result.checked_at) is not None
 
     async def load_windows(self) -> None:
-        """The maintenance windows not yet over. On database trouble the last known stand: a window must
-        neither lapse nor a deleted one return because the database blinked; their times still apply."""
+        """The maintenance windows not yet over. On any trouble the last known stand (their times still
+        apply): a window must neither lapse nor a deleted one return because the database blinked, and
+        checks go on whatever happened here."""
         try:
             async with asyncio.timeout(self.load_timeout_s):
                 windows = await self.store.maintenance_windows(self.clock())
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - a window list is never worth a failed cycle
             log.warning("cannot load maintenance windows (%s); keeping the %d known", type(exc).__name__,
                         len(self.snapshot.windows))
             return
