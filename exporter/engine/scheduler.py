@@ -207,7 +207,8 @@ class Scheduler:
 
     def in_maintenance(self, r: IntegrationResult) -> bool:
         """Whether a window covered the integration when its result was made."""
-        return maintenance.covering(self.snapshot.windows, r.org_id, r.integration_type, r.result.checked_at) is not None
+        windows = self.snapshot.windows
+        return maintenance.covering(windows, r.org_id, r.integration_type, r.result.checked_at) is not None
 
     async def load_windows(self) -> None:
         """The maintenance windows not yet over. On any trouble the last known stand (their times still
