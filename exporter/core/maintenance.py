@@ -60,11 +60,15 @@ def covering(windows: Iterable[Window], org_id: UUID, integration_type: str, at:
 
 
 def covered(windows: Sequence[Window], keys: Iterable[Key], at: datetime) -> set[Key]:
-    """The integrations among `keys` that a window covers at `at`."""
+    """The integrations among `keys` that a window covers at `at`: one set lookup per key, whatever the
+    number of windows (every scrape asks this of the whole fleet)."""
     now = active(windows, at)
-    if not now:
-        return set()
-    return {k for k in keys if any(w.applies_to(*k) for w in now)}
+    if any(w.org_id is None and w.integration_type is None for w in now):
+        return set(keys)
+    orgs = {w.org_id for w in now if w.integration_type is None}
+    types = {w.integration_type for w in now if w.org_id is None}
+    pairs = {(w.org_id, w.integration_type) for w in now}
+    return {k for k in keys if k[0] in orgs or k[1] in types or k in pairs} if now else set()
 
 
 def after_check(previous: CheckState | None, result: HealthResult, slot: datetime, interval_s: int) -> CheckState:

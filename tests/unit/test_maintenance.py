@@ -51,6 +51,10 @@ def test_covered_picks_the_integrations_any_active_window_applies_to() -> None:
     assert maintenance.covered(windows, keys, T0) == {(ORG, "fiken")}
     assert maintenance.covered(windows, keys, T0 + timedelta(hours=2)) == {(OTHER, "http")}
     assert maintenance.covered(windows, keys, T0 + timedelta(hours=5)) == set()
+    by_org, by_type = window(kind=None, n=3), window(org=None, kind="http", n=4)
+    assert maintenance.covered([by_org], keys, T0) == {(ORG, "http"), (ORG, "fiken")}
+    assert maintenance.covered([by_type], keys, T0) == {(ORG, "http"), (OTHER, "http")}
+    assert maintenance.covered([window(org=None, kind=None, n=5)], keys, T0) == set(keys)
 
 
 SLOT_S = 900
