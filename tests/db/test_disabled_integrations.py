@@ -23,7 +23,8 @@ async def test_disabled_and_deleted_integrations_leave_the_api_and_what_a_restar
     for tenant, kind in (("a", "http"), ("b", "fiken"), ("c", "xledger")):
         await add_http(admin, org, tenant, base, kind=kind)
     client = await service_client(settings_for(db_dsn), db_dsn)
-    await wait_until(lambda: client.app[SERVICES].outbox.pending == 0 and client.app[SERVICES].scheduler.loaded,
+    scheduler = client.app[SERVICES].scheduler  # last_slot: the cycle finished (loaded: only its list is in)
+    await wait_until(lambda: client.app[SERVICES].outbox.pending == 0 and scheduler.last_slot is not None,
                      what="the first cycle to be stored")
     assert await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE org_id = $1", org) == 3
     await admin.execute("UPDATE integration_config SET enabled = false WHERE org_id = $1 AND integration_type = 'fiken'",

@@ -74,8 +74,8 @@ async def history_with_a_window(store: Store, admin: asyncpg.Connection) -> UUID
     """Eight slots: healthy, four unreachable inside a window, one unreachable outside it, two healthy: 3 of
     the 4 slots outside the window were usable (counting the window's, it would be 3 of 8)."""
     org = uuid4()
-    await admin.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES ($1, 'http', '{}')",
-                        org)
+    await admin.execute("INSERT INTO integration_config (org_id, integration_type, config, health_mode) "
+                        "VALUES ($1, 'http', '{}', 'passive')", org)  # passive, no syncs: a service adds no slot
     plan = [(HealthStatus.HEALTHY, False)] + [(HealthStatus.UNREACHABLE, True)] * 4 + [
         (HealthStatus.UNREACHABLE, False), (HealthStatus.HEALTHY, False), (HealthStatus.HEALTHY, False)]
     for n, (status, flagged) in enumerate(plan):
