@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
+from exporter.core import maintenance
 from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, IntegrationResult
 from exporter.core.syncs import SyncAssessment
@@ -21,6 +23,15 @@ class Snapshot:
     modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
     status_changes: dict[Key, int] = field(default_factory=dict)  # since this process started: a counter
     windows: tuple[Window, ...] = ()  # maintenance windows not yet over, as last loaded
+    in_maintenance: frozenset[Key] = frozenset()  # the integrations a window covered when last judged
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Replacing a mapping (`snapshot.modes = …`) is a change too: bump the version, so a renderer that
+        caches per version never serves the old one. Replace mappings; never mutate them in place."""
+        initialised = "status_changes" in self.__dict__  # __init__ sets the fields in order, this one last
+        object.__setattr__(self, name, value)
+        if initialised and name != "version":
+            object.__setattr__(self, "version", self.version + 1)
 
     def update(self, results: Iterable[IntegrationResult]) -> None:
         """Record newer results; an older one (a late run-now, a restore) never replaces a newer one.
@@ -48,7 +59,7 @@ class Snapshot:
     def copy(self) -> Snapshot:
         """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
         return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes),
-                        dict(self.status_changes), self.windows)
+                        dict(self.status_changes), self.windows, self.in_maintenance)
 
     def states(self) -> dict[Key, CheckState]:
         return {k: r.state for k, r in self.results.items()}
@@ -58,4 +69,15 @@ class Snapshot:
         windows = tuple(windows)
         if windows != self.windows:
             self.windows = windows
-            self.version += 1
+
+    def judge_maintenance(self, at: datetime) -> None:
+        """Set `in_maintenance` for the instant `at` (a change bumps the version, so the exposition follows a
+        window's start and end between cycles). Cheap when nothing changed: the windows in force at `at`
+        and the version are compared first; only then is the fleet looked at."""
+        active = frozenset(w.id for w in maintenance.active(self.windows, at))
+        if self.__dict__.get("_judged") == (active, self.version):
+            return
+        covered = frozenset(maintenance.covered(self.windows, self.results.keys(), at))
+        if covered != self.in_maintenance:
+            self.in_maintenance = covered
+        object.__setattr__(self, "_judged", (active, self.version))  # bookkeeping: no version bump

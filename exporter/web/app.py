@@ -53,6 +53,15 @@ async def watch_loop_lag(app: web.Application) -> AsyncIterator[None]:
         await runtime.lag_task
 
 
+async def keep_exposition_fresh(app: web.Application) -> AsyncIterator[None]:
+    """Format what a cycle changed soon after it publishes (in a thread), not when Prometheus scrapes."""
+    task = asyncio.create_task(app[EXPOSITION].keep_fresh())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def stop_scheduling(app: web.Application) -> None:
     """On shutdown, before aiohttp drains open requests (up to a minute): no new cycle may start meanwhile."""
     app[RUNTIME].stop.set()
@@ -118,6 +127,7 @@ def create_app(settings: Settings, services: Services, *, shutdown_grace_s: floa
     app[EXPOSITION] = Exposition(services.instruments, services.snapshot, clock=services.scheduler.clock)
     app.cleanup_ctx.append(watch_loop_lag)
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(keep_exposition_fresh)
     app.on_shutdown.append(stop_scheduling)
     app.router.add_get("/metrics", api.get_metrics)
     app.router.add_get("/healthz", api.healthz)

@@ -152,7 +152,8 @@ CRD_SCHEMAS = {
             "name": STR, "interval": DURATION,
             "rules": {"type": "array", "minItems": 1, "items": {"oneOf": [
                 closed({"record": STR, "expr": STR, "labels": STR_MAP}, ["record", "expr"]),
-                closed({"alert": STR, "expr": STR, "for": DURATION, "labels": STR_MAP, "annotations": STR_MAP},
+                closed({"alert": STR, "expr": STR, "for": DURATION, "labels": STR_MAP, "annotations": STR_MAP,
+                        "keep_firing_for": DURATION | {"minLength": 1}},  # NonEmptyDuration, prometheus-operator 0.66+
                        ["alert", "expr"]),
             ]}},
         }, ["name", "rules"])}}, ["groups"]),
