@@ -28,6 +28,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableRefresh,
 )
 
+from exporter.storage.store import AVAILABILITY
+
 HERE = Path(__file__).resolve().parent
 PROM = DataSourceRef(type_val="prometheus", uid="${datasource}")
 PG = DataSourceRef(type_val="grafana-postgresql-datasource", uid="${datasource}")
@@ -63,6 +65,18 @@ class SqlQuery:
 
     def build(self) -> dict[str, Any]:
         return self.target
+
+
+class SqlAnnotation:
+    """A PostgreSQL annotation (the SDK's AnnotationQuery has no raw-SQL target): rows of time, timeend, text."""
+
+    def __init__(self, name: str, sql: str, color: str) -> None:
+        self.annotation = {"name": name, "enable": True, "iconColor": color,
+                           "datasource": {"type": PG.type_val, "uid": PG.uid},
+                           "target": SqlQuery(sql, ref="Anno").build()}
+
+    def build(self) -> dict[str, Any]:
+        return self.annotation
 
 
 def status_variables(builder: dashboard.Dashboard) -> dashboard.Dashboard:
@@ -162,7 +176,12 @@ def overview() -> dashboard.Dashboard:
             .with_row(dashboard.Row("Now"))
             .with_panel(stat.Panel().title("Integrations by status").span(8).height(5)
                         .with_target(q(f"sum by (status) (integration_health_status{{{SEL}}})", "{{status}}")))
-            .with_panel(stat.Panel().title("Availability (not unreachable)").unit("percentunit").span(16).height(5)
+            .with_panel(stat.Panel().title("In maintenance").span(4).height(5)
+                        .description("Integrations a maintenance window covers now: checked, flagged, silenced, "
+                                     "left out of availability")
+                        .with_target(q(f"sum(integration_health_maintenance{{{SEL}}})", "in maintenance")))
+            .with_panel(stat.Panel().title("Availability (not unreachable, maintenance excluded)").unit("percentunit")
+                        .span(12).height(5)
                         .with_target(q(f"avg(integration_health:availability:ratio_24h{{{SEL}}})", "24 h", ref="A"))
                         .with_target(q(f"avg(integration_health:availability:ratio_7d{{{SEL}}})", "7 d", ref="B"))
                         .with_target(q(f"avg(integration_health:availability:ratio_30d{{{SEL}}})", "30 d", ref="C")))
@@ -219,9 +238,20 @@ def overview() -> dashboard.Dashboard:
                                        "write errors {{instance}}", ref="B"))))
 
 
+def maintenance_annotation(where: str) -> SqlAnnotation:
+    """The maintenance windows over the time shown, for the selected organisations and types (or all)."""
+    return SqlAnnotation("Maintenance windows", (
+        "SELECT starts_at AS time, ends_at AS timeend, 'maintenance: ' || reason || ' (' || "
+        "coalesce(org_id::text, 'every organisation') || ', ' || coalesce(integration_type, 'every type') || "
+        "', by ' || created_by || ')' AS text, 'maintenance' AS tags FROM maintenance_window "
+        f"WHERE starts_at < $__timeTo() AND ends_at > $__timeFrom() AND {where} ORDER BY 1"), "purple")
+
+
 def history() -> dashboard.Dashboard:
     """The 96-slot history with error messages, from PostgreSQL through the read-only reporting role."""
     where = "org_id::text IN (${org_id:sqlstring}) AND integration_type IN (${integration_type:sqlstring})"
+    window_where = ("(org_id IS NULL OR org_id::text IN (${org_id:sqlstring})) AND "
+                    "(integration_type IS NULL OR integration_type IN (${integration_type:sqlstring}))")
     return (dashboard.Dashboard("Integration health history").uid("integration-health-history")
             .description("The stored 24-hour history (96 slots per integration) with error messages.")
             .tags(["integration-health"]).refresh("5m").time("now-24h", "now").timezone("browser")
@@ -235,6 +265,7 @@ def history() -> dashboard.Dashboard:
                            .query("SELECT DISTINCT integration_type FROM integration_health_status ORDER BY 1")
                            .multi(True).include_all(True).refresh(VariableRefresh.ON_DASHBOARD_LOAD)
                            .current(VariableOption(selected=True, text="All", value="$__all")))
+            .annotation(maintenance_annotation(window_where))
             .with_panel(statetimeline.Panel().title("Status per slot").span(24).height(10)
                         .mappings(value_map(STATUS_CODES)).merge_values(True)
                         .with_target(SqlQuery(
@@ -247,11 +278,25 @@ def history() -> dashboard.Dashboard:
                             "SELECT slot AS time, org_id::text || ' ' || integration_type AS metric, "
                             f"latency_ms AS value FROM health_check_history WHERE $__timeFilter(slot) AND {where} "
                             "ORDER BY 1", fmt="time_series")))
+            .with_panel(availability_table(where))
             .with_panel(table.Panel().title("Failed and degraded checks").span(24).height(12)
                         .with_target(SqlQuery(
                             "SELECT slot AS time, org_id::text AS organisation, integration_type AS integration, "
-                            "status, latency_ms, reason, error_message FROM health_check_history "
+                            "status, latency_ms, reason, error_message, maintenance FROM health_check_history "
                             f"WHERE $__timeFilter(slot) AND {where} AND status <> 'healthy' ORDER BY slot DESC"))))
+
+
+def availability_table(where: str) -> table.Panel:
+    """Availability over the stored slots shown, slots in a maintenance window left out (the API's figure)."""
+    return (table.Panel().title("Availability (maintenance excluded)").span(24).height(8)
+            .description("The share of checked slots that were not unreachable; slots checked during a "
+                         "maintenance window are left out (the purple annotations).")
+            .with_target(SqlQuery(
+                "SELECT org_id::text AS organisation, integration_type AS integration, "
+                f"{AVAILABILITY} AS availability, count(*) FILTER (WHERE NOT maintenance) AS counted_slots, "
+                "count(*) FILTER (WHERE maintenance) AS maintenance_slots FROM health_check_history "
+                f"WHERE $__timeFilter(slot) AND {where} GROUP BY 1, 2 ORDER BY 1, 2"))
+            .override_by_name("availability", [DynamicConfigValue(id_val="unit", value="percentunit")]))
 
 
 DASHBOARDS = {"integration-health.json": overview, "integration-health-history.json": history}

@@ -178,6 +178,7 @@ class IntegrationResult:
     integration_type: str
     result: HealthResult
     state: CheckState = CheckState()
+    maintenance: bool = False  # checked while a maintenance window covered it (core/maintenance.py)
 
     def org_id_key(self) -> tuple[UUID, str]:
         return (self.org_id, self.integration_type)

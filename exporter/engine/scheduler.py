@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
-from exporter.core import policy, syncs
+from exporter.core import maintenance, policy, syncs
 from exporter.core.model import (
     CheckState,
     HealthResult,
@@ -75,6 +75,7 @@ class Scheduler:
         self.instruments.cycle_drift.set(drift)
         log.info("cycle start", extra={"slot": slot.isoformat(), "due_at": due_at.isoformat(),
                                        "started_at": started.isoformat(), "drift_s": round(drift, 3)})
+        windows = asyncio.create_task(self.load_windows())  # beside the integrations: one timeout, not two
         try:
             async with asyncio.timeout(self.load_timeout_s):  # a stalled database must not stall the checks
                 loaded = await self.store.load_integrations()
@@ -87,6 +88,8 @@ class Scheduler:
                 raise
             log.warning("cannot load integrations (%s); checking the %d known from the last cycle",
                         type(exc).__name__, len(self.integrations))
+        finally:
+            await windows
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
         states = self.snapshot.states()
         modes = {_key(i): "passive" if self.is_passive(i, states.get(_key(i)), slot) else "active"
@@ -141,6 +144,10 @@ class Scheduler:
         stated = []
         for r in results:
             key = (r.org_id, r.integration_type)
+            if self.in_maintenance(r):  # checked, flagged, but a failure neither counts nor backs off
+                state = maintenance.after_check(states.get(key), r.result, slot, self._interval(by_key[key]))
+                stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state, maintenance=True))
+                continue
             checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng,
                                          self.backoff)
             state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s,
@@ -194,6 +201,9 @@ class Scheduler:
 
     def _passive(self, i: Integration, result: HealthResult, previous: CheckState | None,
                  slot: datetime) -> IntegrationResult:
+        if maintenance.covering(self.snapshot.windows, i.org_id, i.integration_type, result.checked_at):
+            return IntegrationResult(i.org_id, i.integration_type, result,
+                                     maintenance.after_passive(previous, result, slot, self.interval_s), True)
         return IntegrationResult(i.org_id, i.integration_type, result,
                                  policy.after_passive(previous, result, slot, self.interval_s))
 
@@ -201,6 +211,24 @@ class Scheduler:
         """Count each cold start the sync side reported, once (those already there at first sight are not news)."""
         new, self._cold_counted[_key(i)] = syncs.new_cold_starts(runs, self._cold_counted.get(_key(i)))
         self.instruments.count_cold_starts(i.integration_type, "sync_run", new)
+
+    def in_maintenance(self, r: IntegrationResult) -> bool:
+        """Whether a window covered the integration when its result was made."""
+        windows = self.snapshot.windows
+        return maintenance.covering(windows, r.org_id, r.integration_type, r.result.checked_at) is not None
+
+    async def load_windows(self) -> None:
+        """The maintenance windows not yet over. On any trouble the last known stand (their times still
+        apply): a window must neither lapse nor a deleted one return because the database blinked, and
+        checks go on whatever happened here."""
+        try:
+            async with asyncio.timeout(self.load_timeout_s):
+                windows = await self.store.maintenance_windows(self.clock())
+        except Exception as exc:  # noqa: BLE001 - a window list is never worth a failed cycle
+            log.warning("cannot load maintenance windows (%s); keeping the %d known", type(exc).__name__,
+                        len(self.snapshot.windows))
+            return
+        self.snapshot.set_windows(windows)
 
     def _log_new_run(self, i: Integration, run: syncs.SyncRun | None) -> None:
         """Log each run once (scheduled vs actual), when first seen and again when it finishes."""
@@ -226,7 +254,8 @@ class Scheduler:
         integrations = [i for i in await self.store.load_integrations(org_id)
                         if i.health_mode == "active" and i.integration_type not in self.passive_types]
         if not self.owns(org_id):
-            return await self.runner.run(integrations)
+            return [replace(r, maintenance=True) if self.in_maintenance(r) else r
+                    for r in await self.runner.run(integrations)]
         return await self.check(integrations, policy.slot_start(self.clock(), self.interval_s))
 
     def owns(self, org_id: UUID) -> bool:

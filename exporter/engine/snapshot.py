@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
+from exporter.core import maintenance
+from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, IntegrationResult
 from exporter.core.syncs import SyncAssessment
 from exporter.core.warmups import WarmupRecord
@@ -21,6 +24,8 @@ class Snapshot:
     modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
     status_changes: dict[Key, int] = field(default_factory=dict)  # since this process started: a counter
     warmups: dict[Key, WarmupRecord] = field(default_factory=dict)  # the latest warm-up before a sync
+    windows: tuple[Window, ...] = ()  # maintenance windows not yet over, as last loaded
+    in_maintenance: frozenset[Key] = frozenset()  # the integrations a window covered when last judged
 
     def record_warmup(self, key: Key, record: WarmupRecord) -> None:
         """Keep an integration's latest warm-up (a new mapping, as __setattr__ asks: it bumps the version)."""
@@ -29,7 +34,7 @@ class Snapshot:
     def __setattr__(self, name: str, value: object) -> None:
         """Replacing a mapping (`snapshot.modes = …`) is a change too: bump the version, so a renderer that
         caches per version never serves the old one. Replace mappings; never mutate them in place."""
-        initialised = "warmups" in self.__dict__  # __init__ sets the fields in order, this one last
+        initialised = "in_maintenance" in self.__dict__  # __init__ sets the fields in order, this one last
         object.__setattr__(self, name, value)
         if initialised and name != "version":
             object.__setattr__(self, "version", self.version + 1)
@@ -64,7 +69,25 @@ class Snapshot:
     def copy(self) -> Snapshot:
         """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
         return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes),
-                        dict(self.status_changes), dict(self.warmups))
+                        dict(self.status_changes), dict(self.warmups), self.windows, self.in_maintenance)
 
     def states(self) -> dict[Key, CheckState]:
         return {k: r.state for k, r in self.results.items()}
+
+    def set_windows(self, windows: Iterable[Window]) -> None:
+        """Replace the known maintenance windows (a change re-renders the exposition)."""
+        windows = tuple(windows)
+        if windows != self.windows:
+            self.windows = windows
+
+    def judge_maintenance(self, at: datetime) -> None:
+        """Set `in_maintenance` for the instant `at` (a change bumps the version, so the exposition follows a
+        window's start and end between cycles). Cheap when nothing changed: the windows in force at `at`
+        and the version are compared first; only then is the fleet looked at."""
+        active = frozenset(w.id for w in maintenance.active(self.windows, at))
+        if self.__dict__.get("_judged") == (active, self.version):
+            return
+        covered = frozenset(maintenance.covered(self.windows, self.results.keys(), at))
+        if covered != self.in_maintenance:
+            self.in_maintenance = covered
+        object.__setattr__(self, "_judged", (active, self.version))  # bookkeeping: no version bump

@@ -18,6 +18,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 from exporter.core.syncs import SyncRun
 from exporter.storage import webhooks
@@ -39,40 +40,45 @@ PERSIST_RESULTS = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
                          $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::int[],
-                         $12::timestamptz[])
+                         $12::timestamptz[], $14::boolean[])
         AS t(org_id, integration_type, status, latency_ms, checked_at, error_message,
-             reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until)
+             reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
+             maintenance)
 ), upserted AS (
     INSERT INTO public.integration_health_status AS s
         (org_id, integration_type, status, latency_ms, checked_at, error_message,
-         reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until)
+         reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
+         maintenance)
     SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
-           reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until
+           reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
+           maintenance
     FROM input
     ON CONFLICT (org_id, integration_type) DO UPDATE
         SET status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms,
             checked_at = EXCLUDED.checked_at, error_message = EXCLUDED.error_message,
             reason = EXCLUDED.reason, consecutive_failures = EXCLUDED.consecutive_failures,
             next_check_at = EXCLUDED.next_check_at, rate_limited_streak = EXCLUDED.rate_limited_streak,
-            passive_until = EXCLUDED.passive_until,
+            passive_until = EXCLUDED.passive_until, maintenance = EXCLUDED.maintenance,
             tls_expires_at = coalesce(EXCLUDED.tls_expires_at, s.tls_expires_at)
         WHERE s.checked_at <= EXCLUDED.checked_at
 )
 INSERT INTO public.health_check_history
-    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason)
-SELECT org_id, integration_type, $13, status, latency_ms, checked_at, error_message, reason FROM input
+    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason, maintenance)
+SELECT org_id, integration_type, $13, status, latency_ms, checked_at, error_message, reason, maintenance FROM input
 ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
 
 SELECT_STATUS = """
 SELECT s.org_id, s.integration_type, s.status, s.latency_ms, s.checked_at, s.error_message,
-       s.reason, s.consecutive_failures, s.next_check_at, s.tls_expires_at, s.rate_limited_streak, s.passive_until
+       s.reason, s.consecutive_failures, s.next_check_at, s.tls_expires_at, s.rate_limited_streak, s.passive_until,
+       s.maintenance
 FROM public.integration_health_status s
 JOIN public.integration_config c USING (org_id, integration_type)  -- a disabled or deleted one is not current
 WHERE c.enabled AND ($1::uuid IS NULL OR s.org_id = $1)
 ORDER BY s.org_id, s.integration_type"""
 
 SELECT_HISTORY = """
-SELECT h.org_id, h.integration_type, h.slot, h.status, h.latency_ms, h.checked_at, h.error_message, h.reason
+SELECT h.org_id, h.integration_type, h.slot, h.status, h.latency_ms, h.checked_at, h.error_message, h.reason,
+       h.maintenance
 FROM public.health_check_history h
 JOIN public.integration_config c USING (org_id, integration_type)
 WHERE c.enabled AND h.org_id = $1
@@ -114,6 +120,43 @@ SELECT_SYNC_RUN = """
 SELECT scheduled_for, started_at, finished_at, outcome, error_message, cold_start, invocation_latency_ms
 FROM public.integration_sync_runs
 WHERE org_id = $1 AND integration_type = $2 AND scheduled_for = $3"""
+
+# Availability from the stored history: the share of checked slots that were usable (not unreachable),
+# slots in a maintenance window left out. The API and the history dashboard use this one expression.
+AVAILABILITY = "avg((status <> 'unreachable')::int) FILTER (WHERE NOT maintenance)"
+
+SELECT_AVAILABILITY = f"""
+SELECT h.integration_type, ({AVAILABILITY})::float8 AS availability,
+       count(*) FILTER (WHERE NOT h.maintenance) AS counted_slots,
+       count(*) FILTER (WHERE h.maintenance) AS maintenance_slots
+FROM public.health_check_history h
+JOIN public.integration_config c USING (org_id, integration_type)
+WHERE c.enabled AND h.org_id = $1
+GROUP BY h.integration_type
+ORDER BY h.integration_type"""
+
+WINDOW_COLUMNS = "id, org_id, integration_type, starts_at, ends_at, reason, created_by, created_at"
+
+# Windows by state at $2 (None: not ended yet, i.e. active or upcoming), optionally those applying to one
+# organisation (its own and the global ones); bounded, soonest first.
+SELECT_WINDOWS = f"""
+SELECT {WINDOW_COLUMNS} FROM public.maintenance_window
+WHERE CASE $1::text
+        WHEN 'active' THEN starts_at <= $2 AND ends_at > $2
+        WHEN 'upcoming' THEN starts_at > $2
+        WHEN 'ended' THEN ends_at <= $2
+        ELSE ends_at > $2 END
+  AND ($3::uuid IS NULL OR org_id IS NULL OR org_id = $3)
+ORDER BY starts_at, id
+LIMIT $4"""
+
+INSERT_WINDOW = f"""
+INSERT INTO public.maintenance_window (org_id, integration_type, starts_at, ends_at, reason, created_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING {WINDOW_COLUMNS}"""
+
+DELETE_WINDOW = f"DELETE FROM public.maintenance_window WHERE id = $1 RETURNING {WINDOW_COLUMNS}"
+MAX_WINDOWS = 1000  # a list bounded in memory and in a response; real fleets have a handful at a time
 
 # Errors worth retrying: the server or the network went away for a moment, or a transaction lost a race.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -187,6 +230,7 @@ def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
         [r.result.tls_expires_at for r in rows],
         [r.state.rate_limited_streak for r in rows],
         [r.state.passive_until for r in rows],
+        [r.maintenance for r in rows],
     ]
 
 
@@ -209,7 +253,12 @@ def result_from_row(row: asyncpg.Record) -> IntegrationResult:
                           reason=Reason(reason) if reason else None, tls_expires_at=row["tls_expires_at"])
     state = CheckState(row["consecutive_failures"], row["next_check_at"], row["rate_limited_streak"],
                        row["passive_until"])
-    return IntegrationResult(row["org_id"], row["integration_type"], result, state)
+    return IntegrationResult(row["org_id"], row["integration_type"], result, state, row["maintenance"])
+
+
+def window_from_row(r: asyncpg.Record) -> Window:
+    return Window(r["id"], r["org_id"], r["integration_type"], r["starts_at"], r["ends_at"], r["reason"],
+                  r["created_by"], r["created_at"])
 
 
 class Store:
@@ -257,7 +306,7 @@ class Store:
 
         async def write(c: asyncpg.Connection) -> None:
             async with c.transaction():  # the notifications of a status change are written with it, or neither
-                await c.execute(PERSIST_RESULTS, *columns, slot)
+                await c.execute(PERSIST_RESULTS, *columns[:12], slot, *columns[12:])
                 await webhooks.enqueue_status_changes(c, columns[0], columns[1])
 
         try:
@@ -274,6 +323,28 @@ class Store:
 
     async def history(self, org_id: UUID) -> list[asyncpg.Record]:
         return await self._with_retry(lambda c: c.fetch(SELECT_HISTORY, org_id))
+
+    async def availability(self, org_id: UUID) -> list[asyncpg.Record]:
+        """Per enabled integration of the org: availability over its stored history, maintenance left out."""
+        return await self._with_retry(lambda c: c.fetch(SELECT_AVAILABILITY, org_id))
+
+    async def maintenance_windows(self, now: datetime, *, state: str | None = None, org_id: UUID | None = None,
+                                  limit: int = MAX_WINDOWS) -> list[Window]:
+        """Windows `active`, `upcoming` or `ended` at `now` (None: active or upcoming), soonest first;
+        with `org_id`, those applying to it (its own and the global ones)."""
+        rows = await self._with_retry(lambda c: c.fetch(SELECT_WINDOWS, state, now, org_id, limit))
+        return [window_from_row(r) for r in rows]
+
+    async def add_maintenance_window(self, window: Window) -> Window:
+        """Store a new window (its id and created_at are the database's) and return it as stored."""
+        args = (window.org_id, window.integration_type, window.starts_at, window.ends_at, window.reason,
+                window.created_by)
+        return window_from_row(await self._with_retry(lambda c: c.fetchrow(INSERT_WINDOW, *args)))
+
+    async def delete_maintenance_window(self, window_id: UUID) -> Window | None:
+        """Remove a window (ending it now, if active); None when there was none with that id."""
+        row = await self._with_retry(lambda c: c.fetchrow(DELETE_WINDOW, window_id))
+        return window_from_row(row) if row else None
 
     async def _with_retry(self, op: Any) -> Any:
         async for attempt in self._retrying.copy():

@@ -131,10 +131,14 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
 
 
 def org_id_of(request: web.Request) -> UUID:
+    return uuid_or_400(request.match_info["org_id"], "org_id")
+
+
+def uuid_or_400(text: str, what: str) -> UUID:
     try:
-        return UUID(request.match_info["org_id"])
+        return UUID(text)
     except ValueError:
-        raise web.HTTPBadRequest(reason="org_id must be a UUID") from None
+        raise web.HTTPBadRequest(reason=f"{what} must be a UUID") from None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -146,7 +150,7 @@ def result_json(r: IntegrationResult) -> dict[str, Any]:
             "latency_ms": r.result.latency_ms, "checked_at": iso(r.result.checked_at), "error": r.result.error,
             "reason": r.result.reason.value if r.result.reason else None,
             "consecutive_failures": r.state.consecutive_failures, "next_check_at": iso(r.state.next_check_at),
-            "tls_expires_at": iso(r.result.tls_expires_at)}
+            "tls_expires_at": iso(r.result.tls_expires_at), "maintenance": r.maintenance}
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -156,15 +160,19 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
+    """The stored slots per integration, and its availability over them with maintenance slots left out."""
     org_id, services = org_id_of(request), request.app[SERVICES]
     rows = await services.store.history(org_id)
+    availability = {r["integration_type"]: r["availability"] for r in await services.store.availability(org_id)}
     series: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         series.setdefault(r["integration_type"], []).append({
             "slot": iso(r["slot"]), "status": r["status"], "latency_ms": r["latency_ms"],
-            "checked_at": iso(r["checked_at"]), "error": r["error_message"], "reason": r["reason"]})
+            "checked_at": iso(r["checked_at"]), "error": r["error_message"], "reason": r["reason"],
+            "maintenance": r["maintenance"]})
     return web.json_response({"org_id": str(org_id), "integrations": [
-        {"integration_type": kind, "slots": slots} for kind, slots in series.items()]})
+        {"integration_type": kind, "availability": availability.get(kind), "slots": slots}
+        for kind, slots in series.items()]})
 
 
 async def post_checks(request: web.Request) -> web.Response:
@@ -194,6 +202,20 @@ RUN_YEARS = (2000, 2200)
 MAX_INVOCATION_MS = 86_400_000  # a day, as the column's CHECK
 
 
+def within_run_years(value: datetime) -> datetime:
+    """Years 1 and 9999 parse, but do not survive a time-zone shift into PostgreSQL: refuse, and say so."""
+    if not RUN_YEARS[0] <= value.year < RUN_YEARS[1]:
+        raise ValueError(f"must be between the years {RUN_YEARS[0]} and {RUN_YEARS[1]}")
+    return value
+
+
+def json_refused(request: web.Request, what: str) -> web.Response | None:
+    """415 unless the body is declared JSON (a form post must not be read as one)."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        return error_json(415, f"send {what} as JSON (Content-Type: application/json), not {request.content_type}")
+    return None
+
+
 class SyncRunReport(BaseModel):
     """A sync scheduler's report of one run; (org_id, integration_type, scheduled_for) is its period."""
 
@@ -212,12 +234,7 @@ class SyncRunReport(BaseModel):
     @field_validator("scheduled_for", "started_at", "finished_at")
     @classmethod
     def _plausible(cls, value: datetime | None) -> datetime | None:
-        """Years 1 and 9999 parse, but do not survive a time-zone shift into PostgreSQL: refuse, and say so."""
-        if value is None:
-            return None
-        if not RUN_YEARS[0] <= value.year < RUN_YEARS[1]:
-            raise ValueError(f"must be between the years {RUN_YEARS[0]} and {RUN_YEARS[1]}")
-        return value
+        return None if value is None else within_run_years(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> SyncRunReport:
@@ -234,16 +251,9 @@ def run_json(run: SyncRun) -> dict[str, Any]:
             "cold_start": run.cold_start, "invocation_latency_ms": run.invocation_latency_ms}
 
 
-def not_json(request: web.Request, what: str) -> web.Response | None:
-    """415 unless the body is declared JSON."""
-    if request.content_type == "application/json" or request.content_type.endswith("+json"):
-        return None
-    return error_json(415, f"send {what} as JSON (Content-Type: application/json), not {request.content_type}")
-
-
 async def post_sync_run(request: web.Request) -> web.Response:
     """Record a sync run idempotently: the same period again updates it; a changed finished outcome is 409."""
-    if (refused := not_json(request, "the run")) is not None:
+    if (refused := json_refused(request, "the run")) is not None:
         return refused
     try:
         report = SyncRunReport.model_validate_json(await request.read())

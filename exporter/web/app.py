@@ -14,7 +14,7 @@ from exporter.engine.loop_lag import LoopLagProbe
 from exporter.engine.scheduler import Scheduler
 from exporter.services import Services
 from exporter.settings import Settings
-from exporter.web import api, subscriptions
+from exporter.web import api, maintenance, subscriptions
 from exporter.web.api import AUTHENTICATOR, EXPOSITION, RUNTIME, SERVICES, SETTINGS, Runtime
 from exporter.web.auth import Authenticator
 from exporter.web.jwks import JwksCache
@@ -130,7 +130,7 @@ def create_app(settings: Settings, services: Services, *, shutdown_grace_s: floa
     app[AUTHENTICATOR] = Authenticator.from_settings(settings, jwks)
     if jwks is not None:
         app.on_cleanup.append(lambda _: jwks.close())
-    app[EXPOSITION] = Exposition(services.instruments, services.snapshot)
+    app[EXPOSITION] = Exposition(services.instruments, services.snapshot, clock=services.scheduler.clock)
     app.cleanup_ctx.append(watch_loop_lag)
     app.cleanup_ctx.append(background)
     app.cleanup_ctx.append(keep_exposition_fresh)
@@ -146,4 +146,7 @@ def create_app(settings: Settings, services: Services, *, shutdown_grace_s: floa
     app.router.add_post("/api/v1/orgs/{org_id}/webhooks", subscriptions.post_webhook)
     app.router.add_get("/api/v1/orgs/{org_id}/webhooks", subscriptions.get_webhooks)
     app.router.add_delete("/api/v1/orgs/{org_id}/webhooks/{subscription_id}", subscriptions.delete_webhook)
+    app.router.add_post("/api/v1/maintenance", maintenance.post_window)
+    app.router.add_get("/api/v1/maintenance", maintenance.get_windows)
+    app.router.add_delete("/api/v1/maintenance/{window_id}", maintenance.delete_window)
     return app

@@ -140,4 +140,11 @@ WARMUPS = Source(lambda s: s.warmups, INTEGRATION, integration_labels, (
            "Warm-ups before scheduled syncs that failed in a row", "gauge", lambda w: value(w.consecutive_failures)),
 ))
 
-SOURCES = (RESULTS, MODE, SYNCS, WARMUPS)
+# 1 while a maintenance window covers the integration (Snapshot.judge_maintenance, at each scrape), else 0:
+# one series per integration with a result, as integration_health_status (alert rules use `unless` on it).
+MAINTENANCE = Source(lambda s: {k: k in s.in_maintenance for k in s.results}, INTEGRATION, integration_labels, (
+    Family("integration_health_maintenance", "1 while a maintenance window covers the integration (its alerts are "
+           "silenced), else 0", "gauge", lambda covered: value(1.0 if covered else 0.0)),
+))
+
+SOURCES = (RESULTS, MODE, SYNCS, WARMUPS, MAINTENANCE)

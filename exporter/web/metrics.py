@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from datetime import datetime
 from operator import itemgetter
 from typing import Any, NamedTuple
 
 from prometheus_client import generate_latest
 
+from exporter.core.model import utcnow
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
 from exporter.web.families import SOURCES
@@ -96,15 +98,16 @@ class Exposition:
     """What /metrics serves: the fleet part, brought up to the snapshot's version when a scrape finds it
     behind (or sooner, by `keep_fresh`), then the service's instruments, a few series, fresh per scrape."""
 
-    def __init__(self, instruments: Instruments, snapshot: Snapshot, fleet: Fleet | None = None) -> None:
-        self.registry, self.snapshot = instruments.registry, snapshot
+    def __init__(self, instruments: Instruments, snapshot: Snapshot, fleet: Fleet | None = None, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.registry, self.snapshot, self.clock = instruments.registry, snapshot, clock
         self.fleet = fleet or Fleet()
         self._version: int | None = None  # the snapshot version the fleet reflects
         self._lock = asyncio.Lock()  # one refresh at a time; concurrent scrapes after a cycle wait for it
 
     def render(self, compressed: bool = False) -> bytes:
         """The exposition text (or a multi-member gzip of it), refreshed here: for tests and one-shot uses."""
-        if self._stale():
+        if self.stale(self.clock()):
             version = self.snapshot.version
             self.fleet.refresh(self.snapshot)
             self._version = version
@@ -119,7 +122,7 @@ class Exposition:
         return self._assemble(fleet, compressed)
 
     async def refresh_off_loop(self) -> None:
-        if self._stale():
+        if self.stale(self.clock()):
             async with self._lock:
                 if self._stale():
                     version, frozen = self.snapshot.version, self.snapshot.copy()
@@ -136,6 +139,11 @@ class Exposition:
             except Exception:  # a scrape will try again (and answer 500 with the same error) meanwhile
                 log.exception("refreshing the /metrics exposition failed")
                 await asyncio.sleep(60)
+
+    def stale(self, at: datetime) -> bool:
+        """Whether the fleet part is behind the snapshot at `at` (a maintenance window began or ended too)."""
+        self.snapshot.judge_maintenance(at)
+        return self._stale()
 
     def _stale(self) -> bool:
         return self._version != self.snapshot.version

@@ -11,6 +11,9 @@ _ORG = {"name": "org_id", "in": "path", "required": True, "schema": {"type": "st
 _OPERATOR_ONLY = [{"bearer": []}]
 _EVENT_TYPES = [t.value for t in EVENT_KINDS]
 _HEALTH = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrgHealth"}}}}
+_WINDOW = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"window": {"$ref": "#/components/schemas/MaintenanceWindow"}}}}}}
+_SCOPE = "; null or absent: every "
 
 _DELIVERY_HEADERS = [
     {"name": "Webhook-Id", "in": "header", "required": True, "schema": {"type": "string", "format": "uuid"},
@@ -66,7 +69,18 @@ OPENAPI: dict[str, Any] = {
                 "error": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
                 "consecutive_failures": {"type": "integer"},
                 "next_check_at": {"type": ["string", "null"], "format": "date-time"},
-                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                "maintenance": {"type": "boolean", "description": "checked while a maintenance window covered it: "
+                                "a failure then neither pages nor counts against availability"}}},
+            "MaintenanceWindow": {"type": "object", "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "org_id": {"type": ["string", "null"], "format": "uuid", "description": "null: every organisation"},
+                "integration_type": {"type": ["string", "null"], "description": "null: every type"},
+                "starts_at": {"type": "string", "format": "date-time", "description": "UTC"},
+                "ends_at": {"type": "string", "format": "date-time", "description": "UTC"},
+                "reason": {"type": "string"}, "created_by": {"type": "string"},
+                "created_at": {"type": ["string", "null"], "format": "date-time"},
+                "active": {"type": "boolean", "description": "whether it is in force now"}}},
             "Webhook": {"type": "object", "properties": {
                 "id": {"type": "string", "format": "uuid"}, "org_id": {"type": "string", "format": "uuid"},
                 "url": {"type": "string", "format": "uri"},
@@ -139,6 +153,48 @@ OPENAPI: dict[str, Any] = {
                                   "schema": {"type": "string", "format": "uuid"}}],
             "responses": {"204": {"description": "deleted"}, "400": _ERROR, "401": _ERROR, "403": _ERROR,
                           "404": _ERROR}}},
+        "/api/v1/maintenance": {
+            "post": {
+                "summary": "Create a maintenance window: its integrations are still checked, but flagged, "
+                           "silenced and left out of availability while it lasts",
+                "description": "Operator token only. Times need an offset (any; stored in UTC); the window must "
+                               "end after it starts and after now, last at most 7 days unless force=true, and "
+                               "not overlap a window of exactly the same scope unless force=true.",
+                "security": _OPERATOR_ONLY,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["starts_at", "ends_at", "reason"], "additionalProperties": False,
+                    "properties": {
+                        "org_id": {"type": ["string", "null"], "format": "uuid",
+                                   "description": "the organisation" + _SCOPE + "organisation"},
+                        "integration_type": {"type": ["string", "null"], "maxLength": 64,
+                                             "description": "a registered type" + _SCOPE + "type"},
+                        "starts_at": {"type": "string", "format": "date-time"},
+                        "ends_at": {"type": "string", "format": "date-time"},
+                        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+                        "created_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "force": {"type": "boolean", "default": False}}}}}},
+                "responses": {"201": {"description": "created", **_WINDOW}, "400": _ERROR, "401": _ERROR,
+                              "403": _ERROR, "409": {"description": "a window of the same scope overlaps it"},
+                              "413": _ERROR, "415": _ERROR}},
+            "get": {
+                "summary": "Maintenance windows: active and upcoming, or by state; those applying to an org",
+                "security": _OPERATOR_ONLY,
+                "parameters": [
+                    {"name": "state", "in": "query", "required": False,
+                     "schema": {"enum": ["active", "upcoming", "ended"]}},
+                    {"name": "org_id", "in": "query", "required": False,
+                     "description": "its own windows and the global ones", "schema": {"type": "string",
+                                                                                     "format": "uuid"}}],
+                "responses": {"200": {"description": "windows, soonest first", "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"windows": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/MaintenanceWindow"}}}}}}},
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR}}},
+        "/api/v1/maintenance/{window_id}": {"delete": {
+            "summary": "Delete a maintenance window (an active one ends now)", "security": _OPERATOR_ONLY,
+            "parameters": [{"name": "window_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {"200": {"description": "deleted", **_WINDOW}, "400": _ERROR, "401": _ERROR,
+                          "403": _ERROR, "404": _ERROR}}},
         "/api/v1/orgs/{org_id}/checks": {"post": {
             "summary": "Run the organisation's checks now (test connection); at most once a minute per org",
             "parameters": [_ORG],

@@ -21,7 +21,7 @@ from exporter.core.events import EVENT_KINDS, parse_event_types
 from exporter.core.model import describe_validation_error
 from exporter.core.webhooks import BadWebhookUrl, destination, new_secret
 from exporter.storage.webhooks import Subscription, Webhooks
-from exporter.web.api import SERVICES, SETTINGS, error_json, iso, not_json, org_id_of
+from exporter.web.api import SERVICES, SETTINGS, error_json, iso, json_refused, org_id_of
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024
@@ -52,7 +52,7 @@ def webhooks_of(request: web.Request) -> Webhooks:
 async def post_webhook(request: web.Request) -> web.Response:
     """Subscribe: 201 with the subscription and its signing secret (shown this once), or 400 saying why not."""
     org_id, webhooks, services = org_id_of(request), webhooks_of(request), request.app[SERVICES]
-    if (refused := not_json(request, "the subscription")) is not None:
+    if (refused := json_refused(request, "the subscription")) is not None:
         return refused
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return error_json(413, f"a subscription is at most {MAX_BODY_BYTES // 1024} KiB")

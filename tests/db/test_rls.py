@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -19,6 +19,7 @@ ORG_A, ORG_B = uuid4(), uuid4()
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TABLES = ("integration_config", "integration_health_status", "health_check_history", "integration_sync_runs",
           "webhook_subscription", "webhook_delivery")
+GLOBAL_ROWS = ("maintenance_window",)  # tables whose org_id NULL means every organisation, readable by all
 CLIENT_ROLES = ("anon", "authenticated")
 # What client roles may execute: authenticated runs the claims function inside its SELECT policies.
 EXECUTABLE = {"anon": set(), "authenticated": {"integration_health_claimed_org_ids()"}}
@@ -73,6 +74,9 @@ async def seeded(admin: asyncpg.Connection) -> asyncpg.Connection:
         await admin.execute("INSERT INTO integration_sync_runs (org_id, integration_type, scheduled_for, outcome) "
                             "VALUES ($1, 'http', $2, 'success')", org, NOW)
         await seed_webhook(admin, org)
+    for org in (ORG_A, ORG_B, None):  # None: a window for every organisation
+        await admin.execute("INSERT INTO maintenance_window (org_id, starts_at, ends_at, reason) "
+                            "VALUES ($1, $2, $3, 'upgrade')", org, NOW, NOW + timedelta(hours=1))
     return admin
 
 
@@ -191,6 +195,37 @@ async def test_the_reporting_role_reads_status_and_history_of_every_org_but_not_
         await as_role(seeded, "integration_health_reader", None, "DELETE FROM integration_health_status")
 
 
+async def test_an_org_reads_its_own_maintenance_windows_and_the_global_ones_only(seeded) -> None:
+    rows = await as_role(seeded, "authenticated", {"app_metadata": {"org_id": str(ORG_B)}},
+                         "SELECT org_id FROM maintenance_window")
+    assert sorted((r["org_id"] for r in rows), key=lambda org: org is None) == [ORG_B, None]
+    rows = await as_role(seeded, "authenticated", {}, "SELECT org_id FROM maintenance_window")
+    assert [r["org_id"] for r in rows] == [None]  # no org claimed: the global windows only, which name nobody
+
+
+@pytest.mark.parametrize("role", ["authenticated", "integration_health_reader"])
+async def test_only_the_service_role_writes_maintenance_windows(seeded, role: str) -> None:
+    for sql in ("INSERT INTO maintenance_window (org_id, starts_at, ends_at, reason) "
+                f"VALUES ('{ORG_A}', now(), now() + interval '1 day', 'mine')",
+                "UPDATE maintenance_window SET ends_at = ends_at + interval '7 days'",
+                "DELETE FROM maintenance_window"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(seeded, role, {"org_id": str(ORG_A)}, sql)
+    await as_role(seeded, "service_role", None, "DELETE FROM maintenance_window WHERE org_id IS NULL")
+    assert await seeded.fetchval("SELECT count(*) FROM maintenance_window") == 2
+
+
+async def test_the_reporting_role_reads_every_maintenance_window_for_the_dashboards_annotations(seeded) -> None:
+    rows = await as_role(seeded, "integration_health_reader", None, "SELECT org_id FROM maintenance_window")
+    assert len(rows) == 3
+
+
+async def test_a_window_ending_before_it_starts_is_refused_by_the_table_too(seeded) -> None:
+    with pytest.raises(asyncpg.CheckViolationError, match="maintenance_window_ends_after_start"):
+        await as_role(seeded, "service_role", None, "INSERT INTO maintenance_window (starts_at, ends_at, reason) "
+                      "VALUES (now(), now() - interval '1 minute', 'backwards')")
+
+
 async def test_every_table_in_the_schema_has_row_level_security(admin) -> None:
     """A new table added without RLS fails here."""
     rows = await admin.fetch("SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class c "
@@ -252,7 +287,8 @@ async def test_authenticated_reads_no_other_orgs_row_in_any_table(seeded) -> Non
                 await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, f"SELECT * FROM {table}")
             continue
         rows = await as_role(seeded, "authenticated", {"org_id": str(ORG_A)}, f"SELECT org_id FROM {table}")
-        assert {r["org_id"] for r in rows} == {ORG_A}, table
+        global_rows = {None} if table in GLOBAL_ROWS else set()  # org_id NULL: a row for every organisation
+        assert {r["org_id"] for r in rows} == {ORG_A} | global_rows, table
 
 
 async def public_sequences(conn: asyncpg.Connection) -> list[str]:

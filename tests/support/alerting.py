@@ -295,7 +295,9 @@ def score(scenario: Scenario, sent: Sequence[Notification]) -> Row:
         duplicates += len(mine) - 1
         fire.append(mine[0].start - fault.start)
         resolve.append(mine[-1].end - fault.end)
-        if fire[-1] > fault.max_fire or resolve[-1] > fault.max_resolve:
+        if fire[-1] < 0:  # it fired before the fault began: during a maintenance window, say
+            late.append(f"{fault.what}: fired {-fire[-1]} min before it began")
+        elif fire[-1] > fault.max_fire or resolve[-1] > fault.max_resolve:
             late.append(f"{fault.what}: fired after {fire[-1]} min (≤ {fault.max_fire}), resolved "
                         f"{resolve[-1]} min after recovery (≤ {fault.max_resolve})")
     false = [n for n in sent if n not in claimed]

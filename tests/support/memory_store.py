@@ -7,21 +7,25 @@ service reads back, so a web test needs no database.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from exporter.core.model import Integration, IntegrationResult
+from exporter.core.maintenance import Window
+from exporter.core.model import HealthStatus, Integration, IntegrationResult
 from exporter.core.syncs import SyncRun
 
 
 class MemoryStore:
-    """Integrations to load, the latest result per integration, history by slot, sync runs; `down` fails all."""
+    """Integrations to load, the latest result per integration, history by slot, sync runs, maintenance
+    windows; `down` fails all."""
 
     def __init__(self, integrations: Sequence[Integration] = ()) -> None:
         self.integrations = list(integrations)
         self.status: dict[tuple[UUID, str], IntegrationResult] = {}
         self.slots: dict[tuple[UUID, str, datetime], IntegrationResult] = {}
         self.runs: dict[tuple[UUID, str], list[SyncRun]] = {}
+        self.windows: list[Window] = []
         self.down = False
 
     def _available(self) -> None:
@@ -52,7 +56,7 @@ class MemoryStore:
         self._available()
         return [{"integration_type": kind, "slot": slot, "status": r.result.status.value,
                  "latency_ms": r.result.latency_ms, "checked_at": r.result.checked_at, "error_message": r.result.error,
-                 "reason": r.result.reason.value if r.result.reason else None}
+                 "reason": r.result.reason.value if r.result.reason else None, "maintenance": r.maintenance}
                 for (org, kind, slot), r in sorted(self.slots.items()) if org == org_id]
 
     async def recent_sync_runs(self, limit_per_integration: int = 5) -> dict[tuple[UUID, str], list[SyncRun]]:
@@ -63,3 +67,40 @@ class MemoryStore:
         self._available()
         self.runs.setdefault((org_id, integration_type), []).append(run)
         return True, run
+
+    async def availability(self, org_id: UUID) -> list[dict]:
+        """As the SQL: per type, the share of slots not unreachable, slots in maintenance left out."""
+        self._available()
+        by_type: dict[str, list[IntegrationResult]] = {}
+        for (org, kind, _), r in sorted(self.slots.items()):
+            if org == org_id:
+                by_type.setdefault(kind, []).append(r)
+        out = []
+        for kind, rs in by_type.items():
+            counted = [r for r in rs if not r.maintenance]
+            usable = sum(r.result.status != HealthStatus.UNREACHABLE for r in counted)
+            out.append({"integration_type": kind, "availability": usable / len(counted) if counted else None,
+                        "counted_slots": len(counted), "maintenance_slots": len(rs) - len(counted)})
+        return out
+
+    async def maintenance_windows(self, now: datetime, *, state: str | None = None, org_id: UUID | None = None,
+                                  limit: int = 1000) -> list[Window]:
+        self._available()
+        states = {"active": lambda w: w.active(now), "upcoming": lambda w: w.starts_at > now,
+                  "ended": lambda w: w.ends_at <= now}
+        wanted = states.get(state or "", lambda w: w.ends_at > now)
+        chosen = [w for w in self.windows if wanted(w) and (org_id is None or w.org_id in (None, org_id))]
+        return sorted(chosen, key=lambda w: (w.starts_at, str(w.id)))[:limit]
+
+    async def add_maintenance_window(self, window: Window) -> Window:
+        self._available()
+        stored = replace(window, id=uuid4(), created_at=window.created_at or window.starts_at)
+        self.windows.append(stored)
+        return stored
+
+    async def delete_maintenance_window(self, window_id: UUID) -> Window | None:
+        self._available()
+        found = next((w for w in self.windows if w.id == window_id), None)
+        if found:
+            self.windows.remove(found)
+        return found

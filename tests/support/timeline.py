@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from exporter.core import policy
+from exporter.core.maintenance import Window
 from exporter.core.model import CredentialUnavailable, Integration
 from exporter.core.syncs import SyncRun
 from exporter.demo.simulator import FAKES, Mode, SimState
@@ -104,6 +105,12 @@ def vault(down: bool) -> Event:
 def restart(gap: int = 2) -> Event:
     """The exporter process dies now and serves again `gap` minutes later."""
     return lambda w: setattr(w, "restart_gap", gap)
+
+
+def maintenance(start: int, end: int) -> Event:
+    """The operator creates a maintenance window for the victim, from minute `start` until `end`."""
+    window = Window(uuid4(), VICTIM_ORG, "http", at(start), at(end), "vendor maintenance")
+    return lambda w: w.store.windows.append(window)
 
 
 def sync_run(scheduled: int, started: int, finished: int, outcome: str = "success") -> Event:
@@ -197,7 +204,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
                                               settings.credential_stale_seconds, lambda: clock().timestamp()),
                                           clock=clock, rng=rng)
                 services.scheduler.restore(await world.store.last_results())
-                exposition = Exposition(services.instruments, services.snapshot)
+                exposition = Exposition(services.instruments, services.snapshot, clock=clock)
                 await services.scheduler.run_cycle(policy.slot_start(now, settings.check_interval), now)
                 text = None
             elif minute % CYCLE == 0:
@@ -209,7 +216,7 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
             while world.test_connections:  # POST /api/v1/orgs/{org_id}/checks
                 await services.scheduler.run_health_checks(world.test_connections.pop())
                 text = None
-            if text is None:  # between these, nothing the exporter exports changes: the last render stands
+            if text is None or exposition.stale(now):  # else nothing exported changed: the last render stands
                 text = exposition.render().decode()
             scrapes.append(text)
     return scrapes

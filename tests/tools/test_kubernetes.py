@@ -173,12 +173,20 @@ def test_the_crd_schema_refuses_a_misspelt_field() -> None:
         jsonschema.validate(monitor, CRD_SCHEMAS["ServiceMonitor"])
 
 
+# The healthy-month SLO test checks the recorded 30-day figures, not the rules' wiring: over every group at once
+# promtool's order of evaluating groups at one instant is not fixed, and a 30-day subquery then reads an hourly
+# series that is or is not there yet (1 run in 3 got nothing). It runs against its own rule file in test_rules.
+SOURCE_ONLY_TESTS = {"integration-health-slo-month.test.yml"}
+
+
 @pytest.fixture(scope="module")
 def extracted_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The PrometheusRule's groups as a plain rules file, beside every alerts/*.test.yml pointed at it."""
     folder = tmp_path_factory.mktemp("prometheusrule")
     (folder / "rules.yml").write_text(yaml.safe_dump({"groups": kind("PrometheusRule")["spec"]["groups"]}))
     for test in (ROOT / "alerts").glob("*.test.yml"):
+        if test.name in SOURCE_ONLY_TESTS:
+            continue
         (folder / test.name).write_text(yaml.safe_dump(yaml.safe_load(test.read_text()) | {"rule_files": ["rules.yml"]}))
     return folder
 

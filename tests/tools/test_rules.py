@@ -145,3 +145,15 @@ def test_keep_firing_for_is_supported_by_this_prometheus_though_the_rules_bridge
     proc = subprocess.run([require_tool("promtool", "prometheus"), "test", "rules", "kff.test.yml"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+PER_INTEGRATION_GROUPS = ("integration-health-integrations", "integration-health-syncs")
+MAINTENANCE_CLAUSE = "unless on (org_id, integration_type) last_over_time(integration_health_maintenance[10m]) == 1"
+
+
+def test_every_per_integration_alert_is_silenced_by_a_maintenance_window() -> None:
+    """The clause the promtool tests prove for a few alerts, present in all of them (a new alert must add it)."""
+    rules = yaml.safe_load((ALERTS / "integration-health.rules.yml").read_text())
+    alerts = [r for g in rules["groups"] if g["name"] in PER_INTEGRATION_GROUPS for r in g["rules"] if "alert" in r]
+    assert len(alerts) >= 12
+    assert [a["alert"] for a in alerts if MAINTENANCE_CLAUSE not in " ".join(a["expr"].split())] == []

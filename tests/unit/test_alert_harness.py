@@ -131,3 +131,10 @@ def test_score_accepts_one_notification_on_time() -> None:
     row = score(Scenario("s", faults=[Fault("down", 100, 200, frozenset({"IntegrationUnreachable"}))]),
                 [notified("IntegrationUnreachable", 116, 245)])
     assert row.meets_target and (row.fire, row.resolve) == ([16], [45])
+
+
+def test_a_notification_before_its_fault_began_is_not_on_time() -> None:
+    """A fault that begins when a maintenance window ends: an alert from inside the window is not its report."""
+    row = score(Scenario("s", faults=[Fault("down after the window", 240, 300, frozenset({"IntegrationUnreachable"}))]),
+                [notified("IntegrationUnreachable", 166, 345)])
+    assert row.late == ["down after the window: fired 74 min before it began"] and not row.meets_target

@@ -17,6 +17,7 @@ from uuid import UUID
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
 from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
 from exporter.core.warmups import WarmupOutcome, WarmupRecord
@@ -31,6 +32,7 @@ from tests.support.reference_exposition import reference_fleet
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "metrics.txt"
 A, B = UUID("aaaaaaaa-0000-4000-8000-000000000001"), UUID("bbbbbbbb-0000-4000-8000-000000000002")
 T = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+XLEDGER_UPGRADE = Window(UUID(int=1), A, "xledger", T - timedelta(hours=1), T + timedelta(hours=1), "upgrade")
 
 
 def sample_metrics() -> tuple[Exposition, Snapshot]:
@@ -47,6 +49,7 @@ def sample_metrics() -> tuple[Exposition, Snapshot]:
     earlier = IntegrationResult(B, "fiken", make_result(HealthStatus.HEALTHY, 9, T - timedelta(minutes=15)))
     snapshot.update([*results[:2], earlier])
     snapshot.update(results)  # fiken: healthy → degraded, one status change
+    snapshot.set_windows([XLEDGER_UPGRADE])
     instruments = Instruments(CollectorRegistry(), "0.1.0", known_types={"xledger", "http", "fiken"})
     instruments.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
     sync_at = T + timedelta(minutes=30)
@@ -58,7 +61,7 @@ def sample_metrics() -> tuple[Exposition, Snapshot]:
     instruments.sync_warmups.labels(WarmupOutcome.COLD_START.value).inc()
     instruments.count_cold_starts("xledger", "warmup")
     instruments.count_cold_starts("sftp", "sync_run")  # an unregistered type: `other`
-    return Exposition(instruments, snapshot), snapshot
+    return Exposition(instruments, snapshot, clock=lambda: T), snapshot
 
 
 def test_metrics_exposition_matches_the_golden_file() -> None:
@@ -174,19 +177,19 @@ def fleet_of(n: int, block_keys: int) -> tuple[Exposition, Snapshot, list[Integr
 
 def test_only_changed_keys_are_formatted_and_only_their_blocks_compressed_again(monkeypatch) -> None:
     metrics, snapshot, results = fleet_of(10, block_keys=2)
-    assert metrics.fleet.rendered == 20  # 10 results + 10 modes
+    assert metrics.fleet.rendered == 30  # 10 results + 10 modes + 10 maintenance flags
     compressed = []
     monkeypatch.setattr(gzip, "compress", lambda data, **kw: compressed.append(data) or zlib_gzip(data))
     slower = replace(results[3], result=results[3].result.model_copy(update={"latency_ms": 41}))
     snapshot.update([slower])  # the same result but for its latency
     assert gzip.decompress(metrics.render(compressed=True)).count(b" 0.041\n") == 1
-    assert metrics.fleet.rendered == 21
+    assert metrics.fleet.rendered == 31
     fleet_members = [d for d in compressed if d.startswith(b"integration_health_latency_seconds")]
     assert len(fleet_members) == 1 and fleet_members[0].count(b"\n") == 2, "one block of 2 keys, one family"
     assert len(compressed) == 2, "that member and the instruments' one"
     snapshot.version += 1  # a version bump without a change formats nothing
     metrics.render(compressed=True)
-    assert metrics.fleet.rendered == 21
+    assert metrics.fleet.rendered == 31
 
 
 def zlib_gzip(data: bytes) -> bytes:
@@ -236,3 +239,34 @@ async def test_a_failing_refresh_is_logged_and_the_keeper_lives_on(caplog) -> No
         await asyncio.sleep(0.001)
     assert failures and not keeper.done(), "the keeper must outlive one failure"
     keeper.cancel()
+
+
+def maintenance_gauge(text: str) -> dict[tuple[str, str], str]:
+    lines = [line for line in text.splitlines() if line.startswith("integration_health_maintenance{")]
+    out = {}
+    for line in lines:
+        labels, value = line.rsplit(" ", 1)
+        kind = labels.split('integration_type="')[1].split('"')[0]
+        org = labels.split('org_id="')[1].split('"')[0]
+        out[(org[:8], kind)] = value
+    return out
+
+
+def test_the_maintenance_gauge_is_1_for_every_covered_integration_and_0_for_the_rest() -> None:
+    metrics, snapshot = sample_metrics()
+    assert maintenance_gauge(metrics.render().decode()) == {
+        ("aaaaaaaa", "xledger"): "1.0", ("aaaaaaaa", "http"): "0.0", ("bbbbbbbb", "fiken"): "0.0"}
+    snapshot.set_windows([Window(UUID(int=2), None, None, T, T + timedelta(minutes=5), "everything")])
+    assert set(maintenance_gauge(metrics.render().decode()).values()) == {"1.0"}
+
+
+def test_a_window_ends_at_its_time_between_cycles_though_the_snapshot_did_not_change() -> None:
+    """The fleet part is cached per snapshot version; a window's edge must still show at the next scrape."""
+    now = [T]
+    metrics, snapshot = sample_metrics()
+    metrics.clock = lambda: now[0]
+    assert maintenance_gauge(metrics.render().decode())[("aaaaaaaa", "xledger")] == "1.0"
+    rendered = metrics.fleet.rendered
+    now[0] = XLEDGER_UPGRADE.ends_at  # the end is exclusive; no cycle, no new result
+    assert maintenance_gauge(metrics.render().decode())[("aaaaaaaa", "xledger")] == "0.0"
+    assert metrics.fleet.rendered == rendered + 1, "only the key whose flag changed is formatted again"
