@@ -82,7 +82,7 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
                           passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards,
-                          backoff=settings.backoff_caps, clock=clock, rng=rng)
+                          backoff=settings.backoff_caps, incidents=settings.incident_rules, clock=clock, rng=rng)
     return Services(store, runner, scheduler, snapshot, instruments, outbox, shards)
 
 

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -141,7 +141,14 @@ def result_json(r: IntegrationResult) -> dict[str, Any]:
             "latency_ms": r.result.latency_ms, "checked_at": iso(r.result.checked_at), "error": r.result.error,
             "reason": r.result.reason.value if r.result.reason else None,
             "consecutive_failures": r.state.consecutive_failures, "next_check_at": iso(r.state.next_check_at),
-            "tls_expires_at": iso(r.result.tls_expires_at)}
+            "tls_expires_at": iso(r.result.tls_expires_at), **vendor_incident_json(r.result.vendor_incident_since)}
+
+
+def vendor_incident_json(since: datetime | None) -> dict[str, Any]:
+    """The vendor-wide incident a result belongs to: its start, and a sentence an organisation's admin can read
+    next to the error ("vendor-wide incident since 10:15 UTC": the vendor is down for everyone)."""
+    return {"vendor_incident_since": iso(since),
+            "vendor_incident": f"vendor-wide incident since {since.astimezone(UTC):%H:%M} UTC" if since else None}
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -157,7 +164,8 @@ async def get_history(request: web.Request) -> web.Response:
     for r in rows:
         series.setdefault(r["integration_type"], []).append({
             "slot": iso(r["slot"]), "status": r["status"], "latency_ms": r["latency_ms"],
-            "checked_at": iso(r["checked_at"]), "error": r["error_message"], "reason": r["reason"]})
+            "checked_at": iso(r["checked_at"]), "error": r["error_message"], "reason": r["reason"],
+            **vendor_incident_json(r["vendor_incident_since"])})
     return web.json_response({"org_id": str(org_id), "integrations": [
         {"integration_type": kind, "slots": slots} for kind, slots in series.items()]})
 

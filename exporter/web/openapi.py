@@ -32,7 +32,12 @@ OPENAPI: dict[str, Any] = {
                 "error": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
                 "consecutive_failures": {"type": "integer"},
                 "next_check_at": {"type": ["string", "null"], "format": "date-time"},
-                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                "vendor_incident_since": {"type": ["string", "null"], "format": "date-time", "description":
+                                          "set while the vendor is down for many organisations at once: the "
+                                          "start of that vendor-wide incident"},
+                "vendor_incident": {"type": ["string", "null"],
+                                    "description": "the same, as a sentence: vendor-wide incident since 10:15 UTC"}}},
             "OrgHealth": {"type": "object", "properties": {
                 "org_id": {"type": "string", "format": "uuid"},
                 "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}},
