@@ -116,14 +116,20 @@ class Scenario:
     victim: Mapping[str, Any] = field(default_factory=dict)  # Integration fields: health_mode, sync
     seed_runs: Sequence[Event] = ()  # sync runs reported before the day starts
     pending: str | None = None  # the change elsewhere this scenario's target waits for
+    peers: int = 0  # more organisations whose integration is on the victim's vendor: a vendor-wide outage
 
 
-def integrations(base: str, victim: Mapping[str, Any]) -> list[Integration]:
+def peer_org(n: int) -> UUID:
+    return UUID(f"cccccccc-0000-4000-8000-{n:012d}")
+
+
+def integrations(base: str, victim: Mapping[str, Any], peers: int = 0) -> list[Integration]:
     def http(org: UUID, tenant: str, **fields: Any) -> Integration:
         config = {"url": f"{base}/http/{tenant}", "method": "GET", "auth": "bearer", "body_contains": "ok",
                   "degraded_latency_ms": THRESHOLD_MS}
         return Integration(org, "http", config, credential_ref=tenant, **fields)
-    return [http(VICTIM_ORG, "victim", **victim), http(BYSTANDER_ORG, "bystander")]
+    return [http(VICTIM_ORG, "victim", **victim), http(BYSTANDER_ORG, "bystander"),
+            *(http(peer_org(n), "victim") for n in range(peers))]
 
 
 async def run_day(scenario: Scenario) -> list[str | None]:
@@ -133,7 +139,7 @@ async def run_day(scenario: Scenario) -> list[str | None]:
     await server.start_server()
     try:
         base = str(server.make_url("")).rstrip("/")
-        world = World(sim, MemoryStore(integrations(base, scenario.victim)),
+        world = World(sim, MemoryStore(integrations(base, scenario.victim, scenario.peers)),
                       Vault({"victim": "victim-secret", "bystander": "bystander-secret"}))
         return await _drive(scenario, world)
     finally:
