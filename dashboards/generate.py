@@ -142,6 +142,15 @@ def overview() -> dashboard.Dashboard:
             .with_panel(timeseries.Panel().title("Failing checks by reason").span(6).height(8)
                         .with_target(q(f"count by (reason) (integration_health_failure_reason{{{SEL}}})",
                                        "{{reason}}")))
+            .with_row(dashboard.Row("Vendor-wide incidents"))
+            .with_panel(statetimeline.Panel().title("Vendor-wide incident (only canaries checked)").span(12).height(6)
+                        .mappings(value_map({"0": ("none", "green"), "1": ("incident", "red")})).merge_values(True)
+                        .with_target(q('max by (integration_type) (integration_health_vendor_incident'
+                                       '{integration_type=~"$integration_type"})', "{{integration_type}}")))
+            .with_panel(timeseries.Panel().title("Share of a vendor's integrations failing (network, TLS, 5xx)")
+                        .unit("percentunit").span(12).height(6)
+                        .with_target(q('max by (integration_type) (integration_health_vendor_failing_ratio'
+                                       '{integration_type=~"$integration_type"})', "{{integration_type}}")))
             .with_row(dashboard.Row("Scheduled syncs"))
             .with_panel(statetimeline.Panel().title("Sync state").span(12).height(8)
                         .mappings(value_map(SYNC_CODES)).merge_values(True)
