@@ -202,7 +202,8 @@ def history() -> dashboard.Dashboard:
             .with_panel(table.Panel().title("Failed and degraded checks").span(24).height(12)
                         .with_target(SqlQuery(
                             "SELECT slot AS time, org_id::text AS organisation, integration_type AS integration, "
-                            "status, latency_ms, reason, error_message FROM health_check_history "
+                            "status, latency_ms, reason, error_message, "
+                            "vendor_incident_since AS vendor_wide_incident_since FROM health_check_history "
                             f"WHERE $__timeFilter(slot) AND {where} AND status <> 'healthy' ORDER BY slot DESC"))))
 
 
