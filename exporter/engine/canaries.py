@@ -46,10 +46,8 @@ class VendorWatch:
             known = [i for i in active if i.integration_type == kind and _key(i) in last]
             chosen = incidents.canaries([_key(i) for i in known], slot, self.rules.canaries, last)
             for i in known:
-                if _key(i) not in chosen:
-                    held.append(i)
-                elif int(slot.timestamp()) % interval_of(i) == 0:
-                    checking.append(i)
+                on_interval = int(slot.timestamp()) % interval_of(i) == 0
+                (checking if _key(i) in chosen and on_interval else held).append(i)
         return checking, held
 
     def decide(self, results: Iterable[IntegrationResult], present: Collection[str], slot: datetime,
@@ -96,10 +94,13 @@ class VendorWatch:
     def standing(self, held: Sequence[Integration], last: dict[Key, IntegrationResult], slot: datetime,
                  interval_of: Callable[[Integration], int]) -> list[IntegrationResult]:
         """The held integrations' last results, flagged with the incident, next due no sooner than their next
-        slot (so the staleness alert does not read them as forgotten)."""
+        slot (so the staleness alert does not read them as forgotten): those that were due in this slot, and
+        any not flagged yet (an hourly type's others, in a quarter-hour slot, just wait as they would)."""
         out = []
         for i in held:
             r, since = last[_key(i)], self.ongoing[i.integration_type]
+            if int(slot.timestamp()) % interval_of(i) and r.result.vendor_incident_since == since:
+                continue
             nxt = policy.next_slot(slot, interval_of(i))
             due = max(r.state.next_check_at or nxt, nxt)
             out.append(replace(r, result=r.result.model_copy(update={"vendor_incident_since": since}),

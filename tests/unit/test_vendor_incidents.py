@@ -128,3 +128,26 @@ async def test_test_connection_during_an_incident_checks_what_it_is_asked_and_sa
         (result,) = await services.scheduler.run_health_checks(ORGS[5])
     assert state.requests["vendor"] == before + 1
     assert result.result.vendor_incident_since == slot(0) and result.result.status == HealthStatus.UNREACHABLE
+
+
+async def test_an_hourly_type_is_held_on_its_own_interval_and_all_of_it_rechecked_on_recovery(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900, type_intervals={"http": 3600})
+    hour = SLOT.replace(minute=0)
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        scheduler = services.scheduler
+        await scheduler.run_cycle(hour, hour)
+        for quarter in (1, 2, 3):  # nothing of the type is due: nothing checked, nothing counted as held back
+            at = hour + timedelta(minutes=15 * quarter)
+            assert await scheduler.run_cycle(at, at) == []
+        assert scheduler.vendors.ongoing == {"http": hour}
+        not_run = services.instruments.registry.get_sample_value("integration_health_checks_not_run_total",
+                                                                 {"cause": "vendor_incident"})
+        assert not_run == 1, "only the bystander, once, so its status row carries the flag"
+        state.modes["vendor"] = Mode("healthy")
+        checked = await scheduler.run_cycle(hour + timedelta(hours=1), hour + timedelta(hours=1))
+    assert len(checked) == 13 and scheduler.vendors.ongoing == {}
+    assert all(r.result.vendor_incident_since is None for r in store.status.values())
