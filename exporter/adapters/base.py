@@ -12,7 +12,7 @@ from uuid import UUID
 import aiohttp
 
 from exporter.core.egress import VendorHosts
-from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, Reason, utcnow
+from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, utcnow
 
 
 class HealthCheck(Protocol):
@@ -61,7 +61,7 @@ class ForgetsRefusedCredentials:
         except CredentialError:
             self.ctx.forget_secret(org_id, ref)
             raise
-        if result.reason is Reason.AUTH:
+        if result.reason is not None and result.reason.is_auth:
             self.ctx.forget_secret(org_id, ref)
         return result
 

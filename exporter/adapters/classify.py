@@ -49,14 +49,26 @@ def classify_http(resp: Response, now: datetime, *, expected: frozenset[int] | N
         return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, "rate limited (HTTP 429)",
                            Reason.RATE_LIMITED, retry)
     if code in (401, 403):
-        return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"credentials rejected (HTTP {code})",
-                           Reason.AUTH)
+        return refused(resp.latency_ms, now, f"(HTTP {code})")
     if code >= 500:  # a 503 may say when to come back (maintenance): honoured like a 429's
         retry = parse_retry_after(resp.headers.get("Retry-After"), now)
         return make_result(HealthStatus.UNREACHABLE, resp.latency_ms, now, f"server error (HTTP {code})",
                            Reason.HTTP_5XX, retry)
     return make_result(HealthStatus.DEGRADED, resp.latency_ms, now, f"unexpected status HTTP {code}",
                        Reason.HTTP_4XX if code >= 400 else Reason.BAD_RESPONSE)
+
+
+def refused(latency_ms: float, now: datetime, why: str, reason: Reason = Reason.AUTH) -> HealthResult:
+    """Credentials refused: degraded, with the family member the vendor's answer names (`auth` when it names
+    none), so the alert, the backoff and the README's advice follow the cause."""
+    return make_result(HealthStatus.DEGRADED, latency_ms, now, f"credentials rejected {why}", reason)
+
+
+def with_retry_after(result: HealthResult, seconds: float | None) -> HealthResult:
+    """The result, deferring the next check by `seconds` when the vendor said so another way than Retry-After."""
+    if seconds is None or result.retry_after_s is not None:
+        return result
+    return result.model_copy(update={"retry_after_s": max(0.0, seconds)})
 
 
 def healthy_or_slow(latency_ms: float, now: datetime, degraded_latency_ms: int) -> HealthResult:

@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
 from uuid import UUID
 
 from pydantic import Field, HttpUrl
 
 from exporter.adapters.base import AdapterContext, AdapterSpec
-from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
-from exporter.adapters.tokens import TokenCache, TokenFailure
+from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow, refused
+from exporter.adapters.tokens import TokenCache, TokenFailure, with_token
 from exporter.adapters.transport import Response, fetch
 from exporter.core.egress import VendorHosts
-from exporter.core.model import HealthResult, HealthStatus, IntegrationConfigBase, Reason, make_result
+from exporter.core.model import HealthResult, IntegrationConfigBase, Reason
 
 WHOAMI_PATH = "/api/data/v9.2/WhoAmI"
+# Why Entra ID refused the client credentials, by its AADSTS code (`error_codes`, also quoted in the
+# description): expired and wrong secrets both come as 401 invalid_client, an unknown app as 400
+# unauthorized_client; only the code tells them apart.
+ENTRA_CODES: dict[int, tuple[Reason, str]] = {
+    7000222: (Reason.AUTH_EXPIRED, "the client secret has expired"),
+    7000215: (Reason.AUTH_INVALID, "the client secret is wrong"),
+    700016: (Reason.AUTH_UNKNOWN_APP, "no application with this client_id in the tenant"),
+}
+# Why Dataverse refused a token Entra ID issued (`error.code` of a 401/403 from the Web API).
+DATAVERSE_CODES: dict[str, tuple[Reason, str]] = {
+    "0x80072560": (Reason.AUTH_NO_USER, "the application user is missing in this Dataverse environment"),
+    "0x80040220": (Reason.AUTH_FORBIDDEN, "the application user lacks a privilege (its security role)"),
+}
+_AADSTS = re.compile(r"\bAADSTS(\d{4,8})\b")
+
+
+def entra_code(body: dict[str, Any]) -> int | None:
+    """The AADSTS code of a token endpoint error: `error_codes[0]`, else the one its description quotes."""
+    codes = body.get("error_codes")
+    if isinstance(codes, list) and codes and isinstance(codes[0], int) and not isinstance(codes[0], bool):
+        return codes[0]
+    match = _AADSTS.search(str(body.get("error_description") or "")[:2048])
+    return int(match.group(1)) if match else None
+
+
+def dataverse_code(body: dict[str, Any] | None) -> str | None:
+    """`error.code` of a Dataverse Web API error (an HRESULT such as 0x80072560), when it has one."""
+    error = (body or {}).get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code.lower() if isinstance(code, str) else None
 
 
 class Dynamics365Config(IntegrationConfigBase):
@@ -39,16 +71,18 @@ class Dynamics365Check:
     async def check(self, org_id: UUID, config: Dynamics365Config) -> HealthResult:
         secret = await self.ctx.secret(org_id, config.credential_ref)  # read every check: a rotation counts
         scope = (org_id, config.credential_ref, config.effective_token_url, config.client_id, str(config.org_url))
-        try:
-            token = await self.tokens.get(scope, secret, lambda: self._fetch_token(config, secret))
+        url = str(config.org_url).rstrip("/") + WHOAMI_PATH
+        try:  # a cached token refused (revoked, expired early) is replaced once: a stale token is not an alert
+            resp = await with_token(self.tokens, scope, secret, lambda: self._fetch_token(config, secret),
+                                    lambda token: self._who_am_i(url, token))
         except TokenFailure as failure:
             return failure.result
-        url = str(config.org_url).rstrip("/") + WHOAMI_PATH
-        resp = await fetch(self.ctx, "GET", url, headers={
-            "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
         now = self.ctx.clock()
         if resp.status in (401, 403):
-            self.tokens.drop(scope)  # revoked or expired early: the next check fetches a new one
+            code = dataverse_code(resp.json_object())
+            if code in DATAVERSE_CODES:
+                reason, why = DATAVERSE_CODES[code]
+                return refused(resp.latency_ms, now, f"by Dataverse: {why} ({code})", reason)
         if failed := classify_http(resp, now):
             return failed
         body = resp.json_object()
@@ -56,13 +90,17 @@ class Dynamics365Check:
             return bad_response(resp.latency_ms, now, "WhoAmI answer without UserId/OrganizationId")
         return healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
 
+    async def _who_am_i(self, url: str, token: str) -> Response:
+        return await fetch(self.ctx, "GET", url, headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
+
     async def _fetch_token(self, config: Dynamics365Config, secret: str) -> tuple[str, float]:
         form = {"grant_type": "client_credentials", "client_id": config.client_id, "client_secret": secret,
                 "scope": str(config.org_url).rstrip("/") + "/.default"}
         resp = await fetch(self.ctx, "POST", config.effective_token_url, data=form)
         body = resp.json_object() or {}
         if resp.status in (400, 401) and isinstance(body.get("error"), str):
-            raise TokenFailure(self._rejected(resp, body["error"]))
+            raise TokenFailure(self._rejected(resp, body))
         if failed := classify_http(resp, self.ctx.clock()):
             raise TokenFailure(failed)
         token, lifetime = body.get("access_token"), body.get("expires_in")
@@ -70,10 +108,15 @@ class Dynamics365Check:
             raise TokenFailure(bad_response(resp.latency_ms, self.ctx.clock(), "token endpoint answer without a token"))
         return token, float(lifetime)
 
-    def _rejected(self, resp: Response, error: str) -> HealthResult:
-        code = error if error.replace("_", "").isalnum() else "error"  # the OAuth code only, never a description
-        return make_result(HealthStatus.DEGRADED, resp.latency_ms, self.ctx.clock(),
-                           f"credentials rejected by the token endpoint ({code})", Reason.AUTH)
+    def _rejected(self, resp: Response, body: dict[str, Any]) -> HealthResult:
+        """Name the cause when Entra ID's AADSTS code is one we know; quote only codes, never a description."""
+        code = entra_code(body)
+        if code in ENTRA_CODES:
+            reason, why = ENTRA_CODES[code]
+            return refused(resp.latency_ms, self.ctx.clock(), f"by the token endpoint: {why} (AADSTS{code})", reason)
+        error = str(body["error"])
+        error = error if error.replace("_", "").isalnum() and len(error) <= 64 else "error"
+        return refused(resp.latency_ms, self.ctx.clock(), f"by the token endpoint ({error})")
 
 
 # org_url under dynamics.com, token_url on Microsoft's login; the sovereign clouds only when an operator

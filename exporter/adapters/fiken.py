@@ -14,7 +14,9 @@ from exporter.core.model import HealthResult, IntegrationConfigBase
 
 
 class FikenConfig(IntegrationConfigBase):
-    """Fiken v2; the credential is a personal API token or OAuth access token (Bearer)."""
+    """Fiken v2; the credential is a personal API token (Bearer), best one made for the monitor alone: Fiken
+    allows one request at a time per token, so sharing the sync's token can throttle (429) either of them.
+    OAuth access tokens expire within a day and are not refreshed here: they would read `auth` by tomorrow."""
 
     url: HttpUrl = HttpUrl("https://api.fiken.no/api/v2")
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable, Hashable
 
+from exporter.adapters.transport import Response
 from exporter.core.model import HealthResult
 
 REFRESH_MARGIN_S = 300.0  # renew this long before expiry, so a token never dies mid-request
@@ -56,3 +57,23 @@ class TokenCache:
     def drop(self, scope: Hashable) -> None:
         """Forget a token the server refused (401/403), so the next check fetches a fresh one."""
         self._tokens.pop(scope, None)
+
+
+async def with_token(cache: TokenCache, scope: Hashable, secret: str,
+                     fetch: Callable[[], Awaitable[tuple[str, float]]],
+                     request: Callable[[str], Awaitable[Response]]) -> Response:
+    """Send `request` with a token for `scope`. A cached token refused (401: it ended early, or the vendor
+    forgot it) is replaced once and the request sent again, so the answer is about the credentials, not
+    about a stale token; a token fetched for this very request is not fetched twice. Raises TokenFailure."""
+    fetched: list[bool] = []
+
+    async def fetch_noting() -> tuple[str, float]:
+        fetched.append(True)
+        return await fetch()
+
+    while True:
+        resp = await request(await cache.get(scope, secret, fetch_noting))
+        if resp.status in (401, 403):
+            cache.drop(scope)
+        if resp.status != 401 or fetched:
+            return resp

@@ -44,12 +44,28 @@ class Reason(StrEnum):
     HTTP_4XX = "http_4xx"
     RATE_LIMITED = "rate_limited"
     QUOTA = "quota"
-    AUTH = "auth"
+    AUTH = "auth"  # credentials refused, and the vendor did not say why
+    AUTH_EXPIRED = "auth_expired"  # the secret has expired (Entra AADSTS7000222)
+    AUTH_INVALID = "auth_invalid"  # the secret is wrong (Entra AADSTS7000215)
+    AUTH_UNKNOWN_APP = "auth_unknown_app"  # no such application in the tenant (Entra AADSTS700016)
+    AUTH_NO_USER = "auth_no_user"  # signed in, but no application user in Dataverse (0x80072560)
+    AUTH_FORBIDDEN = "auth_forbidden"  # signed in, but without the permission the check needs (403)
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"  # the vault could not be read: no vendor was asked
     BAD_RESPONSE = "bad_response"
     INVALID_CONFIG = "invalid_config"
     BLOCKED = "blocked"  # the egress policy refused the destination; nothing was sent
     ERROR = "error"
+
+    @property
+    def is_auth(self) -> bool:
+        """Credentials refused, for whatever reason the vendor gave: one alert, one backoff, one cache drop."""
+        return self in AUTH_REASONS
+
+
+# Every way a vendor refuses credentials. Code that treats refused credentials specially tests membership
+# here (or Reason.is_auth), never `== Reason.AUTH`; the rules match them as reason=~"auth.*".
+AUTH_REASONS = frozenset({Reason.AUTH, Reason.AUTH_EXPIRED, Reason.AUTH_INVALID, Reason.AUTH_UNKNOWN_APP,
+                          Reason.AUTH_NO_USER, Reason.AUTH_FORBIDDEN})
 
 
 class HealthResult(BaseModel):

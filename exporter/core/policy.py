@@ -10,14 +10,22 @@ from datetime import UTC, datetime, timedelta
 
 from tenacity import RetryCallState, wait_exponential
 
-from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
+from exporter.core.model import (
+    AUTH_REASONS,
+    CheckState,
+    HealthResult,
+    HealthStatus,
+    Integration,
+    IntegrationResult,
+    Reason,
+)
 
 MAX_INTERVAL_S = 7 * 86400  # as IntegrationConfigBase.check_interval_seconds allows
 MIN_INTERVAL_S = 900  # shorter intervals spend vendor API quota; refused unless explicitly allowed
 BACKOFF_CAP_S = 4 * 3600  # throttled, out of quota, credentials refused: asking again spends quota for nothing
 UNREACHABLE_BACKOFF_CAP_S = 3600  # network, timeout, 5xx: a failed request spends no quota; see the vendor return
 MAX_RETRY_AFTER_S = 24 * 3600  # a vendor's Retry-After is honoured up to a day, never longer
-FAILURE_REASONS = frozenset({Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH})  # degraded, but back off too
+FAILURE_REASONS = frozenset({Reason.RATE_LIMITED, Reason.QUOTA}) | AUTH_REASONS  # degraded, but back off too
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,18 @@ Routes (each carries a tenant key; the tenant's mode decides the answer):
     GET  /tripletex/{tenant}/v2/token/session/>whoAmI       Tripletex (Basic 0:<session token>)
     GET  /fiken/{tenant}/api/v2/user                        Fiken (Bearer <secret>)
 
-Modes: healthy, slow (ms), hang, rate_limited (429 + Retry-After), graphql_throttle, graphql_quota,
-unauthorized (401), server_error (500), reset, invalid_body, redirect_loop, oversized. A tenant with
-a secret set only accepts that secret, so tests can prove the right credential reached the right vendor.
+Modes: healthy, slow (ms), hang, rate_limited (429 + Retry-After; Tripletex: X-Rate-Limit-Reset),
+unauthorized (401; Xledger: an error without a code), forbidden (403; Dataverse: 0x80040220),
+server_error (500), reset, invalid_body, redirect_loop, oversized, and the vendors' own answers:
+graphql_throttle, graphql_concurrency, graphql_quota (with extensions.resetAt) for Xledger;
+secret_expired (AADSTS7000222) and unknown_app (AADSTS700016) at the Microsoft token endpoint;
+no_app_user (403 0x80072560) at Dataverse. A mode a vendor has no answer for leaves it healthy.
+
+Each fault has the shape the vendor documents: a wrong Entra secret is 401 invalid_client with
+`error_codes: [7000215]`; a Tripletex session's expirationDate must be later than today in Norway and
+the session ends at midnight of that date; Fiken refuses a second concurrent request per token (429).
+A tenant with a secret set only accepts that secret, so tests can prove the right credential reached
+the right vendor.
 Change a tenant while running: `PUT /_sim/tenants/{tenant}` `{"mode": "hang", "ms": 0, "secret": …}`.
 """
 
@@ -23,17 +32,22 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
-MODES = ("healthy", "slow", "hang", "rate_limited", "graphql_throttle", "graphql_quota", "unauthorized",
-         "server_error", "reset", "invalid_body", "redirect_loop", "oversized")
+MODES = ("healthy", "slow", "hang", "rate_limited", "graphql_throttle", "graphql_concurrency", "graphql_quota",
+         "unauthorized", "forbidden", "secret_expired", "unknown_app", "no_app_user", "server_error", "reset",
+         "invalid_body", "redirect_loop", "oversized")
 GRAPHQL_CODES = {"graphql_throttle": "BAD_REQUEST.BURST_RATE_LIMIT_REACHED",
+                 "graphql_concurrency": "BAD_REQUEST.CONCURRENCY_LIMIT_REACHED",
                  "graphql_quota": "BAD_REQUEST.INSUFFICIENT_CREDITS"}
+NORWAY = ZoneInfo("Europe/Oslo")
 
 
 @dataclass
@@ -57,6 +71,9 @@ class SimState:
     latency_ms: int = 0  # added to every answer (benchmarks use 50 ms)
     alerts: list[dict[str, Any]] = field(default_factory=list)  # Alertmanager webhook posts received
     token_lifetime_s: int = 3599
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # the vendors' "now" (Tripletex's today)
+    session_ends: dict[str, datetime] = field(default_factory=dict)  # Tripletex session token → when it ends
+    in_flight: dict[str, float] = field(default_factory=dict)  # Fiken token → when its request started
 
     def mode(self, tenant: str) -> Mode:
         self.requests[tenant] = self.requests.get(tenant, 0) + 1
@@ -81,25 +98,29 @@ def unauthorized() -> web.Response:
     return web.json_response({"error": "unauthorized"}, status=401)
 
 
-async def apply_mode(request: web.Request, tenant: str, *, graphql: bool = False) -> web.StreamResponse | None:
-    """Answer with the tenant's fault, or return None so the route answers normally."""
+Answer = Callable[[web.Request, Mode], web.StreamResponse]
+
+
+async def apply_mode(request: web.Request, tenant: str, *,
+                     answers: Mapping[str, Answer] | None = None) -> web.StreamResponse | None:
+    """Answer with the tenant's fault (a vendor's own answer for it first), or None to answer normally."""
     state = request.app[STATE]
     mode = state.mode(tenant)
     delay = (mode.ms + state.latency_ms) / 1000
     if delay:
         await asyncio.sleep(delay)
+    if answers and mode.name in answers:
+        return answers[mode.name](request, mode)
     match mode.name:
         case "hang":
             await asyncio.sleep(3600)
         case "rate_limited":
             return web.json_response({"error": "too many requests"}, status=429,
                                      headers={"Retry-After": str(mode.retry_after)})
-        case "graphql_throttle" | "graphql_quota" if graphql:
-            code = GRAPHQL_CODES[mode.name]
-            return web.json_response({"errors": [{"message": code.split(".")[1].replace("_", " ").lower(),
-                                                  "code": code, "extensions": {"code": code}}]})
         case "unauthorized":
             return unauthorized()
+        case "forbidden":
+            return web.json_response({"error": "forbidden"}, status=403)
         case "server_error":
             return web.Response(status=500, text="internal error")
         case "reset":
@@ -125,11 +146,30 @@ async def http_target(request: web.Request) -> web.StreamResponse:
     return await apply_mode(request, request.match_info["tenant"]) or web.json_response({"status": "ok"})
 
 
+def graphql_error(request: web.Request, mode: Mode) -> web.Response:
+    """Xledger's throttling and credit errors: HTTP 200, `errors[].code`; credits say when they reset."""
+    code = GRAPHQL_CODES[mode.name]
+    error: dict[str, Any] = {"message": code.split(".")[1].replace("_", " ").lower(), "code": code}
+    if mode.name == "graphql_quota":
+        reset = request.app[STATE].clock() + timedelta(seconds=mode.retry_after)
+        error["extensions"] = {"resetAt": reset.isoformat().replace("+00:00", "Z")}
+    return web.json_response({"errors": [error]})
+
+
+def xledger_token_refused(request: web.Request | None = None, mode: Mode | None = None) -> web.Response:
+    """Xledger's answer to a token it cannot use: an error with a message and no code."""
+    return web.json_response({"errors": [{"message": "Bad format for API Token. Please check your token."}]})
+
+
+XLEDGER_ANSWERS: dict[str, Answer] = dict.fromkeys(GRAPHQL_CODES, graphql_error) | {
+    "unauthorized": xledger_token_refused}
+
+
 async def xledger_graphql(request: web.Request) -> web.StreamResponse:
     tenant = request.match_info["tenant"]
     if not request.app[STATE].accepts(tenant, bearer(request, "token")):
-        return web.json_response({"errors": [{"message": "not authorized", "code": "AUTH_NOT_AUTHORIZED"}]})
-    if answer := await apply_mode(request, tenant, graphql=True):
+        return xledger_token_refused()
+    if answer := await apply_mode(request, tenant, answers=XLEDGER_ANSWERS):
         return answer
     body = await request.json()
     if "__typename" not in str(body.get("query", "")):
@@ -137,51 +177,126 @@ async def xledger_graphql(request: web.Request) -> web.StreamResponse:
     return web.json_response({"data": {"__typename": "Query"}})
 
 
+# The Microsoft identity platform's refusals: (status, OAuth error, AADSTS code, description).
+ENTRA_ERRORS = {
+    "secret_expired": (401, "invalid_client", 7000222, "The provided client secret keys for app '{app}' are "
+                       "expired. Visit the Azure portal to create new keys for your app."),
+    "secret_invalid": (401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being "
+                       "sent in the request is the client secret value, not the client secret ID, for a secret "
+                       "added to app '{app}'."),
+    "unknown_app": (400, "unauthorized_client", 700016, "Application with identifier '{app}' was not found in "
+                    "the directory '{tenant}'."),
+}
+# Dataverse's refusals of a token Entra ID issued, by mode: (HRESULT, message).
+DATAVERSE_ERRORS = {
+    "no_app_user": ("0x80072560", "The user is not a member of the organization."),
+    "forbidden": ("0x80040220", "Principal user (Id={app}, type=8, roleCount=0) is missing prvReadOrganization "
+                  "privilege."),
+}
+
+
+def entra_error(mode: str, tenant: str, app: str) -> web.Response:
+    status, error, code, description = ENTRA_ERRORS[mode]
+    return web.json_response({
+        "error": error, "error_description": f"AADSTS{code}: " + description.format(app=app, tenant=tenant),
+        "error_codes": [code], "timestamp": "2026-11-23 12:00:00Z", "trace_id": secrets.token_hex(16),
+        "correlation_id": secrets.token_hex(16), "error_uri": f"https://login.microsoftonline.com/error?code={code}"},
+        status=status)
+
+
 async def microsoft_token(request: web.Request) -> web.Response:
     tenant, state = request.match_info["tenant"], request.app[STATE]
     form = await request.post()
     if form.get("grant_type") != "client_credentials" or not str(form.get("scope", "")).endswith("/.default"):
         return web.json_response({"error": "invalid_request"}, status=400)
+    app, mode = str(form.get("client_id", "")), state.modes.get(tenant, Mode()).name  # not a WhoAmI: not counted
+    if mode == "unknown_app":
+        return entra_error(mode, tenant, app)
     if not state.accepts(tenant, str(form.get("client_secret") or "") or None):
-        return web.json_response({"error": "invalid_client", "error_description": "AADSTS7000215"}, status=401)
+        return entra_error("secret_invalid", tenant, app)
+    if mode == "secret_expired":
+        return entra_error(mode, tenant, app)
     return web.json_response({"token_type": "Bearer", "expires_in": state.token_lifetime_s,
                               "access_token": state.issue(tenant)})
+
+
+def dataverse_error(request: web.Request, mode: Mode) -> web.Response:
+    code, message = DATAVERSE_ERRORS[mode.name]
+    return web.json_response({"error": {"code": code, "message": message.format(app=secrets.token_hex(4))}},
+                             status=403)
 
 
 async def dynamics_whoami(request: web.Request) -> web.StreamResponse:
     tenant, state = request.match_info["tenant"], request.app[STATE]
     if state.issued.get(bearer(request) or "") != tenant:
         return unauthorized()
-    return await apply_mode(request, tenant) or web.json_response({
-        "@odata.context": "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
-        "BusinessUnitId": "6f1c0000-0000-4000-8000-000000000001",
-        "UserId": "6f1c0000-0000-4000-8000-000000000002",
-        "OrganizationId": "6f1c0000-0000-4000-8000-000000000003"})
+    return await apply_mode(request, tenant, answers=dict.fromkeys(DATAVERSE_ERRORS, dataverse_error)) or \
+        web.json_response({
+            "@odata.context": "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+            "BusinessUnitId": "6f1c0000-0000-4000-8000-000000000001",
+            "UserId": "6f1c0000-0000-4000-8000-000000000002",
+            "OrganizationId": "6f1c0000-0000-4000-8000-000000000003"})
+
+
+def tripletex_throttled(request: web.Request, mode: Mode) -> web.Response:
+    """Tripletex throttles with X-Rate-Limit-* headers (Reset: seconds until the window resets), no Retry-After."""
+    return web.json_response({"status": 429, "message": "Too Many Requests"}, status=429, headers={
+        "X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": str(mode.retry_after)})
 
 
 async def tripletex_session(request: web.Request) -> web.StreamResponse:
     tenant, state = request.match_info["tenant"], request.app[STATE]
     which = request.match_info["action"]
     if which == ":create":
-        pair = f"{request.query.get('consumerToken', '')}/{request.query.get('employeeToken', '')}"
-        if not state.accepts(tenant, pair):
-            return unauthorized()
-        return web.json_response({"value": {"token": state.issue(tenant)}})
+        return tripletex_create(request, tenant)
     if which != ">whoAmI" or request.method != "GET":
         return web.json_response({"status": 404}, status=404)
     basic = bearer(request, "Basic")
     user, _, token = base64.b64decode(basic).decode().partition(":") if basic else ("", "", "")
-    if user != "0" or state.issued.get(token) != tenant:
+    ends = state.session_ends.get(token)
+    if user != "0" or state.issued.get(token) != tenant or ends is None or state.clock() >= ends:
         return unauthorized()
-    return await apply_mode(request, tenant) or web.json_response(
+    return await apply_mode(request, tenant, answers={"rate_limited": tripletex_throttled}) or web.json_response(
         {"value": {"employeeId": 101, "companyId": 202, "actualEmployeeId": 101}})
 
 
-async def fiken_user(request: web.Request) -> web.StreamResponse:
-    tenant = request.match_info["tenant"]
-    if not request.app[STATE].accepts(tenant, bearer(request)):
+def tripletex_create(request: web.Request, tenant: str) -> web.Response:
+    """A session for the two tokens, ending at midnight (Norwegian time) of an expirationDate after today."""
+    state = request.app[STATE]
+    pair = f"{request.query.get('consumerToken', '')}/{request.query.get('employeeToken', '')}"
+    if not state.accepts(tenant, pair):
         return unauthorized()
-    return await apply_mode(request, tenant) or web.json_response({"name": "Demo User", "email": "demo@example.com"})
+    try:
+        expires = date.fromisoformat(request.query.get("expirationDate", ""))
+    except ValueError:
+        expires = None
+    if expires is None or expires <= state.clock().astimezone(NORWAY).date():
+        return web.json_response({"status": 422, "message": "Validation failed.", "validationMessages": [
+            {"field": "expirationDate", "message": "must be later than today"}]}, status=422)
+    token = state.issue(tenant)
+    state.session_ends[token] = datetime.combine(expires, time(), NORWAY)
+    return web.json_response({"value": {"token": token, "expirationDate": expires.isoformat()}})
+
+
+FIKEN_BUSY_S = 10.0  # a request still unanswered after this long (a "hang" fault) no longer blocks the token
+
+
+async def fiken_user(request: web.Request) -> web.StreamResponse:
+    """Fiken answers one request per token at a time; a second one meanwhile is throttled (429)."""
+    tenant, state = request.match_info["tenant"], request.app[STATE]
+    token = bearer(request)
+    if not state.accepts(tenant, token):
+        return unauthorized()
+    key, started = token or "", asyncio.get_running_loop().time()
+    if started - state.in_flight.get(key, -FIKEN_BUSY_S) < FIKEN_BUSY_S:
+        return web.json_response({"error": "too many concurrent requests for this token"}, status=429)
+    state.in_flight[key] = started
+    try:
+        return await apply_mode(request, tenant) or web.json_response({"name": "Demo User",
+                                                                      "email": "demo@example.com"})
+    finally:
+        if state.in_flight.get(key) == started:
+            del state.in_flight[key]
 
 
 async def get_tenants(request: web.Request) -> web.Response:

@@ -104,8 +104,12 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
     vendors = {kind: in_healthy_mode[kind] for kind in REFS if kind != "http"}
     # Each simulated vendor accepts only its planted secret; with the wrong ones it saw a secret and refused it.
     expected = (HealthStatus.DEGRADED, Reason.AUTH) if wrong_secrets else (HealthStatus.HEALTHY, None)
-    assert {kind: (status, reason) for kind, (status, reason, _) in vendors.items()} == dict.fromkeys(vendors,
-                                                                                                     expected)
+    if wrong_secrets:  # Entra ID says why: the secret is wrong
+        expected_by_kind = dict.fromkeys(vendors, expected) | {"dynamics365": (HealthStatus.DEGRADED,
+                                                                                Reason.AUTH_INVALID)}
+    else:
+        expected_by_kind = dict.fromkeys(vendors, expected)
+    assert {kind: (status, reason) for kind, (status, reason, _) in vendors.items()} == expected_by_kind
     if wrong_secrets:
         assert all("credentials rejected" in error for _, _, error in vendors.values()), vendors
     for table in ("integration_health_status", "health_check_history"):

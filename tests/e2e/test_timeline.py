@@ -36,7 +36,10 @@ from tests.support.timeline import (
     Scenario,
     database,
     restart,
+    VICTIM,
     run_day,
+    secret_expires,
+    secret_renewed,
     sync_run,
     vault,
     vendor,
@@ -46,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "integration-health.rules.yml"
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 UNREACHABLE, THROTTLED = frozenset({"IntegrationUnreachable"}), frozenset({"IntegrationRateLimited"})
+REFUSED = frozenset({"IntegrationCredentialsRejected"})
 VENDOR_OUTAGE, HTTP_VENDOR = frozenset({"IntegrationVendorOutage"}), {"integration_type": "http"}
 
 
@@ -88,11 +92,14 @@ SCENARIOS = [
              {120: [vendor("server_error")], 240: [vendor("healthy")], 248: [sync_run(245, 245, 248)]},
              [Fault("vendor down", 120, 240, UNREACHABLE, max_resolve=16)],
              victim={"sync": {"cron": "5 16 * * *", "timezone": "UTC"}}, seed_runs=[sync_run(-1195, -1195, -1192)]),
-    # The victim and 11 more organisations on one vendor, the bystander on another tenant of the type:
+    Scenario("secret expired, renewed 2 h later", {120: [secret_expires()], 240: [secret_renewed()]},
+             [Fault("secret expired", 120, 240, REFUSED, labels=VICTIM | {"integration_type": "dynamics365"})],
+             victim_type="dynamics365"),
+    # The victim and 5 more organisations on one vendor, the bystander on another tenant of the type:
     # one vendor alert, no per-org page, resolved in the cycle the canaries see the vendor back.
-    Scenario("vendor-wide outage 3 h, 12 orgs", {127: [vendor("server_error")], 307: [vendor("healthy")]},
+    Scenario("vendor-wide outage 3 h, 6 orgs", {127: [vendor("server_error")], 307: [vendor("healthy")]},
              [Fault("vendor down for everyone", 127, 307, VENDOR_OUTAGE, labels=HTTP_VENDOR, max_resolve=16)],
-             peers=11),
+             peers=5),  # few, so the scenarios sharing one event loop keep their latencies
 ]
 
 

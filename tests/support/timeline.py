@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from exporter.core import policy
 from exporter.core.model import CredentialUnavailable, Integration
 from exporter.core.syncs import SyncRun
-from exporter.demo.simulator import Mode, SimState
+from exporter.demo.simulator import FAKES, Mode, SimState
 from exporter.demo.simulator import create_app as create_simulator
 from exporter.services import Services, build_services
 from exporter.settings import Settings
@@ -63,6 +63,7 @@ class World:
     store: MemoryStore
     vault: Vault
     restart_gap: int = 0  # set by a restart event: minutes the exporter is down from now
+    test_connections: list[UUID] = field(default_factory=list)  # "test connection" pressed for these orgs
 
 
 Event = Callable[[World], None]
@@ -71,6 +72,25 @@ Event = Callable[[World], None]
 def vendor(mode: str, **options: Any) -> Event:
     """The victim's vendor answers in `mode` (a simulator fault mode) from now on."""
     return lambda w: w.sim.modes.__setitem__("victim", Mode(mode, **options))
+
+
+def secret_expires() -> Event:
+    """The victim's client secret expires: Entra ID refuses it (AADSTS7000222) and the access token issued
+    with it stops working (within its hour; at once here, where the token cache runs on real time)."""
+    def expire(w: World) -> None:
+        w.sim.modes["victim"] = Mode("secret_expired")
+        w.sim.issued.clear()
+    return expire
+
+
+def secret_renewed() -> Event:
+    """The organisation's admin stores a new secret in the vault (the vendor accepts only it) and presses
+    "test connection", as the runbook says."""
+    def renew(w: World) -> None:
+        w.vault.set("victim", "victim-secret-2")
+        w.sim.secrets["victim"], w.sim.modes["victim"] = "victim-secret-2", Mode("healthy")
+        w.test_connections.append(VICTIM_ORG)
+    return renew
 
 
 def database(down: bool) -> Event:
@@ -114,6 +134,7 @@ class Scenario:
     events: Mapping[int, Sequence[Event]] = field(default_factory=dict)
     faults: Sequence[Fault] = ()
     victim: Mapping[str, Any] = field(default_factory=dict)  # Integration fields: health_mode, sync
+    victim_type: str = "http"  # another type's config comes from its simulator fake
     seed_runs: Sequence[Event] = ()  # sync runs reported before the day starts
     pending: str | None = None  # the change elsewhere this scenario's target waits for
     peers: int = 0  # more organisations whose integration is on the victim's vendor: a vendor-wide outage
@@ -123,13 +144,13 @@ def peer_org(n: int) -> UUID:
     return UUID(f"cccccccc-0000-4000-8000-{n:012d}")
 
 
-def integrations(base: str, victim: Mapping[str, Any], peers: int = 0) -> list[Integration]:
-    def http(org: UUID, tenant: str, **fields: Any) -> Integration:
-        config = {"url": f"{base}/http/{tenant}", "method": "GET", "auth": "bearer", "body_contains": "ok",
-                  "degraded_latency_ms": THRESHOLD_MS}
-        return Integration(org, "http", config, credential_ref=tenant, **fields)
-    return [http(VICTIM_ORG, "victim", **victim), http(BYSTANDER_ORG, "bystander"),
-            *(http(peer_org(n), "victim") for n in range(peers))]
+def integrations(base: str, victim: Mapping[str, Any], victim_type: str = "http", peers: int = 0
+                 ) -> list[Integration]:
+    def integration(org: UUID, tenant: str, kind: str = "http", **fields: Any) -> Integration:
+        config = FAKES[kind].config(base, tenant) | {"degraded_latency_ms": THRESHOLD_MS}
+        return Integration(org, kind, config, credential_ref=tenant, **fields)
+    return [integration(VICTIM_ORG, "victim", victim_type, **victim), integration(BYSTANDER_ORG, "bystander"),
+            *(integration(peer_org(n), "victim", victim_type) for n in range(peers))]
 
 
 async def run_day(scenario: Scenario) -> list[str | None]:
@@ -139,7 +160,7 @@ async def run_day(scenario: Scenario) -> list[str | None]:
     await server.start_server()
     try:
         base = str(server.make_url("")).rstrip("/")
-        world = World(sim, MemoryStore(integrations(base, scenario.victim, scenario.peers)),
+        world = World(sim, MemoryStore(integrations(base, scenario.victim, scenario.victim_type, scenario.peers)),
                       Vault({"victim": "victim-secret", "bystander": "bystander-secret"}))
         return await _drive(scenario, world)
     finally:
@@ -191,6 +212,9 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
                 text = None
             elif services.outbox.pending:  # the outbox's retry loop: at most a minute apart
                 await services.outbox.flush()
+                text = None
+            while world.test_connections:  # POST /api/v1/orgs/{org_id}/checks
+                await services.scheduler.run_health_checks(world.test_connections.pop())
                 text = None
             if text is None:  # between these, nothing the exporter exports changes: the last render stands
                 text = exposition.render().decode()

@@ -67,6 +67,11 @@ REASON_ALERTS: dict[Reason, tuple[HealthStatus, str | None]] = {
     Reason.RATE_LIMITED: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
     Reason.QUOTA: (HealthStatus.DEGRADED, "IntegrationRateLimited"),
     Reason.AUTH: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.AUTH_EXPIRED: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.AUTH_INVALID: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.AUTH_UNKNOWN_APP: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.AUTH_NO_USER: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
+    Reason.AUTH_FORBIDDEN: (HealthStatus.DEGRADED, "IntegrationCredentialsRejected"),
     Reason.CREDENTIAL_UNAVAILABLE: (HealthStatus.DEGRADED, None),  # not a result: checks_not_run_total says it
     Reason.SYNC_LATE: (HealthStatus.DEGRADED, None),
     Reason.SYNC_MISSED: (HealthStatus.DEGRADED, None),

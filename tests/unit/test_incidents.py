@@ -10,7 +10,7 @@ import pytest
 
 from exporter.core import incidents
 from exporter.core.incidents import IncidentRules, Tally
-from exporter.core.model import HealthStatus, IntegrationResult, Reason, make_result
+from exporter.core.model import AUTH_REASONS, HealthStatus, IntegrationResult, Reason, make_result
 
 SLOT = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
 RULES = IncidentRules(min_orgs=5, ratio=0.5, canaries=3)
@@ -22,7 +22,7 @@ def org(n: int) -> UUID:
 
 def result(n: int, reason: Reason | None, kind: str = "xledger") -> IntegrationResult:
     status = (HealthStatus.HEALTHY if reason is None else
-              HealthStatus.DEGRADED if reason in (Reason.AUTH, Reason.RATE_LIMITED, Reason.QUOTA, Reason.HTTP_4XX)
+              HealthStatus.DEGRADED if reason in {*AUTH_REASONS, Reason.RATE_LIMITED, Reason.QUOTA, Reason.HTTP_4XX}
               else HealthStatus.UNREACHABLE)
     return IntegrationResult(org(n), kind, make_result(status, 5, SLOT, None if reason is None else "x", reason))
 
@@ -47,7 +47,7 @@ def test_network_tls_timeout_and_server_errors_count(reason) -> None:
     assert incidents.decide({}, incidents.tally(fleet(6, 0, reason)), SLOT, RULES) == {"xledger": SLOT}
 
 
-@pytest.mark.parametrize("reason", [Reason.AUTH, Reason.CREDENTIAL_UNAVAILABLE, Reason.INVALID_CONFIG,
+@pytest.mark.parametrize("reason", [*sorted(AUTH_REASONS), Reason.CREDENTIAL_UNAVAILABLE, Reason.INVALID_CONFIG,
                                     Reason.BLOCKED, Reason.RATE_LIMITED, Reason.QUOTA, Reason.HTTP_4XX,
                                     Reason.BAD_RESPONSE, Reason.SLOW])
 def test_failures_of_one_organisations_own_never_make_an_incident(reason) -> None:

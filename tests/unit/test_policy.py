@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.core.model import CheckState, HealthStatus, Integration, Reason, make_result
+from exporter.core.model import AUTH_REASONS, CheckState, HealthStatus, Integration, Reason, make_result
 from exporter.core.policy import (
     BackoffCaps,
     after_check,
@@ -100,7 +100,7 @@ def test_unreachable_defers_exponentially_up_to_an_hour_so_a_recovery_is_seen_wi
     assert state.consecutive_failures == 6
 
 
-@pytest.mark.parametrize("reason", [Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH])
+@pytest.mark.parametrize("reason", [Reason.RATE_LIMITED, Reason.QUOTA, *sorted(AUTH_REASONS)])
 def test_refusals_defer_exponentially_up_to_four_hours_because_asking_again_spends_quota(reason) -> None:
     assert deferrals(reason, 7)[1] == [15, 30, 60, 120, 240, 240, 240]
 
@@ -165,7 +165,7 @@ def test_throttling_counts_a_streak_that_other_outcomes_reset() -> None:
 def test_slow_degraded_is_not_a_failure_but_throttling_and_rejected_credentials_are() -> None:
     slow = make_result(HealthStatus.DEGRADED, 2500, T, "slow", Reason.SLOW)
     assert after_check(CheckState(2, None), slow, at(0), 900).consecutive_failures == 0
-    for reason in (Reason.RATE_LIMITED, Reason.QUOTA, Reason.AUTH):
+    for reason in (Reason.RATE_LIMITED, Reason.QUOTA, *AUTH_REASONS):
         assert after_check(None, failure(reason), at(0), 900).consecutive_failures == 1
 
 

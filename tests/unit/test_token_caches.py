@@ -46,7 +46,7 @@ async def test_dynamics_org_with_a_wrong_secret_gets_no_token_from_another_orgs_
     runner = runner_for(AdapterContext(session=http_session, credentials=DirectoryCredentials(tmp_path)))
     config = FAKES["dynamics365"].config(base, "t")
     assert await check(runner, ORG_A, "dynamics365", config) == (H, None)
-    assert await check(runner, ORG_B, "dynamics365", config) == (D, Reason.AUTH)
+    assert await check(runner, ORG_B, "dynamics365", config) == (D, Reason.AUTH_INVALID)  # Entra: the wrong secret
     assert await check(runner, ORG_A, "dynamics365", config) == (H, None)  # A's token is still A's
     assert state.token_requests["t"] == 1
 

@@ -44,8 +44,13 @@ EXPECTED: dict[str, tuple[HealthStatus, Reason | None]] = {
     "hang": (U, Reason.TIMEOUT),
     "rate_limited": (D, Reason.RATE_LIMITED),
     "graphql_throttle": (H, None),
+    "graphql_concurrency": (H, None),
     "graphql_quota": (H, None),
     "unauthorized": (D, Reason.AUTH),
+    "forbidden": (D, Reason.AUTH),
+    "secret_expired": (H, None),
+    "unknown_app": (H, None),
+    "no_app_user": (H, None),
     "server_error": (U, Reason.HTTP_5XX),
     "reset": (U, Reason.CONNECT),
     "invalid_body": (D, Reason.BAD_RESPONSE),
@@ -54,7 +59,12 @@ EXPECTED: dict[str, tuple[HealthStatus, Reason | None]] = {
 }
 EXCEPTIONS = {
     ("xledger", "graphql_throttle"): (D, Reason.RATE_LIMITED),
+    ("xledger", "graphql_concurrency"): (D, Reason.RATE_LIMITED),
     ("xledger", "graphql_quota"): (D, Reason.QUOTA),
+    ("dynamics365", "secret_expired"): (D, Reason.AUTH_EXPIRED),
+    ("dynamics365", "unknown_app"): (D, Reason.AUTH_UNKNOWN_APP),
+    ("dynamics365", "no_app_user"): (D, Reason.AUTH_NO_USER),
+    ("dynamics365", "forbidden"): (D, Reason.AUTH_FORBIDDEN),
     ("http", "invalid_body"): (H, None),  # a plain target has no body to expect unless body_contains is set
 }
 
@@ -93,22 +103,39 @@ async def test_each_adapter_in_each_mode_gives_the_documented_status(sim, http_s
         assert result.error, "a failure must say why"
 
 
-@pytest.mark.parametrize("kind", ["xledger", "dynamics365", "tripletex", "fiken"])
+# Only Entra ID says a secret is wrong; the others refuse without saying why.
+WRONG_SECRET = {"xledger": Reason.AUTH, "dynamics365": Reason.AUTH_INVALID, "tripletex": Reason.AUTH,
+                "fiken": Reason.AUTH}
+
+
+@pytest.mark.parametrize("kind", list(WRONG_SECRET))
 async def test_a_wrong_secret_is_degraded_credentials_rejected(sim, http_session, kind) -> None:
     state, base = sim
     vendor = VENDORS[kind]
     state.secrets["t"] = "something-else/entirely"
     result = await run(vendor_ctx(http_session, vendor), kind, vendor.config(base, "t"))
-    assert (result.status, result.reason) == (D, Reason.AUTH), result.error
+    assert (result.status, result.reason) == (D, WRONG_SECRET[kind]), result.error
     assert "credentials rejected" in result.error
 
 
-async def test_dynamics_invalid_client_is_named_from_the_oauth_error_code(sim, http_session) -> None:
+@pytest.mark.parametrize(("mode", "secret", "error"), [
+    ("healthy", "not-this", "credentials rejected by the token endpoint: the client secret is wrong (AADSTS7000215)"),
+    ("secret_expired", "d365-sec", "credentials rejected by the token endpoint: the client secret has expired "
+                                   "(AADSTS7000222)"),
+    ("unknown_app", "d365-sec", "credentials rejected by the token endpoint: no application with this client_id "
+                                "in the tenant (AADSTS700016)"),
+    ("no_app_user", "d365-sec", "credentials rejected by Dataverse: the application user is missing in this "
+                                "Dataverse environment (0x80072560)"),
+    ("forbidden", "d365-sec", "credentials rejected by Dataverse: the application user lacks a privilege (its "
+                              "security role) (0x80040220)"),
+])
+async def test_dynamics_refusals_are_named_by_the_vendors_code_without_quoting_its_description(
+        sim, http_session, mode, secret, error) -> None:
     state, base = sim
-    state.secrets["t"] = "not-this"
+    state.secrets["t"], state.modes["t"] = secret, Mode(mode)
     result = await run(vendor_ctx(http_session, VENDORS["dynamics365"]), "dynamics365",
                        VENDORS["dynamics365"].config(base, "t"))
-    assert result.error == "credentials rejected by the token endpoint (invalid_client)"
+    assert result.error == error
 
 
 async def test_dynamics_token_is_fetched_once_across_checks_and_refreshed_after_expiry(sim, http_session) -> None:
@@ -125,15 +152,26 @@ async def test_dynamics_token_is_fetched_once_across_checks_and_refreshed_after_
     assert state.token_requests["t"] == 2
 
 
-async def test_dynamics_revoked_token_is_dropped_and_refetched(sim, http_session) -> None:
+async def test_dynamics_revoked_token_is_replaced_once_within_the_check(sim, http_session) -> None:
     state, base = sim
     ctx = vendor_ctx(http_session, VENDORS["dynamics365"])
     config = VENDORS["dynamics365"].config(base, "t")
     assert (await run(ctx, "dynamics365", config)).status == H
     state.issued.clear()  # the server forgets every token
-    assert (await run(ctx, "dynamics365", config)).reason == Reason.AUTH
+    assert (await run(ctx, "dynamics365", config)).status == H  # a stale token is not a credentials alert
+    assert (state.token_requests["t"], state.requests["t"]) == (2, 2)  # one new token; both WhoAmIs answered
+
+
+async def test_dynamics_secret_expiring_under_a_cached_token_reads_expired_at_the_first_check(sim, http_session) -> None:
+    state, base = sim
+    ctx = vendor_ctx(http_session, VENDORS["dynamics365"])
+    config = VENDORS["dynamics365"].config(base, "t")
     assert (await run(ctx, "dynamics365", config)).status == H
-    assert state.token_requests["t"] == 2
+    state.issued.clear()
+    state.modes["t"] = Mode("secret_expired")
+    result = await run(ctx, "dynamics365", config)
+    assert (result.status, result.reason) == (D, Reason.AUTH_EXPIRED)
+    assert state.token_requests["t"] == 1  # the refused fetch issued nothing; the next check asks once more
 
 
 async def test_dynamics_429_carries_retry_after_for_the_scheduler(sim, http_session) -> None:
