@@ -110,6 +110,43 @@ def current_status_table() -> table.Panel:
                                  "Value #E": "Failures in a row", "Value #F": "Next check"}})))
 
 
+SLO_BY = "org_id, integration_type"
+BUDGET_STEPS = ((None, "red"), (0, "orange"), (0.25, "green"))  # overspent, under a quarter left, fine
+
+
+def burn_rate(window: str) -> str:
+    """How many times faster than its objective allows the integration spent its error budget over `window`."""
+    return (f"integration_health:slo_errors:ratio_rate{window}{{{SEL}}} "
+            f"/ on ({SLO_BY}) (1 - integration_health:slo_objective:ratio{{{SEL}}})")
+
+
+def error_budget_table() -> table.Panel:
+    """One row per integration: its objective, 30-day availability, error budget left and burn rates."""
+    percent = [DynamicConfigValue(id_val="unit", value="percentunit")]
+    return (table.Panel().title("Error budget (30-day availability SLO)").span(16).height(9)
+            .description("Objective per integration (alerts/slo.yml), the share of the last 30 days it was not "
+                         "unreachable (maintenance excluded), the error budget left (below 0: overspent) and how fast "
+                         "it burns: 1× spends the budget in exactly 30 days; the alerts fire at 14.4× over 1 h and "
+                         "6× over 6 h. README: SLOs and error budgets.")
+            .with_target(q(f"integration_health:slo_objective:ratio{{{SEL}}}", instant=True, ref="A"))
+            .with_target(q(f"1 - integration_health:slo_errors:ratio_rate30d{{{SEL}}}", instant=True, ref="B"))
+            .with_target(q(f"integration_health:slo_error_budget_remaining:ratio{{{SEL}}}", instant=True, ref="C"))
+            .with_target(q(burn_rate("1h"), instant=True, ref="D"))
+            .with_target(q(burn_rate("6h"), instant=True, ref="E"))
+            .with_target(q(burn_rate("3d"), instant=True, ref="F"))
+            .override_by_name("Objective", percent)
+            .override_by_name("Availability 30 d", percent)
+            .override_by_name("Budget left", [*percent, DynamicConfigValue(id_val="thresholds", value={
+                "mode": "absolute", "steps": [{"value": v, "color": c} for v, c in BUDGET_STEPS]}),
+                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"})])
+            .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+            .with_transformation(DataTransformerConfig(id_val="organize", options={
+                "excludeByName": {"Time": True},
+                "renameByName": {"org_id": "Organisation", "integration_type": "Integration",
+                                 "Value #A": "Objective", "Value #B": "Availability 30 d", "Value #C": "Budget left",
+                                 "Value #D": "Burn 1 h", "Value #E": "Burn 6 h", "Value #F": "Burn 3 d"}})))
+
+
 def overview() -> dashboard.Dashboard:
     per_integration = "{{org_id}} {{integration_type}}"
     status_code = (f'max by (org_id, integration_type) (integration_health_status{{status="degraded",{SEL}}}) '
@@ -130,6 +167,12 @@ def overview() -> dashboard.Dashboard:
                         .with_target(q(f"avg(integration_health:availability:ratio_7d{{{SEL}}})", "7 d", ref="B"))
                         .with_target(q(f"avg(integration_health:availability:ratio_30d{{{SEL}}})", "30 d", ref="C")))
             .with_panel(current_status_table())
+            .with_row(dashboard.Row("Service level"))
+            .with_panel(error_budget_table())
+            .with_panel(timeseries.Panel().title("Error budget left").unit("percentunit").span(8).height(9)
+                        .thresholds(thresholds(*BUDGET_STEPS))
+                        .with_target(q(f"integration_health:slo_error_budget_remaining:ratio{{{SEL}}}",
+                                       per_integration)))
             .with_row(dashboard.Row("Last 24 hours"))
             .with_panel(statetimeline.Panel().title("Status").span(24).height(10)
                         .mappings(value_map(STATUS_CODES)).merge_values(True)

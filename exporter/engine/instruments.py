@@ -54,6 +54,9 @@ class Instruments:
         Gauge("integration_health_build_info", "Build information", ["version"], **kw).labels(version).set(1)
         self.interval = Gauge("integration_health_check_interval_seconds",
                               "The cycle's interval (alert rules scale their staleness thresholds by it)", **kw)
+        self.loop_lag = Gauge("integration_health_event_loop_lag_seconds",
+                              "Longest delay of the event loop over the last minute: how late a 0.25 s sleep "
+                              "woke (checks, scrapes and probes wait this long too)", **kw)
         for outcome in ("success", "failure"):
             self.cycles.labels(outcome)
 

@@ -20,6 +20,14 @@ class Snapshot:
     modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
     status_changes: dict[Key, int] = field(default_factory=dict)  # since this process started: a counter
 
+    def __setattr__(self, name: str, value: object) -> None:
+        """Replacing a mapping (`snapshot.modes = …`) is a change too: bump the version, so a renderer that
+        caches per version never serves the old one. Replace mappings; never mutate them in place."""
+        initialised = "status_changes" in self.__dict__  # __init__ sets the fields in order, this one last
+        object.__setattr__(self, name, value)
+        if initialised and name != "version":
+            object.__setattr__(self, "version", self.version + 1)
+
     def update(self, results: Iterable[IntegrationResult]) -> None:
         """Record newer results; an older one (a late run-now, a restore) never replaces a newer one.
 

@@ -47,6 +47,7 @@ class Runtime:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loop_task: asyncio.Task[None] | None = None
     lease_task: asyncio.Task[None] | None = None  # only with shard leases
+    lag_task: asyncio.Task[None] | None = None  # the event-loop lag probe
     run_now_at: dict[UUID, float] = field(default_factory=dict)  # org → monotonic time of the last run-now
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from exporter.engine.leases import ShardLeases
+from exporter.engine.loop_lag import LoopLagProbe
 from exporter.engine.scheduler import Scheduler
 from exporter.services import Services
 from exporter.settings import Settings
@@ -40,6 +41,25 @@ async def background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await runtime.lease_task
     await shutdown(services, runtime, retry_task, grace_s=app[GRACE])
+
+
+async def watch_loop_lag(app: web.Application) -> AsyncIterator[None]:
+    """Measure the event loop's lag while the app runs (integration_health_event_loop_lag_seconds)."""
+    runtime = app[RUNTIME]
+    runtime.lag_task = asyncio.create_task(LoopLagProbe(app[SERVICES].instruments.loop_lag).run_forever())
+    yield
+    runtime.lag_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runtime.lag_task
+
+
+async def keep_exposition_fresh(app: web.Application) -> AsyncIterator[None]:
+    """Format what a cycle changed soon after it publishes (in a thread), not when Prometheus scrapes."""
+    task = asyncio.create_task(app[EXPOSITION].keep_fresh())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def stop_scheduling(app: web.Application) -> None:
@@ -105,7 +125,9 @@ def create_app(settings: Settings, services: Services, *, shutdown_grace_s: floa
     if jwks is not None:
         app.on_cleanup.append(lambda _: jwks.close())
     app[EXPOSITION] = Exposition(services.instruments, services.snapshot)
+    app.cleanup_ctx.append(watch_loop_lag)
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(keep_exposition_fresh)
     app.on_shutdown.append(stop_scheduling)
     app.router.add_get("/metrics", api.get_metrics)
     app.router.add_get("/healthz", api.healthz)

@@ -1,162 +1,147 @@
-"""The /metrics exposition: a Collector that renders the snapshot, cached per snapshot version.
+"""The /metrics exposition: the per-integration families, kept rendered and re-rendered only where the
+snapshot changed, then the service's instruments (rendered by prometheus_client on each scrape).
 
-Sample of what the collector renders, per integration:
-
-    integration_health_status{org_id="6f1c…",integration_type="xledger",status="healthy"} 1.0
-    integration_health_status{org_id="6f1c…",integration_type="xledger",status="degraded"} 0.0
-    integration_health_status{org_id="6f1c…",integration_type="xledger",status="unreachable"} 0.0
-    integration_health_latency_seconds{org_id="6f1c…",integration_type="xledger"} 0.182
-    integration_health_last_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
-    integration_health_consecutive_failures{org_id="6f1c…",integration_type="xledger"} 0.0
-    integration_health_status_changes_total{org_id="6f1c…",integration_type="xledger"} 2.0
-    integration_health_next_check_timestamp_seconds{org_id="6f1c…",integration_type="xledger"} 1.7638e+09
-    integration_health_failure_reason{org_id="6f1c…",integration_type="fiken",reason="rate_limited"} 1.0
-    integration_health_tls_cert_expiry_timestamp_seconds{org_id="6f1c…",integration_type="http"} 1.79e+09
+The families are the table in exporter/web/families.py; sample output is in its docstring.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Iterator
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, NamedTuple
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import generate_latest
 
-from exporter.core.model import HealthStatus
-from exporter.core.syncs import SyncState
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
+from exporter.web.families import SOURCES
+from exporter.web.textformat import Source
 
-LABELS = ["org_id", "integration_type"]
-STATUSES = [s.value for s in HealthStatus]
-SYNC_STATES = [s.value for s in SyncState]
-MODES = ("active", "passive")
-
-
-class SnapshotCollector:
-    """Builds fresh per-integration families from the snapshot on each scrape; never awaits or queries."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-
-    def describe(self) -> list[Metric]:
-        return list(self._families())
-
-    def collect(self) -> Iterator[Metric]:
-        status, latency, last, failures, changes, next_, reason, tls, mode, *sync = families = self._families()
-        for k, r in self.snapshot.results.items():
-            key = [str(r.org_id), r.integration_type]
-            for s in STATUSES:
-                status.add_metric([*key, s], 1.0 if r.result.status == s else 0.0)
-            latency.add_metric(key, r.result.latency_ms / 1000)
-            last.add_metric(key, r.result.checked_at.timestamp())
-            failures.add_metric(key, r.state.consecutive_failures)
-            changes.add_metric(key, self.snapshot.status_changes.get(k, 0))
-            if r.state.next_check_at:
-                next_.add_metric(key, r.state.next_check_at.timestamp())
-            if r.result.reason:
-                reason.add_metric([*key, r.result.reason.value], 1.0)
-            if r.result.tls_expires_at:
-                tls.add_metric(key, r.result.tls_expires_at.timestamp())
-        for (org_id, kind), m in self.snapshot.modes.items():
-            for value in MODES:
-                mode.add_metric([str(org_id), kind, value], 1.0 if m == value else 0.0)
-        self._collect_syncs(*sync)
-        yield from families
-
-    def _collect_syncs(self, state: GaugeMetricFamily, drift: GaugeMetricFamily, success: GaugeMetricFamily,
-                       expected: GaugeMetricFamily, lateness: GaugeMetricFamily) -> None:
-        for (org_id, kind), a in self.snapshot.syncs.items():
-            key = [str(org_id), kind]
-            for value in SYNC_STATES:
-                state.add_metric([*key, value], 1.0 if a.state == value else 0.0)
-            if a.last_run and a.last_run.drift_s is not None:
-                drift.add_metric(key, a.last_run.drift_s)
-            if a.last_success:
-                success.add_metric(key, a.last_success.timestamp())
-            if a.next_expected:
-                expected.add_metric(key, a.next_expected.timestamp())
-            lateness.add_metric(key, a.lateness_s)
-
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
-        return (
-            GaugeMetricFamily("integration_health_status", "1 for the integration's current status, 0 for the others",
-                              labels=[*LABELS, "status"]),
-            GaugeMetricFamily("integration_health_latency_seconds", "Latency of the latest check", labels=LABELS),
-            GaugeMetricFamily("integration_health_last_check_timestamp_seconds", "When the latest check finished",
-                              labels=LABELS),
-            GaugeMetricFamily("integration_health_consecutive_failures",
-                              "Failed checks in a row (unreachable, throttled or credentials rejected)", labels=LABELS),
-            CounterMetricFamily("integration_health_status_changes",
-                                "Times the status changed since the exporter started (flapping)", labels=LABELS),
-            GaugeMetricFamily("integration_health_next_check_timestamp_seconds",
-                              "When the integration is next due (later than its interval while backing off)",
-                              labels=LABELS),
-            GaugeMetricFamily("integration_health_failure_reason",
-                              "1 for the reason of the latest non-healthy check", labels=[*LABELS, "reason"]),
-            GaugeMetricFamily("integration_health_tls_cert_expiry_timestamp_seconds",
-                              "notAfter of the server certificate (https targets)", labels=LABELS),
-            GaugeMetricFamily("integration_health_mode", "1 for how the integration's health is judged now: "
-                              "active (pinged) or passive (from its sync runs)", labels=[*LABELS, "mode"]),
-            GaugeMetricFamily("integration_health_sync_state", "1 for the state of the integration's scheduled syncs",
-                              labels=[*LABELS, "state"]),
-            GaugeMetricFamily("integration_health_sync_drift_seconds",
-                              "Start of the latest sync run minus its scheduled time", labels=LABELS),
-            GaugeMetricFamily("integration_health_sync_last_success_timestamp_seconds",
-                              "When the latest successful sync finished", labels=LABELS),
-            GaugeMetricFamily("integration_health_sync_next_expected_timestamp_seconds",
-                              "When the next sync is expected to start", labels=LABELS),
-            GaugeMetricFamily("integration_health_sync_lateness_seconds",
-                              "How long the oldest outstanding expected sync is overdue (0 when none is)",
-                              labels=LABELS),
-        )
+log = logging.getLogger(__name__)
+BLOCK_KEYS = 1024  # keys per gzip member: ~100 KiB of text per family, big enough to compress well
+COMPRESSLEVEL = 6
 
 
-def render_fleet(snapshot: Snapshot) -> tuple[bytes, bytes]:
-    """The per-integration series as exposition text and gzipped; touches nothing but `snapshot`."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))
-    text = generate_latest(registry)
-    return text, gzip.compress(text, compresslevel=5)
+class Rendered(NamedTuple):
+    entry: Any  # what the lines were rendered from
+    own: tuple[str, tuple[str, ...]]  # the key's labels, formatted once (Source.own_labels)
+    lines: tuple[bytes, ...]  # one per family
+
+
+class Fleet:
+    """Each key's rendered lines per family, and the body cut into gzip members per (family, block of keys).
+
+    `refresh` compares every entry with the one its lines were rendered from and formats only the keys
+    whose entry changed (`rendered` counts them); a member is compressed again only when a line in its
+    block changed. Gzip members concatenate into one valid stream (RFC 1952), so the gzip body is their
+    concatenation. Only one thread may use a Fleet at a time.
+    """
+
+    def __init__(self, sources: Sequence[Source] = SOURCES, *, block_keys: int = BLOCK_KEYS,
+                 compresslevel: int = COMPRESSLEVEL) -> None:
+        if block_keys <= 0:
+            raise ValueError("block_keys must be > 0")
+        self.sources, self.block_keys, self.compresslevel = tuple(sources), block_keys, compresslevel
+        self.headers = [[f.header() for f in s.families] for s in self.sources]
+        self.rendered = 0  # keys formatted since construction (tests count them)
+        self._lines: list[dict[Hashable, Rendered]] = [{} for _ in self.sources]
+        self._members: dict[tuple[int, int, int], tuple[list[bytes], bytes]] = {}
+        self._layout: list[list[list[bytes]]] = []  # per family, its blocks' lines (the plain body, unjoined)
+        self._gzip = b""
+
+    def refresh(self, snapshot: Snapshot) -> None:
+        """Bring lines and members up to `snapshot` (a copy nobody else mutates meanwhile)."""
+        layout, members = [], {}
+        for s, source in enumerate(self.sources):
+            lines = self._lines[s] = self._render_changed(source, self._lines[s], source.rows(snapshot))
+            rows = [r.lines for r in lines.values()]
+            for f, header in enumerate(self.headers[s]):
+                column = list(map(itemgetter(f), rows))
+                blocks = [column[i:i + self.block_keys] for i in range(0, max(len(column), 1), self.block_keys)]
+                for b, block in enumerate(blocks):
+                    members[s, f, b] = self._member(self._members.get((s, f, b)), block, header if b == 0 else b"")
+                layout.append([[header], *blocks])
+        self._members, self._layout = members, layout
+        self._gzip = b"".join(member for _, member in members.values())
+
+    def _render_changed(self, source: Source, before: dict[Hashable, Rendered],
+                        rows: Mapping[Hashable, Any]) -> dict[Hashable, Rendered]:
+        after = {}
+        for key, entry in rows.items():
+            seen = before.get(key)
+            if seen is None or seen.entry != entry:
+                own = source.own_labels(key) if seen is None else seen.own
+                seen = Rendered(entry, own, source.render(own, entry))
+                self.rendered += 1
+            after[key] = seen
+        return after
+
+    def _member(self, cached: tuple[list[bytes], bytes] | None, block: list[bytes],
+                header: bytes) -> tuple[list[bytes], bytes]:
+        if cached is not None and cached[0] == block:  # identical objects compare at C speed
+            return cached
+        return block, gzip.compress(header + b"".join(block), compresslevel=self.compresslevel, mtime=0)
+
+    def body(self, compressed: bool) -> bytes:
+        """The gzip body (kept), or the plain one joined now: not kept, it is ~1.2 KiB per integration."""
+        if compressed:
+            return self._gzip
+        return b"".join(b"".join(lines) for family in self._layout for lines in family)
 
 
 class Exposition:
-    """What /metrics serves: the per-integration series from the snapshot, then the service's instruments.
+    """What /metrics serves: the fleet part, brought up to the snapshot's version when a scrape finds it
+    behind (or sooner, by `keep_fresh`), then the service's instruments, a few series, fresh per scrape."""
 
-    The per-integration part (tens of thousands of series at scale) changes only when the snapshot does:
-    it is rendered once per snapshot version and served from that cache (gzip too). The instruments, a
-    few series, are rendered on every scrape.
-    """
-
-    def __init__(self, instruments: Instruments, snapshot: Snapshot) -> None:
+    def __init__(self, instruments: Instruments, snapshot: Snapshot, fleet: Fleet | None = None) -> None:
         self.registry, self.snapshot = instruments.registry, snapshot
-        self._cache: tuple[int, bytes, bytes] | None = None  # (snapshot version, text, gzip) of the fleet part
-        self._render_lock = asyncio.Lock()
+        self.fleet = fleet or Fleet()
+        self._version: int | None = None  # the snapshot version the fleet reflects
+        self._lock = asyncio.Lock()  # one refresh at a time; concurrent scrapes after a cycle wait for it
 
     def render(self, compressed: bool = False) -> bytes:
-        """The exposition text (or a multi-member gzip of it): cached fleet part + fresh service part."""
+        """The exposition text (or a multi-member gzip of it), refreshed here: for tests and one-shot uses."""
         if self._stale():
-            self._cache = (self.snapshot.version, *render_fleet(self.snapshot))
-        return self._assemble(compressed)
+            version = self.snapshot.version
+            self.fleet.refresh(self.snapshot)
+            self._version = version
+        return self._assemble(self.fleet.body(compressed), compressed)
 
     async def render_off_loop(self, compressed: bool = False) -> bytes:
-        """As render(), but a stale fleet part (~0.9 s at 10,000 integrations) is rendered in a thread
-        from a copy of the snapshot, so the event loop keeps serving and checking meanwhile."""
+        """As render(), but what changed is formatted in a thread from a copy of the snapshot, and the
+        plain body is joined there too, so the event loop keeps serving and checking meanwhile."""
+        await self.refresh_off_loop()
+        async with self._lock:  # the plain body is joined per request (Prometheus asks gzip), in the thread
+            fleet = self.fleet.body(True) if compressed else await asyncio.to_thread(self.fleet.body, False)
+        return self._assemble(fleet, compressed)
+
+    async def refresh_off_loop(self) -> None:
         if self._stale():
-            async with self._render_lock:  # concurrent scrapes after a cycle wait for one render
+            async with self._lock:
                 if self._stale():
                     version, frozen = self.snapshot.version, self.snapshot.copy()
-                    self._cache = (version, *await asyncio.to_thread(render_fleet, frozen))
-        return self._assemble(compressed)
+                    await asyncio.to_thread(self.fleet.refresh, frozen)
+                    self._version = version
+
+    async def keep_fresh(self, interval_s: float = 0.1) -> None:
+        """Refresh soon after the snapshot changes (while a cycle persists its results, say), so the next
+        scrape finds the work done. Runs until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh_off_loop()
+            except Exception:  # a scrape will try again (and answer 500 with the same error) meanwhile
+                log.exception("refreshing the /metrics exposition failed")
+                await asyncio.sleep(60)
 
     def _stale(self) -> bool:
-        return self._cache is None or self._cache[0] != self.snapshot.version
+        return self._version != self.snapshot.version
 
-    def _assemble(self, compressed: bool) -> bytes:
-        assert self._cache is not None
+    def _assemble(self, fleet: bytes, compressed: bool) -> bytes:
         own = generate_latest(self.registry)
-        if compressed:  # gzip members concatenate into one valid stream (RFC 1952), so the cache is reused
-            return self._cache[2] + gzip.compress(own, compresslevel=5)
-        return self._cache[1] + own
+        if compressed:  # gzip members concatenate into one valid stream (RFC 1952)
+            return fleet + gzip.compress(own, compresslevel=COMPRESSLEVEL, mtime=0)
+        return fleet + own

@@ -98,11 +98,11 @@ def promtool_values(values: Sequence[float | None]) -> str:
 
 # --- promtool ---------------------------------------------------------------------------------------------
 
-def alerting_rules(rule_file: Path, workdir: Path) -> Path:
-    """The rule file's alerting groups, unchanged; the recording groups feed dashboards, not alerts, and
-    would double promtool's time."""
-    rules = yaml.safe_load(rule_file.read_text())
-    groups = [g for g in rules["groups"] if any("alert" in r for r in g["rules"])]
+def alerting_rules(rule_files: Iterable[Path], workdir: Path) -> Path:
+    """The rule files' alerting groups, unchanged (with the recording rules an alert of theirs reads, as the
+    SLO burn alerts do); the recording-only groups feed dashboards, not alerts, and would double promtool's time."""
+    groups = [g for rule_file in rule_files for g in yaml.safe_load(rule_file.read_text())["groups"]
+              if any("alert" in r for r in g["rules"])]
     path = workdir / "alerting.rules.yml"
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     return path

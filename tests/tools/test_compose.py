@@ -129,13 +129,17 @@ def test_prometheus_scrapes_with_the_same_metrics_token_the_exporter_requires() 
 def test_prometheus_config_is_valid_with_the_repos_rules(tmp_path: Path) -> None:
     promtool = require_tool("promtool", "prometheus")
     (tmp_path / "metrics_token").write_text("a-token-for-promtool-to-find\n")
+    mounted = [v.split(":") for v in SERVICES["prometheus"]["volumes"] if v.startswith("./alerts")]
+    assert mounted == [["./alerts", "/etc/prometheus/rules", "ro"]], "Prometheus must see every file in alerts/"
     config = (ROOT / "deploy/prometheus.yml").read_text().replace(
-        "/etc/prometheus/rules/integration-health.rules.yml", str(ROOT / "alerts/integration-health.rules.yml")
+        "/etc/prometheus/rules/", str(ROOT / "alerts") + "/"
     ).replace("/run/secrets/metrics_token", str(tmp_path / "metrics_token"))
     (tmp_path / "prometheus.yml").write_text(config)
     proc = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    for rule_file in ROOT.glob("alerts/*.rules.yml"):  # the glob loads each of them, the generated SLO rules too
+        assert f"Checking {rule_file}\n  SUCCESS" in proc.stdout, proc.stdout
 
 
 def test_dockerfile_serves_a_valid_cli_invocation_as_an_unprivileged_user() -> None:

@@ -53,7 +53,8 @@ def test_the_trend_dashboard_covers_what_an_operator_needs() -> None:
     for metric in ("integration_health_status", "integration_health_latency_seconds",
                    "integration_health_failure_reason", "integration_health_consecutive_failures",
                    "integration_health_next_check_timestamp_seconds", "integration_health_cycle_drift_seconds",
-                   "integration_health_sync_drift_seconds", "integration_health:availability:ratio_30d"):
+                   "integration_health_sync_drift_seconds", "integration_health:availability:ratio_30d",
+                   "integration_health:slo_error_budget_remaining:ratio", "integration_health:slo_objective:ratio"):
         assert metric in exprs
 
 
@@ -65,3 +66,14 @@ def test_provisioning_points_grafana_at_the_dashboards() -> None:
     sources = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/datasources.yml").read_text())
     assert {d["type"] for d in sources["datasources"]} == {"prometheus", "grafana-postgresql-datasource"}
     assert "password" not in json.dumps(sources).replace("$GRAFANA_DB_PASSWORD", "").replace('"password"', "")
+
+
+def test_every_recorded_series_a_dashboard_reads_is_recorded_by_a_rule_file() -> None:
+    import re
+
+    import yaml
+
+    recorded = {r["record"] for path in (ROOT / "alerts").glob("*.rules.yml")
+                for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"] if "record" in r}
+    read = {name for b in dashboards() for t in targets(b) for name in re.findall(r"\w+:\w+:\w+", t.get("expr", ""))}
+    assert read and read <= recorded, read - recorded

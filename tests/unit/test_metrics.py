@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
+import random
 import subprocess
+import threading
+import zlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
 from exporter.engine.instruments import Instruments
+from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
 from exporter.engine.snapshot import Snapshot
-from exporter.web.metrics import Exposition, render_fleet
+from exporter.web.families import MODES
+from exporter.web.metrics import Exposition, Fleet
 from tests.conftest import require_tool
+from tests.support.reference_exposition import reference_fleet
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "metrics.txt"
 A, B = UUID("aaaaaaaa-0000-4000-8000-000000000001"), UUID("bbbbbbbb-0000-4000-8000-000000000002")
@@ -81,12 +90,138 @@ def test_promtool_check_metrics_is_clean() -> None:
 async def test_off_loop_render_reads_a_copy_so_changes_during_it_wait_for_the_next_scrape(monkeypatch) -> None:
     metrics, snapshot = sample_metrics()
     expected = sample_metrics()[0].render()
+    refresh = metrics.fleet.refresh
 
     def change_mid_render(frozen):  # what the loop may do while the thread renders
         snapshot.retain(set())
-        return render_fleet(frozen)
+        return refresh(frozen)
 
-    monkeypatch.setattr("exporter.web.metrics.render_fleet", change_mid_render)
+    monkeypatch.setattr(metrics.fleet, "refresh", change_mid_render)
     first = await metrics.render_off_loop()
     assert first == expected  # rendered from the copy taken before the change
     assert b'org_id="aaaaaaaa' not in await metrics.render_off_loop()  # the next scrape sees the change
+
+
+KINDS = ("xledger", "http", "fiken", 'odd"type\\with\nnewline', "tøff")
+
+
+def random_result(rng: random.Random, key: tuple[UUID, str], at: datetime) -> IntegrationResult:
+    status = rng.choice(list(HealthStatus))
+    reason = None if status == HealthStatus.HEALTHY else rng.choice(list(Reason))
+    tls = rng.choice([None, at + timedelta(days=rng.randint(-5, 400))])
+    state = CheckState(rng.randint(0, 4), rng.choice([None, at + timedelta(minutes=rng.choice([15, 60, 240]))]))
+    return IntegrationResult(*key, make_result(status, rng.choice([0, 1, 182, 10_000, rng.randint(0, 99_999)]), at,
+                                               "boom" if reason else None, reason, tls_expires_at=tls), state)
+
+
+def random_assessment(rng: random.Random, at: datetime) -> SyncAssessment:
+    run = rng.choice([None, SyncRun(at, "success", at + timedelta(seconds=rng.choice([0, 3, 400]))), SyncRun(at, "running")])
+    return SyncAssessment(rng.choice(list(SyncState)), rng.choice([None, at + timedelta(hours=1)]),
+                          rng.choice([0.0, 12.5, 3600.0]), run, rng.choice([None, at - timedelta(minutes=3)]))
+
+
+def mutate(rng: random.Random, snapshot: Snapshot, keys: list[tuple[UUID, str]], step: int) -> None:
+    """One random change of the kinds a cycle makes: results (new, newer, older), removals, modes, syncs."""
+    at = T + timedelta(minutes=15 * step)
+    match rng.choice(["update", "update", "retain", "modes", "syncs", "nothing"]):
+        case "update":
+            picked = rng.sample(keys, rng.randint(1, len(keys)))
+            snapshot.update([random_result(rng, k, at - timedelta(hours=rng.choice([0, 0, 0, 48]))) for k in picked])
+        case "retain":
+            snapshot.retain(set(rng.sample(keys, rng.randint(0, len(keys)))))
+        case "modes":
+            snapshot.modes = {k: rng.choice(MODES) for k in rng.sample(keys, rng.randint(0, len(keys)))}
+        case "syncs":
+            snapshot.syncs = {k: random_assessment(rng, at) for k in rng.sample(keys, rng.randint(0, len(keys)))}
+        case "nothing":
+            snapshot.version += 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_incremental_body_equals_a_full_prometheus_client_render_across_changes(seed: int) -> None:
+    rng = random.Random(seed)
+    keys = [(UUID(int=rng.getrandbits(128)), kind) for kind in KINDS for _ in range(rng.randint(1, 4))]
+    snapshot = Snapshot()
+    metrics = Exposition(Instruments(CollectorRegistry(), "0.1.0"), snapshot, Fleet(block_keys=rng.randint(1, 4)))
+    for step in range(25):
+        mutate(rng, snapshot, keys, step)
+        text, body = metrics.render(), metrics.render(compressed=True)
+        fleet = text.split(b"# HELP integration_health_checks_total")[0]
+        assert fleet == reference_fleet(snapshot), f"seed {seed}, step {step}"
+        assert gzip.decompress(body) == text
+
+
+def fleet_of(n: int, block_keys: int) -> tuple[Exposition, Snapshot, list[IntegrationResult]]:
+    snapshot = Snapshot()
+    results = [IntegrationResult(UUID(int=i), "http", make_result(HealthStatus.HEALTHY, 40, T)) for i in range(n)]
+    snapshot.update(results)
+    snapshot.modes = {r.org_id_key(): "active" for r in results}
+    metrics = Exposition(Instruments(CollectorRegistry(), "0.1.0"), snapshot, Fleet(block_keys=block_keys))
+    metrics.render(compressed=True)
+    return metrics, snapshot, results
+
+
+def test_only_changed_keys_are_formatted_and_only_their_blocks_compressed_again(monkeypatch) -> None:
+    metrics, snapshot, results = fleet_of(10, block_keys=2)
+    assert metrics.fleet.rendered == 20  # 10 results + 10 modes
+    compressed = []
+    monkeypatch.setattr(gzip, "compress", lambda data, **kw: compressed.append(data) or zlib_gzip(data))
+    slower = replace(results[3], result=results[3].result.model_copy(update={"latency_ms": 41}))
+    snapshot.update([slower])  # the same result but for its latency
+    assert gzip.decompress(metrics.render(compressed=True)).count(b" 0.041\n") == 1
+    assert metrics.fleet.rendered == 21
+    fleet_members = [d for d in compressed if d.startswith(b"integration_health_latency_seconds")]
+    assert len(fleet_members) == 1 and fleet_members[0].count(b"\n") == 2, "one block of 2 keys, one family"
+    assert len(compressed) == 2, "that member and the instruments' one"
+    snapshot.version += 1  # a version bump without a change formats nothing
+    metrics.render(compressed=True)
+    assert metrics.fleet.rendered == 21
+
+
+def zlib_gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+def test_replacing_a_mapping_bumps_the_version_so_the_new_modes_are_served() -> None:
+    metrics, snapshot, results = fleet_of(3, block_keys=2)
+    snapshot.modes = {**snapshot.modes, results[0].org_id_key(): "passive"}
+    assert b'mode="passive",org_id="00000000-0000-0000-0000-000000000000"} 1.0' in metrics.render()
+
+
+async def test_the_fleet_is_refreshed_in_a_thread_soon_after_a_change_so_the_scrape_formats_nothing() -> None:
+    metrics, snapshot, results = fleet_of(4, block_keys=2)
+    threads = []
+    refresh = metrics.fleet.refresh
+    metrics.fleet.refresh = lambda frozen: threads.append(threading.current_thread()) or refresh(frozen)
+    keeper = asyncio.create_task(metrics.keep_fresh(interval_s=0.001))
+    try:
+        snapshot.update([replace(results[0], result=make_result(HealthStatus.DEGRADED, 9, T + timedelta(minutes=1)))])
+        while not threads:
+            await asyncio.sleep(0.001)
+        await metrics.refresh_off_loop()  # waits for the keeper's refresh, if it is still running
+        formatted = metrics.fleet.rendered
+        body = await metrics.render_off_loop(compressed=True)
+    finally:
+        keeper.cancel()
+    assert threads == [threads[0]] and threads[0] is not threading.main_thread()
+    assert metrics.fleet.rendered == formatted, "the scrape found the work done"
+    assert b'integration_health_status{integration_type="http",org_id="00000000-0000-0000-0000-000000000000",' \
+           b'status="degraded"} 1.0' in gzip.decompress(body)
+
+
+async def test_a_failing_refresh_is_logged_and_the_keeper_lives_on(caplog) -> None:
+    metrics, snapshot, results = fleet_of(2, block_keys=2)
+    failures = []
+
+    def refresh(frozen):
+        failures.append(frozen.version)
+        raise ValueError("a family that cannot read its entry")
+
+    metrics.fleet.refresh = refresh
+    keeper = asyncio.create_task(metrics.keep_fresh(interval_s=0.001))
+    snapshot.version += 1
+    while "refreshing the /metrics exposition failed" not in caplog.text:
+        await asyncio.sleep(0.001)
+    assert failures and not keeper.done(), "the keeper must outlive one failure"
+    keeper.cancel()

@@ -1,0 +1,127 @@
+"""The per-integration metric families /metrics serves: one table, in exposition order.
+
+To add a family, add a `Family` to the source whose entry it reads (or a `Source` for a new mapping of
+the snapshot): its name, help, type, extra labels, and a function from one entry to its samples.
+Sample of what the table renders, per integration:
+
+    integration_health_status{integration_type="xledger",org_id="6f1c…",status="healthy"} 1.0
+    integration_health_latency_seconds{integration_type="xledger",org_id="6f1c…"} 0.182
+    integration_health_last_check_timestamp_seconds{integration_type="xledger",org_id="6f1c…"} 1.7638e+09
+    integration_health_consecutive_failures{integration_type="xledger",org_id="6f1c…"} 0.0
+    integration_health_status_changes_total{integration_type="xledger",org_id="6f1c…"} 2.0
+    integration_health_next_check_timestamp_seconds{integration_type="xledger",org_id="6f1c…"} 1.7638e+09
+    integration_health_failure_reason{integration_type="fiken",org_id="6f1c…",reason="rate_limited"} 1.0
+    integration_health_tls_cert_expiry_timestamp_seconds{integration_type="http",org_id="6f1c…"} 1.79e+09
+    integration_health_mode{integration_type="xledger",mode="active",org_id="6f1c…"} 1.0
+    integration_health_sync_state{integration_type="xledger",org_id="6f1c…",state="on_schedule"} 1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from exporter.core.model import HealthStatus, IntegrationResult
+from exporter.core.syncs import SyncAssessment, SyncState
+from exporter.engine.snapshot import Key, Snapshot
+from exporter.web.textformat import Family, Sample, Source
+
+INTEGRATION = ("org_id", "integration_type")
+STATUSES = tuple(s.value for s in HealthStatus)
+SYNC_STATES = tuple(s.value for s in SyncState)
+MODES = ("active", "passive")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Checked:
+    """An integration's latest result with its status-change count: the entry of the results source.
+
+    Equal when it is the same (immutable) result: comparing results field by field would cost more than
+    formatting them again."""
+
+    latest: IntegrationResult
+    status_changes: int
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Checked) and (self.latest is other.latest
+                                               and self.status_changes == other.status_changes)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def checked(snapshot: Snapshot) -> dict[Key, Checked]:
+    changes = snapshot.status_changes
+    return {k: Checked(r, changes.get(k, 0)) for k, r in snapshot.results.items()}
+
+
+def integration_labels(key: Key) -> tuple[str, str]:
+    return str(key[0]), key[1]
+
+
+def one_hot(choices: Iterable[str], current: str) -> list[Sample]:
+    """1 for `current`, 0 for each other choice: one series per choice, labelled with it."""
+    return [((c,), 1.0 if c == current else 0.0) for c in choices]
+
+
+def value(v: float) -> list[Sample]:
+    return [((), v)]
+
+
+def timestamp(at: datetime | None) -> list[Sample]:
+    """Seconds since the epoch; no sample when there is no time to tell."""
+    return [] if at is None else [((), at.timestamp())]
+
+
+def _drift(a: SyncAssessment) -> list[Sample]:
+    return [] if a.last_run is None or a.last_run.drift_s is None else [((), a.last_run.drift_s)]
+
+
+def _reason(c: Checked) -> list[Sample]:
+    reason = c.latest.result.reason
+    return [] if reason is None else [((reason.value,), 1.0)]
+
+
+RESULTS = Source(checked, INTEGRATION, integration_labels, (
+    Family("integration_health_status", "1 for the integration's current status, 0 for the others", "gauge",
+           lambda c: one_hot(STATUSES, c.latest.result.status), ("status",)),
+    Family("integration_health_latency_seconds", "Latency of the latest check", "gauge",
+           lambda c: value(c.latest.result.latency_ms / 1000)),
+    Family("integration_health_last_check_timestamp_seconds", "When the latest check finished", "gauge",
+           lambda c: timestamp(c.latest.result.checked_at)),
+    Family("integration_health_consecutive_failures",
+           "Failed checks in a row (unreachable, throttled or credentials rejected)", "gauge",
+           lambda c: value(c.latest.state.consecutive_failures)),
+    Family("integration_health_status_changes_total",
+           "Times the status changed since the exporter started (flapping)", "counter",
+           lambda c: value(c.status_changes)),
+    Family("integration_health_next_check_timestamp_seconds",
+           "When the integration is next due (later than its interval while backing off)", "gauge",
+           lambda c: timestamp(c.latest.state.next_check_at)),
+    Family("integration_health_failure_reason", "1 for the reason of the latest non-healthy check", "gauge",
+           _reason, ("reason",)),
+    Family("integration_health_tls_cert_expiry_timestamp_seconds",
+           "notAfter of the server certificate (https targets)", "gauge",
+           lambda c: timestamp(c.latest.result.tls_expires_at)),
+))
+
+MODE = Source(lambda s: s.modes, INTEGRATION, integration_labels, (
+    Family("integration_health_mode", "1 for how the integration's health is judged now: "
+           "active (pinged) or passive (from its sync runs)", "gauge", lambda m: one_hot(MODES, m), ("mode",)),
+))
+
+SYNCS = Source(lambda s: s.syncs, INTEGRATION, integration_labels, (
+    Family("integration_health_sync_state", "1 for the state of the integration's scheduled syncs", "gauge",
+           lambda a: one_hot(SYNC_STATES, a.state), ("state",)),
+    Family("integration_health_sync_drift_seconds", "Start of the latest sync run minus its scheduled time",
+           "gauge", _drift),
+    Family("integration_health_sync_last_success_timestamp_seconds", "When the latest successful sync finished",
+           "gauge", lambda a: timestamp(a.last_success)),
+    Family("integration_health_sync_next_expected_timestamp_seconds", "When the next sync is expected to start",
+           "gauge", lambda a: timestamp(a.next_expected)),
+    Family("integration_health_sync_lateness_seconds",
+           "How long the oldest outstanding expected sync is overdue (0 when none is)", "gauge",
+           lambda a: value(a.lateness_s)),
+))
+
+SOURCES = (RESULTS, MODE, SYNCS)
