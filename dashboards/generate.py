@@ -203,6 +203,20 @@ def overview() -> dashboard.Dashboard:
                         .with_target(q(f"integration_health_sync_drift_seconds{{{SEL}}}", per_integration)))
             .with_panel(stat.Panel().title("Passive integrations").span(6).height(8)
                         .with_target(q(f'sum(integration_health_mode{{mode="passive",{SEL}}})', "passive")))
+            .with_panel(timeseries.Panel().title("Sync function cold starts").unit("short").span(8).height(8)
+                        .with_target(q('sum by (integration_type, source) (increase(integration_health_sync_'
+                                       'cold_starts_total{integration_type=~"$integration_type"}[$__rate_interval]))',
+                                       "{{integration_type}} ({{source}})")))
+            .with_panel(timeseries.Panel().title("Sync function first answer (warm-up, reported invocation)")
+                        .unit("s").span(10).height(8)
+                        .thresholds(thresholds((None, "green"), (2, "orange")))
+                        .with_target(q(f"integration_health_sync_warmup_latency_seconds{{{SEL}}}",
+                                       "warm-up {{org_id}} {{integration_type}}", ref="A"))
+                        .with_target(q(f"integration_health_sync_invocation_latency_seconds{{{SEL}}}",
+                                       "invocation {{org_id}} {{integration_type}}", ref="B")))
+            .with_panel(timeseries.Panel().title("Warm-ups by outcome").unit("short").span(6).height(8)
+                        .with_target(q("sum by (outcome) (increase(integration_health_sync_warmups_total"
+                                       "[$__rate_interval]))", "{{outcome}}")))
             .with_row(dashboard.Row("Exporter"))
             .with_panel(timeseries.Panel().title("Cycle duration and drift").unit("s").span(12).height(8)
                         .thresholds(thresholds((None, "green"), (300, "red")))

@@ -26,6 +26,7 @@ from exporter.engine.outbox import Outbox
 from exporter.engine.runner import Runner
 from exporter.engine.scheduler import Scheduler
 from exporter.engine.snapshot import Snapshot
+from exporter.engine.warmups import Warmer
 from exporter.settings import Settings
 from exporter.storage.credentials import CachedCredentials, DirectoryCredentials, SupabaseVaultCredentials
 from exporter.storage.store import Store, create_pool
@@ -44,6 +45,7 @@ class Services:
     instruments: Instruments
     outbox: Outbox
     shards: ShardLeases | None = None  # None: this process checks every organisation
+    warmer: Warmer | None = None  # warm-ups before scheduled syncs (its own task; see web/app.py)
 
 
 def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | None:
@@ -83,7 +85,11 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           fallback_after=settings.rate_limit_fallback_after,
                           passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards,
                           backoff=settings.backoff_caps, incidents=settings.incident_rules, clock=clock, rng=rng)
-    return Services(store, runner, scheduler, snapshot, instruments, outbox, shards)
+    warmer = Warmer(session=session, instruments=instruments, snapshot=snapshot,
+                    integrations=lambda: scheduler.integrations, lead_s=settings.sync_warmup_lead_seconds,
+                    cold_start_s=settings.sync_cold_start_seconds, timeout_s=settings.check_timeout_seconds,
+                    clock=clock)
+    return Services(store, runner, scheduler, snapshot, instruments, outbox, shards, warmer)
 
 
 async def egress_policy(settings: Settings) -> EgressPolicy:

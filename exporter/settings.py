@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         default=(), description="CIDRs and host names a tenant's URL may reach besides public addresses")
     sovereign_clouds: Annotated[frozenset[Literal["us-gov", "china"]], NoDecode] = Field(
         default=frozenset(), description="Dynamics 365 government / China cloud hosts a tenant's URL may reach")
+    sync_warmup_lead_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="warm a sync function up this long before each scheduled sync")
+    sync_cold_start_seconds: float = Field(
+        default=2.0, gt=0, le=120, description="a warm-up answered slower than this counts as a cold start")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -158,6 +158,7 @@ class Integration:
     credential_ref: str | None = None
     health_mode: str = "active"
     sync: dict[str, Any] | None = None  # the expected sync schedule's columns, when one is set
+    warmup_url: str | None = None  # the sync function's endpoint, warmed before each scheduled sync
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,8 @@ class SyncRun:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error_message: str | None = None
+    cold_start: bool | None = None  # the sync side says its function started cold (None: not reported)
+    invocation_latency_ms: int | None = None  # how long the sync function took to answer its invocation
 
     @property
     def drift_s(self) -> float | None:
@@ -145,6 +147,19 @@ def _run_state(run: SyncRun, now: datetime, max_duration_s: int | None) -> SyncS
             (now - run.started_at).total_seconds() > max_duration_s:
         return SyncState.RUNNING_TOO_LONG
     return SyncState.ON_SCHEDULE
+
+
+def new_cold_starts(runs: list[SyncRun], counted: frozenset[datetime] | None) -> tuple[int, frozenset[datetime]]:
+    """How many of `runs` are cold starts not yet counted, and the periods counted from now on.
+
+    `counted` None means first sight (a start-up, a shard taken over): the cold starts already there are
+    the baseline, not news, so a restart does not count them again. A run reported `running` and later
+    finished as a cold start counts once, when the flag first appears.
+    """
+    cold = frozenset(r.scheduled_for for r in runs if r.cold_start)
+    if counted is None:
+        return 0, cold
+    return len(cold - counted), cold
 
 
 def schedule_from_columns(columns: dict[str, object] | None) -> SyncSchedule | None:

@@ -7,6 +7,9 @@ from collections.abc import Collection, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from exporter.core.model import IntegrationResult
+from exporter.core.warmups import WarmupOutcome
+
+COLD_START_SOURCES = ("warmup", "sync_run")  # measured by our warm-up; reported by the sync side
 
 
 class Instruments:
@@ -59,10 +62,29 @@ class Instruments:
                               "woke (checks, scrapes and probes wait this long too)", **kw)
         for outcome in ("success", "failure"):
             self.cycles.labels(outcome)
+        # Per organisation the warm-ups show in the snapshot's gauges; these two stay a few series.
+        self.sync_warmups = Counter("integration_health_sync_warmups", "Warm-up requests sent before scheduled "
+                                    "syncs (or refused before sending), by outcome", ["outcome"], **kw)
+        for warmup in WarmupOutcome:
+            self.sync_warmups.labels(warmup.value)
+        self.sync_cold_starts = Counter("integration_health_sync_cold_starts", "Cold starts of sync functions: "
+                                        "a warm-up's slow first answer, or a run the sync side reported cold",
+                                        ["integration_type", "source"], **kw)
+        for kind in sorted(self.known_types):  # present from the start, so increase() sees the first one
+            for source in COLD_START_SOURCES:
+                self.sync_cold_starts.labels(kind, source)
+
+    def bounded_type(self, integration_type: str) -> str:
+        """A registered type as is, anything else as `other`, so a bad row cannot add series."""
+        return integration_type if integration_type in self.known_types else "other"
+
+    def count_cold_starts(self, integration_type: str, source: str, n: int = 1) -> None:
+        if n:
+            self.sync_cold_starts.labels(self.bounded_type(integration_type), source).inc(n)
 
     def observe(self, results: Sequence[IntegrationResult]) -> None:
         """Count each result by type and status; an unregistered type counts as `other`, so labels stay bounded."""
         for r in results:
-            kind = r.integration_type if r.integration_type in self.known_types else "other"  # bounded labels
+            kind = self.bounded_type(r.integration_type)
             self.checks.labels(kind, r.result.status.value).inc()
             self.check_duration.labels(kind).observe(r.result.latency_ms / 1000)

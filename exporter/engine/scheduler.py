@@ -55,6 +55,7 @@ class Scheduler:
         self.passive_types, self.fallback_after = frozenset(passive_types), fallback_after
         self.passive_cooldown_s = passive_cooldown_s
         self._seen_runs: dict[tuple[UUID, str], tuple[datetime, str]] = {}
+        self._cold_counted: dict[tuple[UUID, str], frozenset[datetime]] = {}  # reported cold starts counted
         self.store, self.runner, self.snapshot, self.instruments, self.outbox = store, runner, snapshot, instruments, outbox
         self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals or {}, clock, rng
         self.on_cycle = on_cycle
@@ -210,6 +211,7 @@ class Scheduler:
         assessments, results = {}, []
         for i in self.integrations:
             key = _key(i)
+            self._count_cold_starts(i, runs.get(key, []))
             try:  # a bad schedule fails its own integration only (croniter errors are ValueErrors)
                 sched = syncs.schedule_from_columns(i.sync)
                 if sched is None and key not in runs:
@@ -232,6 +234,11 @@ class Scheduler:
                  slot: datetime) -> IntegrationResult:
         return IntegrationResult(i.org_id, i.integration_type, result,
                                  policy.after_passive(previous, result, slot, self.interval_s))
+
+    def _count_cold_starts(self, i: Integration, runs: list[syncs.SyncRun]) -> None:
+        """Count each cold start the sync side reported, once (those already there at first sight are not news)."""
+        new, self._cold_counted[_key(i)] = syncs.new_cold_starts(runs, self._cold_counted.get(_key(i)))
+        self.instruments.count_cold_starts(i.integration_type, "sync_run", new)
 
     def _log_new_run(self, i: Integration, run: syncs.SyncRun | None) -> None:
         """Log each run once (scheduled vs actual), when first seen and again when it finishes."""

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from exporter.core.model import CheckState, IntegrationResult
 from exporter.core.syncs import SyncAssessment
+from exporter.core.warmups import WarmupRecord
 
 Key = tuple[UUID, str]
 
@@ -19,11 +20,16 @@ class Snapshot:
     syncs: dict[Key, SyncAssessment] = field(default_factory=dict)  # schedule adherence, where known
     modes: dict[Key, str] = field(default_factory=dict)  # "active" or "passive"
     status_changes: dict[Key, int] = field(default_factory=dict)  # since this process started: a counter
+    warmups: dict[Key, WarmupRecord] = field(default_factory=dict)  # the latest warm-up before a sync
+
+    def record_warmup(self, key: Key, record: WarmupRecord) -> None:
+        """Keep an integration's latest warm-up (a new mapping, as __setattr__ asks: it bumps the version)."""
+        self.warmups = {**self.warmups, key: record}
 
     def __setattr__(self, name: str, value: object) -> None:
         """Replacing a mapping (`snapshot.modes = …`) is a change too: bump the version, so a renderer that
         caches per version never serves the old one. Replace mappings; never mutate them in place."""
-        initialised = "status_changes" in self.__dict__  # __init__ sets the fields in order, this one last
+        initialised = "warmups" in self.__dict__  # __init__ sets the fields in order, this one last
         object.__setattr__(self, name, value)
         if initialised and name != "version":
             object.__setattr__(self, "version", self.version + 1)
@@ -48,13 +54,17 @@ class Snapshot:
         for key in gone:
             del self.results[key]
             self.status_changes.pop(key, None)
+        for extra in (self.warmups, self.syncs):
+            for key in extra.keys() - keys:
+                del extra[key]
+                gone.add(key)
         if gone:
             self.version += 1
 
     def copy(self) -> Snapshot:
         """A shallow copy (results are immutable) that a renderer in another thread can read safely."""
         return Snapshot(dict(self.results), self.version, dict(self.syncs), dict(self.modes),
-                        dict(self.status_changes))
+                        dict(self.status_changes), dict(self.warmups))
 
     def states(self) -> dict[Key, CheckState]:
         return {k: r.state for k, r in self.results.items()}

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 SELECT_INTEGRATIONS = """
 SELECT org_id, integration_type, config, credential_ref, health_mode,
-       sync_cron, sync_timezone, sync_period_seconds, sync_grace_seconds, sync_max_duration_seconds
+       sync_cron, sync_timezone, sync_period_seconds, sync_grace_seconds, sync_max_duration_seconds,
+       sync_warmup_url
 FROM public.integration_config
 WHERE enabled AND ($1::uuid IS NULL OR org_id = $1)
 ORDER BY org_id, integration_type"""
@@ -83,11 +84,13 @@ JOIN public.integration_config c USING (org_id, integration_type)
 WHERE c.enabled AND h.org_id = $1
 ORDER BY h.integration_type, h.slot"""
 
+# Runs are read through the view a deployer may redefine over their own export log (migration 0017).
 SELECT_RECENT_RUNS = """
-SELECT c.org_id, c.integration_type, r.scheduled_for, r.started_at, r.finished_at, r.outcome, r.error_message
+SELECT c.org_id, c.integration_type, r.scheduled_for, r.started_at, r.finished_at, r.outcome, r.error_message,
+       r.cold_start, r.invocation_latency_ms
 FROM public.integration_config c
 CROSS JOIN LATERAL (
-    SELECT * FROM public.integration_sync_runs r
+    SELECT * FROM public.integration_health_sync_runs_source r
     WHERE r.org_id = c.org_id AND r.integration_type = c.integration_type
     ORDER BY r.scheduled_for DESC
     LIMIT $1) r
@@ -99,19 +102,23 @@ WHERE c.enabled"""
 # one documented for schedulers that write directly with the service role.
 REPORT_SYNC_RUN = """
 INSERT INTO public.integration_sync_runs AS r
-    (org_id, integration_type, scheduled_for, started_at, finished_at, outcome, error_message)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+    (org_id, integration_type, scheduled_for, started_at, finished_at, outcome, error_message,
+     cold_start, invocation_latency_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (org_id, integration_type, scheduled_for) DO UPDATE
     SET started_at = coalesce(EXCLUDED.started_at, r.started_at),
         finished_at = coalesce(EXCLUDED.finished_at, r.finished_at),
         outcome = EXCLUDED.outcome,
         error_message = coalesce(EXCLUDED.error_message, r.error_message),
+        cold_start = coalesce(EXCLUDED.cold_start, r.cold_start),
+        invocation_latency_ms = coalesce(EXCLUDED.invocation_latency_ms, r.invocation_latency_ms),
         updated_at = now()
     WHERE r.outcome = 'running' OR r.outcome = EXCLUDED.outcome
-RETURNING scheduled_for, started_at, finished_at, outcome, error_message"""
+RETURNING scheduled_for, started_at, finished_at, outcome, error_message, cold_start, invocation_latency_ms"""
 
 SELECT_SYNC_RUN = """
-SELECT scheduled_for, started_at, finished_at, outcome, error_message FROM public.integration_sync_runs
+SELECT scheduled_for, started_at, finished_at, outcome, error_message, cold_start, invocation_latency_ms
+FROM public.integration_sync_runs
 WHERE org_id = $1 AND integration_type = $2 AND scheduled_for = $3"""
 
 # Errors worth retrying: the server or the network went away for a moment, or a transaction lost a race.
@@ -198,7 +205,8 @@ def _sync_columns(r: asyncpg.Record) -> dict[str, Any] | None:
 
 
 def _run(r: asyncpg.Record) -> SyncRun:
-    return SyncRun(r["scheduled_for"], r["outcome"], r["started_at"], r["finished_at"], r["error_message"])
+    return SyncRun(r["scheduled_for"], r["outcome"], r["started_at"], r["finished_at"], r["error_message"],
+                   r["cold_start"], r["invocation_latency_ms"])
 
 
 def result_from_row(row: asyncpg.Record) -> IntegrationResult:
@@ -227,22 +235,21 @@ class Store:
     async def load_integrations(self, org_id: UUID | None = None) -> list[Integration]:
         rows = await self._with_retry(lambda c: c.fetch(SELECT_INTEGRATIONS, org_id))
         return [Integration(r["org_id"], r["integration_type"], r["config"], r["credential_ref"],
-                            r["health_mode"], _sync_columns(r)) for r in rows]
+                            r["health_mode"], _sync_columns(r), r["sync_warmup_url"]) for r in rows]
 
     async def recent_sync_runs(self, limit_per_integration: int = 5) -> dict[tuple[UUID, str], list[SyncRun]]:
         """The latest runs of every enabled integration, one round trip."""
         rows = await self._with_retry(lambda c: c.fetch(SELECT_RECENT_RUNS, limit_per_integration))
         runs: dict[tuple[UUID, str], list[SyncRun]] = {}
         for r in rows:
-            runs.setdefault((r["org_id"], r["integration_type"]), []).append(
-                SyncRun(r["scheduled_for"], r["outcome"], r["started_at"], r["finished_at"], r["error_message"]))
+            runs.setdefault((r["org_id"], r["integration_type"]), []).append(_run(r))
         return runs
 
     async def report_sync_run(self, org_id: UUID, integration_type: str, run: SyncRun) -> tuple[bool, SyncRun]:
         """Record a run idempotently; returns (accepted, the stored run). Not accepted: a finished run
         for that period was already reported with a different outcome, and is left as it was."""
         args = (org_id, integration_type, run.scheduled_for, run.started_at, run.finished_at, run.outcome,
-                run.error_message)
+                run.error_message, run.cold_start, run.invocation_latency_ms)
         row = await self._with_retry(lambda c: c.fetchrow(REPORT_SYNC_RUN, *args))
         if row is not None:
             return True, _run(row)

@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -47,6 +49,7 @@ class Runtime:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loop_task: asyncio.Task[None] | None = None
     lease_task: asyncio.Task[None] | None = None  # only with shard leases
+    warmup_task: asyncio.Task[None] | None = None  # warm-ups before scheduled syncs
     lag_task: asyncio.Task[None] | None = None  # the event-loop lag probe
     run_now_at: dict[UUID, float] = field(default_factory=dict)  # org → monotonic time of the last run-now
 
@@ -195,6 +198,7 @@ async def post_checks(request: web.Request) -> web.Response:
 
 
 RUN_YEARS = (2000, 2200)
+MAX_INVOCATION_MS = 86_400_000  # a day, as the column's CHECK
 
 
 class SyncRunReport(BaseModel):
@@ -209,6 +213,8 @@ class SyncRunReport(BaseModel):
     finished_at: AwareDatetime | None = None
     outcome: Literal["success", "failure", "running"]
     error_message: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00]*$")  # PostgreSQL text has no NUL
+    cold_start: StrictBool | None = None  # the sync function started cold (as its platform or timing tells)
+    invocation_latency_ms: StrictInt | None = Field(default=None, ge=0, le=MAX_INVOCATION_MS)
 
     @field_validator("scheduled_for", "started_at", "finished_at")
     @classmethod
@@ -231,7 +237,8 @@ class SyncRunReport(BaseModel):
 
 def run_json(run: SyncRun) -> dict[str, Any]:
     return {"scheduled_for": iso(run.scheduled_for), "started_at": iso(run.started_at),
-            "finished_at": iso(run.finished_at), "outcome": run.outcome, "error_message": run.error_message}
+            "finished_at": iso(run.finished_at), "outcome": run.outcome, "error_message": run.error_message,
+            "cold_start": run.cold_start, "invocation_latency_ms": run.invocation_latency_ms}
 
 
 async def post_sync_run(request: web.Request) -> web.Response:
@@ -242,7 +249,8 @@ async def post_sync_run(request: web.Request) -> web.Response:
         report = SyncRunReport.model_validate_json(await request.read())
     except ValidationError as exc:
         return error_json(400, f"invalid sync run: {describe_validation_error(exc, root='')}")
-    run = SyncRun(report.scheduled_for, report.outcome, report.started_at, report.finished_at, report.error_message)
+    run = SyncRun(report.scheduled_for, report.outcome, report.started_at, report.finished_at, report.error_message,
+                  report.cold_start, report.invocation_latency_ms)
     accepted, stored = await request.app[SERVICES].store.report_sync_run(report.org_id, report.integration_type, run)
     if not accepted:
         return web.json_response({"error": f"the run for {iso(report.scheduled_for)} already finished with "

@@ -35,11 +35,14 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     log.info("restored the last known status of %d integrations", len(restored))
     runtime.loop_task = asyncio.create_task(services.scheduler.run_forever(runtime.stop))
     retry_task = asyncio.create_task(services.outbox.retry_forever())
+    if services.warmer:  # its own task: a cycle never waits for a warm-up, nor a warm-up for a cycle
+        runtime.warmup_task = asyncio.create_task(services.warmer.run_forever(runtime.stop))
     yield
-    if runtime.lease_task:
-        runtime.lease_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runtime.lease_task
+    for task in (runtime.lease_task, runtime.warmup_task):
+        if task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await shutdown(services, runtime, retry_task, grace_s=app[GRACE])
 
 

@@ -14,6 +14,7 @@ Sample of what the table renders, per integration:
     integration_health_tls_cert_expiry_timestamp_seconds{integration_type="http",org_id="6f1c…"} 1.79e+09
     integration_health_mode{integration_type="xledger",mode="active",org_id="6f1c…"} 1.0
     integration_health_sync_state{integration_type="xledger",org_id="6f1c…",state="on_schedule"} 1.0
+    integration_health_sync_warmup_latency_seconds{integration_type="xledger",org_id="6f1c…"} 2.61
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def _drift(a: SyncAssessment) -> list[Sample]:
     return [] if a.last_run is None or a.last_run.drift_s is None else [((), a.last_run.drift_s)]
 
 
+def _invocation(a: SyncAssessment) -> list[Sample]:
+    ms = a.last_run.invocation_latency_ms if a.last_run else None
+    return [] if ms is None else [((), ms / 1000)]
+
+
 def _reason(c: Checked) -> list[Sample]:
     reason = c.latest.result.reason
     return [] if reason is None else [((reason.value,), 1.0)]
@@ -122,6 +128,16 @@ SYNCS = Source(lambda s: s.syncs, INTEGRATION, integration_labels, (
     Family("integration_health_sync_lateness_seconds",
            "How long the oldest outstanding expected sync is overdue (0 when none is)", "gauge",
            lambda a: value(a.lateness_s)),
+    Family("integration_health_sync_invocation_latency_seconds",
+           "How long the sync function took to answer, as the latest run reported it", "gauge", _invocation),
 ))
 
-SOURCES = (RESULTS, MODE, SYNCS)
+WARMUPS = Source(lambda s: s.warmups, INTEGRATION, integration_labels, (
+    Family("integration_health_sync_warmup_latency_seconds",
+           "First answer of the latest warm-up before a scheduled sync", "gauge",
+           lambda w: [] if w.latency_s is None else value(w.latency_s)),
+    Family("integration_health_sync_warmup_consecutive_failures",
+           "Warm-ups before scheduled syncs that failed in a row", "gauge", lambda w: value(w.consecutive_failures)),
+))
+
+SOURCES = (RESULTS, MODE, SYNCS, WARMUPS)

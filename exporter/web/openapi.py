@@ -66,7 +66,12 @@ OPENAPI: dict[str, Any] = {
                     "started_at": {"type": ["string", "null"], "format": "date-time"},
                     "finished_at": {"type": ["string", "null"], "format": "date-time"},
                     "outcome": {"enum": ["success", "failure", "running"]},
-                    "error_message": {"type": ["string", "null"]}}}}}},
+                    "error_message": {"type": ["string", "null"], "maxLength": 2000},
+                    "cold_start": {"type": ["boolean", "null"],
+                                   "description": "the sync function started cold (counted and charted)"},
+                    "invocation_latency_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 86400000,
+                                              "description": "how long the sync function took to answer its "
+                                              "invocation"}}}}}},
             "responses": {"200": {"description": "stored"}, "400": _ERROR, "401": _ERROR, "403": _ERROR,
                           "409": {"description": "that period already finished with another outcome"},
                           "413": _ERROR, "415": _ERROR}}},

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from exporter.web.api import SERVICES
-from tests.helpers import AUTH, add_http, settings_for, wait_until
+from tests.helpers import AUTH, add_http, settings_for, wait_until_async
 
 
 async def test_an_org_without_integrations_reads_as_an_empty_list_not_unknown(db_dsn, service_client) -> None:
@@ -23,9 +22,11 @@ async def test_disabled_and_deleted_integrations_leave_the_api_and_what_a_restar
     for tenant, kind in (("a", "http"), ("b", "fiken"), ("c", "xledger")):
         await add_http(admin, org, tenant, base, kind=kind)
     client = await service_client(settings_for(db_dsn), db_dsn)
-    await wait_until(lambda: client.app[SERVICES].outbox.pending == 0 and client.app[SERVICES].scheduler.loaded,
-                     what="the first cycle to be stored")
-    assert await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE org_id = $1", org) == 3
+
+    async def stored() -> bool:  # "loaded" comes before the checks and pending is 0 before they are queued
+        return await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE org_id = $1", org) == 3
+
+    await wait_until_async(stored, what="the first cycle's three results to be stored")
     await admin.execute("UPDATE integration_config SET enabled = false WHERE org_id = $1 AND integration_type = 'fiken'",
                         org)
     await admin.execute("DELETE FROM integration_config WHERE org_id = $1 AND integration_type = 'xledger'", org)

@@ -73,10 +73,14 @@ async def test_the_documented_direct_sql_is_idempotent_for_the_service_role(admi
     async with admin.transaction():
         await admin.execute("SET LOCAL ROLE service_role")
         for _ in range(2):
-            row = await admin.fetchrow(REPORT_SYNC_RUN, org, "fiken", at, at, at + timedelta(minutes=1), "success", None)
+            row = await admin.fetchrow(REPORT_SYNC_RUN, org, "fiken", at, at, at + timedelta(minutes=1), "success",
+                                       None, True, 2400)
             assert row["outcome"] == "success"
-        assert await admin.fetchrow(REPORT_SYNC_RUN, org, "fiken", at, at, at, "failure", "late") is None
+        assert await admin.fetchrow(REPORT_SYNC_RUN, org, "fiken", at, at, at, "failure", "late", None, None) is None
     assert await admin.fetchval("SELECT count(*) FROM integration_sync_runs WHERE org_id = $1", org) == 1
+    stored = await admin.fetchrow("SELECT cold_start, invocation_latency_ms FROM integration_sync_runs "
+                                  "WHERE org_id = $1", org)
+    assert tuple(stored) == (True, 2400)
 
 
 async def add_passive(admin, org, kind: str, cron: str | None = None, period_s: int | None = 3600) -> None:

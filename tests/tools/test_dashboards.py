@@ -54,7 +54,9 @@ def test_the_trend_dashboard_covers_what_an_operator_needs() -> None:
                    "integration_health_failure_reason", "integration_health_consecutive_failures",
                    "integration_health_next_check_timestamp_seconds", "integration_health_cycle_drift_seconds",
                    "integration_health_sync_drift_seconds", "integration_health:availability:ratio_30d",
-                   "integration_health:slo_error_budget_remaining:ratio", "integration_health:slo_objective:ratio"):
+                   "integration_health:slo_error_budget_remaining:ratio", "integration_health:slo_objective:ratio",
+                   "integration_health_sync_cold_starts_total", "integration_health_sync_invocation_latency_seconds",
+                   "integration_health_sync_warmup_latency_seconds", "integration_health_sync_warmups_total"):
         assert metric in exprs
 
 

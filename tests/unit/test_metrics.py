@@ -18,6 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
+from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
+from exporter.core.warmups import WarmupOutcome, WarmupRecord
 from exporter.engine.instruments import Instruments
 from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
 from exporter.engine.snapshot import Snapshot
@@ -47,6 +49,15 @@ def sample_metrics() -> tuple[Exposition, Snapshot]:
     snapshot.update(results)  # fiken: healthy → degraded, one status change
     instruments = Instruments(CollectorRegistry(), "0.1.0", known_types={"xledger", "http", "fiken"})
     instruments.observe(results + [IntegrationResult(B, "sftp", make_result(HealthStatus.UNREACHABLE, 0, T))])
+    sync_at = T + timedelta(minutes=30)
+    snapshot.syncs[(A, "xledger")] = SyncAssessment(
+        SyncState.ON_SCHEDULE, sync_at, 0.0, SyncRun(T, "success", T, T + timedelta(seconds=90),
+                                                     cold_start=True, invocation_latency_ms=2400), T)
+    snapshot.record_warmup((A, "xledger"), WarmupRecord(sync_at - timedelta(seconds=30), sync_at,
+                                                        WarmupOutcome.COLD_START, 2.61, 0))
+    instruments.sync_warmups.labels(WarmupOutcome.COLD_START.value).inc()
+    instruments.count_cold_starts("xledger", "warmup")
+    instruments.count_cold_starts("sftp", "sync_run")  # an unregistered type: `other`
     return Exposition(instruments, snapshot), snapshot
 
 
