@@ -204,6 +204,15 @@ def overview() -> dashboard.Dashboard:
             .with_panel(timeseries.Panel().title("Failing checks by reason").span(6).height(8)
                         .with_target(q(f"count by (reason) (integration_health_failure_reason{{{SEL}}})",
                                        "{{reason}}")))
+            .with_row(dashboard.Row("Vendor-wide incidents"))
+            .with_panel(statetimeline.Panel().title("Vendor-wide incident (only canaries checked)").span(12).height(6)
+                        .mappings(value_map({"0": ("none", "green"), "1": ("incident", "red")})).merge_values(True)
+                        .with_target(q('max by (integration_type) (integration_health_vendor_incident'
+                                       '{integration_type=~"$integration_type"})', "{{integration_type}}")))
+            .with_panel(timeseries.Panel().title("Share of a vendor's integrations failing (network, TLS, 5xx)")
+                        .unit("percentunit").span(12).height(6)
+                        .with_target(q('max by (integration_type) (integration_health_vendor_failing_ratio'
+                                       '{integration_type=~"$integration_type"})', "{{integration_type}}")))
             .with_row(dashboard.Row("Scheduled syncs"))
             .with_panel(statetimeline.Panel().title("Sync state").span(12).height(8)
                         .mappings(value_map(SYNC_CODES)).merge_values(True)
@@ -282,7 +291,8 @@ def history() -> dashboard.Dashboard:
             .with_panel(table.Panel().title("Failed and degraded checks").span(24).height(12)
                         .with_target(SqlQuery(
                             "SELECT slot AS time, org_id::text AS organisation, integration_type AS integration, "
-                            "status, latency_ms, reason, error_message, maintenance FROM health_check_history "
+                            "status, latency_ms, reason, error_message, maintenance, "
+                            "vendor_incident_since AS vendor_wide_incident_since FROM health_check_history "
                             f"WHERE $__timeFilter(slot) AND {where} AND status <> 'healthy' ORDER BY slot DESC"))))
 
 

@@ -90,7 +90,7 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
                           passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards,
-                          backoff=settings.backoff_caps, clock=clock, rng=rng)
+                          backoff=settings.backoff_caps, incidents=settings.incident_rules, clock=clock, rng=rng)
     warmer = Warmer(session=session, instruments=instruments, snapshot=snapshot,
                     integrations=lambda: scheduler.integrations, lead_s=settings.sync_warmup_lead_seconds,
                     cold_start_s=settings.sync_cold_start_seconds, timeout_s=settings.check_timeout_seconds,

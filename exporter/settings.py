@@ -17,6 +17,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.core.egress import parse_allow_entry
+from exporter.core.incidents import DEFAULT_CANARIES, DEFAULT_MIN_ORGS, DEFAULT_RATIO, IncidentRules
 from exporter.core.policy import (
     BACKOFF_CAP_S,
     UNREACHABLE_BACKOFF_CAP_S,
@@ -72,6 +73,13 @@ class Settings(BaseSettings):
                                      description="longest deferral when throttled, out of quota or refused")
     backoff_unreachable_max_seconds: int = Field(
         default=UNREACHABLE_BACKOFF_CAP_S, ge=0, description="longest deferral when unreachable: network, timeout, 5xx")
+    vendor_incident_min_orgs: int = Field(
+        default=DEFAULT_MIN_ORGS, ge=1, le=1_000_000,
+        description="organisations failing on one type in one slot (network, TLS, timeout, 5xx) for a vendor incident")
+    vendor_incident_ratio: float = Field(default=DEFAULT_RATIO, gt=0, le=1,
+                                         description="and at least this share of that type's checked integrations")
+    vendor_incident_canaries: int = Field(default=DEFAULT_CANARIES, ge=1, le=1000,
+                                          description="integrations of the type still checked while it lasts")
     replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
     lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
     egress_allow: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -104,6 +112,10 @@ class Settings(BaseSettings):
     def webhook_schedule(self) -> RetrySchedule:
         return RetrySchedule(self.webhook_max_attempts, self.webhook_retry_min_seconds,
                              max(self.webhook_retry_min_seconds, self.webhook_retry_max_seconds))
+
+    @property
+    def incident_rules(self) -> IncidentRules:
+        return IncidentRules(self.vendor_incident_min_orgs, self.vendor_incident_ratio, self.vendor_incident_canaries)
 
     @field_validator("passive_types", "sovereign_clouds", mode="before")
     @classmethod

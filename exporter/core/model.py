@@ -80,6 +80,7 @@ class HealthResult(BaseModel):
     reason: Reason | None = None
     retry_after_s: float | None = Field(default=None, ge=0)  # the vendor asked us to wait this long
     tls_expires_at: AwareDatetime | None = None  # notAfter of the server certificate, for https targets
+    vendor_incident_since: AwareDatetime | None = None  # the vendor is down for everyone (core/incidents.py)
 
 
 class IntegrationConfigBase(BaseModel):

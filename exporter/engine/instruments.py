@@ -37,9 +37,20 @@ class Instruments:
         self.persist_queue = Gauge("integration_health_persist_queue_results",
                                    "Results waiting to be written to the database", **kw)
         self.not_checked = Counter("integration_health_checks_not_run",
-                                   "Checks that could not be made for an infrastructure cause (the credential "
-                                   "store); the last result stands", ["cause"], **kw)
+                                   "Checks not made: the credential store was unavailable, or the vendor is down "
+                                   "for everyone and only canaries are checked; the last result stands",
+                                   ["cause"], **kw)
         self.not_checked.labels("credential_unavailable")
+        self.not_checked.labels("vendor_incident")
+        self.vendor_incident = Gauge("integration_health_vendor_incident",
+                                     "1 while the integration type's vendor is down for many organisations at once "
+                                     "(only a few canaries are checked meanwhile)", ["integration_type"], **kw)
+        self.vendor_failing_ratio = Gauge("integration_health_vendor_failing_ratio",
+                                          "Share of the type's integrations whose latest check failed as "
+                                          "infrastructure (network, TLS, timeout, 5xx)", ["integration_type"], **kw)
+        for kind in sorted(self.known_types):
+            self.vendor_incident.labels(kind).set(0)
+            self.vendor_failing_ratio.labels(kind).set(0)
         self.persist_rejected = Counter("integration_health_persist_rejected_results",
                                         "Results the database refused as invalid data, dropped alone (the rest of "
                                         "their batch is written)", **kw)

@@ -24,7 +24,7 @@ DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 @dataclass(frozen=True)
 class Batch:
     results: Sequence[IntegrationResult]
-    slot: datetime
+    slot: datetime | None  # None: status rows only (results standing unchecked, no history row)
 
 
 class Outbox:
@@ -45,7 +45,7 @@ class Outbox:
     def pending(self) -> int:
         return sum(len(b.results) for b in self._batches)
 
-    async def submit(self, results: Sequence[IntegrationResult], slot: datetime) -> bool:
+    async def submit(self, results: Sequence[IntegrationResult], slot: datetime | None) -> bool:
         """Queue a batch and try to write everything queued; True when the queue is empty afterwards.
 
         The try is bounded: a database that stops answering must not hold up the cycle that submitted;
@@ -94,7 +94,7 @@ class Outbox:
                 self.instruments.persist_rejected.inc()
                 log.error("the database refused a result (%s); dropped it", type(exc).__name__,
                           extra={"org_id": str(r.org_id), "integration_type": r.integration_type,
-                                 "slot": batch.slot.isoformat()})
+                                 "slot": batch.slot.isoformat() if batch.slot else None})
                 return
             half = len(batch.results) // 2
             await self._write(Batch(batch.results[:half], batch.slot))

@@ -11,6 +11,7 @@ from datetime import datetime
 from uuid import UUID
 
 from exporter.core import maintenance, policy, syncs
+from exporter.core.incidents import IncidentRules
 from exporter.core.model import (
     CheckState,
     HealthResult,
@@ -21,6 +22,7 @@ from exporter.core.model import (
     make_result,
     utcnow,
 )
+from exporter.engine.canaries import VendorWatch
 from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases, shard_of
 from exporter.engine.outbox import Outbox
@@ -45,7 +47,8 @@ class Scheduler:
                  on_cycle: Callable[[datetime, Sequence[IntegrationResult]], Awaitable[None] | None] | None = None,
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
                  shards: ShardLeases | None = None, load_timeout_s: float = 15.0,
-                 backoff: policy.BackoffCaps = policy.DEFAULT_BACKOFF) -> None:
+                 backoff: policy.BackoffCaps = policy.DEFAULT_BACKOFF,
+                 incidents: IncidentRules | None = IncidentRules()) -> None:
         self.shards = shards  # None: this replica checks every organisation
         self.load_timeout_s = load_timeout_s
         self.backoff = backoff
@@ -56,6 +59,7 @@ class Scheduler:
         self.store, self.runner, self.snapshot, self.instruments, self.outbox = store, runner, snapshot, instruments, outbox
         self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals or {}, clock, rng
         self.on_cycle = on_cycle
+        self.vendors = VendorWatch(incidents, instruments)  # vendor-wide incidents and their canaries
         self.integrations: list[Integration] = []
         self.loaded = False  # whether the integration list was ever loaded (else a restart's restored status stands)
         self.last_slot: datetime | None = None
@@ -101,8 +105,7 @@ class Scheduler:
         if passive_results:
             await self.publish(passive_results, slot)
         todo = policy.due(active, slot, self.interval_s, self.type_intervals, self._with_evidence(active, slot))
-        todo.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
-        results = await self.check(todo, slot) + passive_results
+        results = await self.check_active(active, todo, slot) + passive_results
         duration = (self.clock() - started).total_seconds()
         self.instruments.cycle_duration.set(duration)
         self.instruments.cycles.labels("success").inc()
@@ -136,8 +139,39 @@ class Scheduler:
     def is_passive(self, i: Integration, state: CheckState | None, slot: datetime) -> bool:
         return policy.is_passive(i, state, slot, self.passive_types)
 
+    async def check_active(self, active: Sequence[Integration], todo: Sequence[Integration],
+                           slot: datetime) -> list[IntegrationResult]:
+        """Check what is due, a type in a vendor-wide incident through its canaries only; when they recover,
+        the rest of that type at once, in this cycle, whatever their backoff (the recovery is seen within a
+        cycle); the integrations left standing keep their last result, flagged with the incident."""
+        last = {k: r.result for k, r in self.snapshot.results.items()}
+        checking, held = self.vendors.split(active, todo, slot, last, self._interval)
+        checking.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
+        stated = await self._run(checking, slot)
+        present = {i.integration_type for i in active}
+        if recovered := self.vendors.decide(stated, present, slot):
+            rest = [i for i in held if i.integration_type in recovered]
+            held = [i for i in held if i.integration_type not in recovered]
+            log.info("canaries of %s recovered: checking the other %d now", ", ".join(sorted(recovered)), len(rest))
+            stated += await self._run(rest, slot)
+            self.vendors.decide(stated, present, slot, full=recovered)
+        published = await self._publish_checked(self.vendors.flag(stated), slot)
+        if held := [i for i in held if i.integration_type in self.vendors.ongoing]:
+            standing = self.vendors.standing(held, self.snapshot.results, slot, self._interval)
+            self.instruments.not_checked.labels("vendor_incident").inc(len(standing))
+            self.snapshot.update(standing)
+            await self.outbox.submit(standing, None)  # the status rows say so; no history row: not checked
+        self.vendors.export(self.snapshot.results.values())
+        return published
+
     async def check(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
-        """Check, attach the next backoff state, publish to the snapshot and hand to the outbox."""
+        """Check these now (whatever an incident would choose), publish to the snapshot, hand to the outbox."""
+        return await self._publish_checked(self.vendors.flag(await self._run(integrations, slot)), slot)
+
+    async def _run(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
+        """Check and attach the next backoff state."""
+        if not integrations:
+            return []
         results = await self.runner.run(integrations)
         states = self.snapshot.states()
         by_key = {(i.org_id, i.integration_type): i for i in integrations}
@@ -156,6 +190,10 @@ class Scheduler:
                 log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
                             state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
             stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state))
+        return stated
+
+    async def _publish_checked(self, stated: list[IntegrationResult], slot: datetime) -> list[IntegrationResult]:
+        """Publish the checks' results; one not made (the credential store) leaves the last result standing."""
         not_checked = [r for r in stated if policy.not_checked(r.result) and r.org_id_key() in self.snapshot.results]
         if not_checked:  # no vendor was asked: the last result stands, only when to try again moves
             self.instruments.not_checked.labels("credential_unavailable").inc(len(not_checked))
@@ -320,3 +358,5 @@ class Scheduler:
         if self.shards is not None:
             results = [r for r in results if self.shards.owns(r.org_id)]
         self.snapshot.update([policy.assume_next_check(r, self.interval_s) for r in results])
+        self.vendors.restore(results)
+        self.vendors.export(self.snapshot.results.values())

@@ -40,18 +40,18 @@ PERSIST_RESULTS = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
                          $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::int[],
-                         $12::timestamptz[], $14::boolean[])
+                         $12::timestamptz[], $14::boolean[], $15::timestamptz[])
         AS t(org_id, integration_type, status, latency_ms, checked_at, error_message,
              reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
-             maintenance)
+             maintenance, vendor_incident_since)
 ), upserted AS (
     INSERT INTO public.integration_health_status AS s
         (org_id, integration_type, status, latency_ms, checked_at, error_message,
          reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
-         maintenance)
+         maintenance, vendor_incident_since)
     SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
            reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
-           maintenance
+           maintenance, vendor_incident_since
     FROM input
     ON CONFLICT (org_id, integration_type) DO UPDATE
         SET status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms,
@@ -59,18 +59,23 @@ WITH input AS (
             reason = EXCLUDED.reason, consecutive_failures = EXCLUDED.consecutive_failures,
             next_check_at = EXCLUDED.next_check_at, rate_limited_streak = EXCLUDED.rate_limited_streak,
             passive_until = EXCLUDED.passive_until, maintenance = EXCLUDED.maintenance,
+            vendor_incident_since = EXCLUDED.vendor_incident_since,
             tls_expires_at = coalesce(EXCLUDED.tls_expires_at, s.tls_expires_at)
         WHERE s.checked_at <= EXCLUDED.checked_at
 )
 INSERT INTO public.health_check_history
-    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason, maintenance)
-SELECT org_id, integration_type, $13, status, latency_ms, checked_at, error_message, reason, maintenance FROM input
+    (org_id, integration_type, slot, status, latency_ms, checked_at, error_message, reason, maintenance,
+     vendor_incident_since)
+SELECT org_id, integration_type, $13, status, latency_ms, checked_at, error_message, reason, maintenance,
+       vendor_incident_since
+FROM input
+WHERE $13::timestamptz IS NOT NULL  -- none: results not checked again (held during a vendor incident)
 ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
 
 SELECT_STATUS = """
 SELECT s.org_id, s.integration_type, s.status, s.latency_ms, s.checked_at, s.error_message,
        s.reason, s.consecutive_failures, s.next_check_at, s.tls_expires_at, s.rate_limited_streak, s.passive_until,
-       s.maintenance
+       s.maintenance, s.vendor_incident_since
 FROM public.integration_health_status s
 JOIN public.integration_config c USING (org_id, integration_type)  -- a disabled or deleted one is not current
 WHERE c.enabled AND ($1::uuid IS NULL OR s.org_id = $1)
@@ -78,7 +83,7 @@ ORDER BY s.org_id, s.integration_type"""
 
 SELECT_HISTORY = """
 SELECT h.org_id, h.integration_type, h.slot, h.status, h.latency_ms, h.checked_at, h.error_message, h.reason,
-       h.maintenance
+       h.maintenance, h.vendor_incident_since
 FROM public.health_check_history h
 JOIN public.integration_config c USING (org_id, integration_type)
 WHERE c.enabled AND h.org_id = $1
@@ -231,6 +236,7 @@ def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
         [r.state.rate_limited_streak for r in rows],
         [r.state.passive_until for r in rows],
         [r.maintenance for r in rows],
+        [r.result.vendor_incident_since for r in rows],
     ]
 
 
@@ -250,7 +256,8 @@ def result_from_row(row: asyncpg.Record) -> IntegrationResult:
     reason = row["reason"] if row["reason"] in Reason.__members__.values() else None
     result = HealthResult(status=HealthStatus(row["status"]), latency_ms=row["latency_ms"] or 0,
                           checked_at=row["checked_at"], error=row["error_message"],
-                          reason=Reason(reason) if reason else None, tls_expires_at=row["tls_expires_at"])
+                          reason=Reason(reason) if reason else None, tls_expires_at=row["tls_expires_at"],
+                          vendor_incident_since=row["vendor_incident_since"])
     state = CheckState(row["consecutive_failures"], row["next_check_at"], row["rate_limited_streak"],
                        row["passive_until"])
     return IntegrationResult(row["org_id"], row["integration_type"], result, state, row["maintenance"])
@@ -297,9 +304,10 @@ class Store:
         existing = await self._with_retry(lambda c: c.fetchrow(SELECT_SYNC_RUN, *args[:3]))
         return False, _run(existing)
 
-    async def persist(self, results: Sequence[IntegrationResult], slot: datetime) -> None:
-        """Upsert status and append history for `slot`, and enqueue the webhook events of confirmed status changes,
-        atomically; raise PersistError when it cannot."""
+    async def persist(self, results: Sequence[IntegrationResult], slot: datetime | None) -> None:
+        """Upsert status and append history for `slot` (None: status rows only, for results that stand
+        unchecked), and enqueue the webhook events of confirmed status changes, atomically; raise PersistError
+        when it cannot."""
         if not results:
             return
         columns = _batch(results)

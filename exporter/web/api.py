@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -150,7 +150,15 @@ def result_json(r: IntegrationResult) -> dict[str, Any]:
             "latency_ms": r.result.latency_ms, "checked_at": iso(r.result.checked_at), "error": r.result.error,
             "reason": r.result.reason.value if r.result.reason else None,
             "consecutive_failures": r.state.consecutive_failures, "next_check_at": iso(r.state.next_check_at),
-            "tls_expires_at": iso(r.result.tls_expires_at), "maintenance": r.maintenance}
+            "tls_expires_at": iso(r.result.tls_expires_at), "maintenance": r.maintenance,
+            **vendor_incident_json(r.result.vendor_incident_since)}
+
+
+def vendor_incident_json(since: datetime | None) -> dict[str, Any]:
+    """The vendor-wide incident a result belongs to: its start, and a sentence an organisation's admin can read
+    next to the error ("vendor-wide incident since 10:15 UTC": the vendor is down for everyone)."""
+    return {"vendor_incident_since": iso(since),
+            "vendor_incident": f"vendor-wide incident since {since.astimezone(UTC):%H:%M} UTC" if since else None}
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -169,7 +177,7 @@ async def get_history(request: web.Request) -> web.Response:
         series.setdefault(r["integration_type"], []).append({
             "slot": iso(r["slot"]), "status": r["status"], "latency_ms": r["latency_ms"],
             "checked_at": iso(r["checked_at"]), "error": r["error_message"], "reason": r["reason"],
-            "maintenance": r["maintenance"]})
+            "maintenance": r["maintenance"], **vendor_incident_json(r["vendor_incident_since"])})
     return web.json_response({"org_id": str(org_id), "integrations": [
         {"integration_type": kind, "availability": availability.get(kind), "slots": slots}
         for kind, slots in series.items()]})

@@ -71,7 +71,12 @@ OPENAPI: dict[str, Any] = {
                 "next_check_at": {"type": ["string", "null"], "format": "date-time"},
                 "tls_expires_at": {"type": ["string", "null"], "format": "date-time"},
                 "maintenance": {"type": "boolean", "description": "checked while a maintenance window covered it: "
-                                "a failure then neither pages nor counts against availability"}}},
+                                "a failure then neither pages nor counts against availability"},
+                "vendor_incident_since": {"type": ["string", "null"], "format": "date-time", "description":
+                                          "set while the vendor is down for many organisations at once: the "
+                                          "start of that vendor-wide incident"},
+                "vendor_incident": {"type": ["string", "null"],
+                                    "description": "the same, as a sentence: vendor-wide incident since 10:15 UTC"}}},
             "MaintenanceWindow": {"type": "object", "properties": {
                 "id": {"type": "string", "format": "uuid"},
                 "org_id": {"type": ["string", "null"], "format": "uuid", "description": "null: every organisation"},

@@ -211,3 +211,22 @@ async def test_empty_batch_touches_nothing(store: Store) -> None:
     flaky = FlakyPool(store.pool, failures=10)
     await Store(flaky).persist([], T0)
     assert flaky.calls == 0
+
+
+async def test_a_vendor_incident_is_kept_in_status_and_history_and_a_standing_result_adds_no_history(
+        store: Store, admin) -> None:
+    org = uuid4()
+    failed = result(org, "xledger", HealthStatus.UNREACHABLE, T0, 10_000, "timed out")
+    flagged = IntegrationResult(org, "xledger", failed.result.model_copy(update={"vendor_incident_since": T0}))
+    await store.persist([flagged], T0)
+    await store.persist([flagged], None)  # left standing in the next slots: the status row only
+    await store.persist([flagged], None)
+    assert await admin.fetchval("SELECT vendor_incident_since FROM integration_health_status") == T0
+    history = await admin.fetch("SELECT slot, vendor_incident_since FROM health_check_history")
+    assert [tuple(r) for r in history] == [(T0, T0)]
+    await admin.execute("INSERT INTO integration_config (org_id, integration_type) VALUES ($1, 'xledger')", org)
+    (restored,) = await store.last_results(org)
+    assert restored.result.vendor_incident_since == T0
+    healed = result(org, "xledger", HealthStatus.HEALTHY, T0 + SLOT)
+    await store.persist([healed], T0 + SLOT)
+    assert await admin.fetchval("SELECT vendor_incident_since FROM integration_health_status") is None

@@ -4,7 +4,9 @@ repository's rules, Alertmanager routing with the repository's config, and a web
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -70,22 +72,24 @@ class Process:
         return self.log.read_text()[-3000:]
 
 
-@pytest.fixture
-async def stack(db_dsn, admin, aiohttp_server, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    prometheus = require_tool("prometheus", "prometheus")
-    alertmanager = require_tool("prometheus-alertmanager", "prometheus-alertmanager")
-    state = SimState(modes={"e2e": Mode("healthy")})
-    sim = await aiohttp_server(create_simulator(state), access_log=None)
+async def webhook_receiver(aiohttp_server) -> tuple[str, list[dict[str, Any]]]:
+    """A loopback webhook for Alertmanager: its URL, and the payloads it received."""
     received: list[dict[str, Any]] = []
 
     async def webhook(request: web.Request) -> web.Response:
         received.append(await request.json())
         return web.json_response({})
 
-    hook_app = web.Application()
-    hook_app.router.add_post("/hook", webhook)
-    hook = await aiohttp_server(hook_app)
+    app = web.Application()
+    app.router.add_post("/hook", webhook)
+    return str((await aiohttp_server(app)).make_url("/hook")), received
 
+
+@pytest.fixture
+async def stack(db_dsn, admin, aiohttp_server, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    state = SimState(modes={"e2e": Mode("healthy")})
+    sim = await aiohttp_server(create_simulator(state), access_log=None)
+    hook, received = await webhook_receiver(aiohttp_server)
     org, passive_org = uuid4(), uuid4()
     await admin.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES "
                         "($1, 'http', $2::jsonb)", org, json.dumps({"url": str(sim.make_url("/http/e2e")),
@@ -97,19 +101,29 @@ async def stack(db_dsn, admin, aiohttp_server, tmp_path: Path) -> AsyncIterator[
                         "finished_at, outcome) VALUES ($1, 'xledger', $2, $3, $4, 'success')", passive_org, hour,
                         hour + timedelta(minutes=6), hour + timedelta(minutes=7))
 
+    env = {"EXPORTER_CREDENTIAL_PROVIDER": "none"}
+    async with running_stack(db_dsn, tmp_path, hook, env) as running:
+        yield {**running, "state": state, "received": received, "org": org}
+
+
+@contextlib.asynccontextmanager
+async def running_stack(db_dsn: str, tmp_path: Path, webhook: str, env: dict[str, str]
+                        ) -> AsyncIterator[dict[str, Any]]:
+    """The exporter (`serve`, a 5 s cycle, `env` on top), Prometheus with the repository's rules and Alertmanager
+    with its config posting to `webhook`; stopped on exit, their logs printed when the test failed."""
     exporter_port, prom_port, am_port = free_port(), free_port(), free_port()
     exporter = Process(sys.executable, "-m", "exporter", "serve", log=tmp_path / "exporter.log", env={
-        **__import__("os").environ, "DATABASE_URL": db_dsn, "EXPORTER_HOST": "127.0.0.1",
+        **os.environ, "DATABASE_URL": db_dsn, "EXPORTER_HOST": "127.0.0.1",
         "EXPORTER_PORT": str(exporter_port), "EXPORTER_CHECK_INTERVAL": str(INTERVAL_S),
-        "EXPORTER_ALLOW_FAST_INTERVAL": "true", "EXPORTER_CREDENTIAL_PROVIDER": "none",
+        "EXPORTER_ALLOW_FAST_INTERVAL": "true",
         "EXPORTER_CHECK_TIMEOUT_SECONDS": "2", "EXPORTER_API_TOKEN": "e2e-token-0123456789",
         "EXPORTER_EGRESS_ALLOW": "127.0.0.1",  # the simulator, on loopback
-        "EXPORTER_METRICS_TOKEN": METRICS_TOKEN, "EXPORTER_HTTP_HEADER_TIMEOUT_SECONDS": "2"})
+        "EXPORTER_METRICS_TOKEN": METRICS_TOKEN, "EXPORTER_HTTP_HEADER_TIMEOUT_SECONDS": "2", **env})
     (tmp_path / "metrics_token").write_text(METRICS_TOKEN + "\n")  # as a mounted secret: Prometheus trims it
     for rule_file in RULE_FILES:  # all of them, as deploy/prometheus.yml loads alerts/*.rules.yml
         (tmp_path / rule_file.name).write_text(fast_rules(rule_file.read_text()))
     (tmp_path / "alertmanager.yml").write_text(fast_alertmanager(
-        (ROOT / "alerts/alertmanager.yml").read_text(), str(hook.make_url("/hook"))))
+        (ROOT / "alerts/alertmanager.yml").read_text(), webhook))
     (tmp_path / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: [{tmp_path / '*.rules.yml'}]
@@ -119,16 +133,16 @@ scrape_configs:
     authorization: {{type: Bearer, credentials_file: {tmp_path / 'metrics_token'}}}
     static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]
 """)
-    am = Process(alertmanager, f"--config.file={tmp_path / 'alertmanager.yml'}",
+    am = Process(require_tool("prometheus-alertmanager", "prometheus-alertmanager"),
+                 f"--config.file={tmp_path / 'alertmanager.yml'}",
                  f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{am_port}",
                  "--cluster.listen-address=", log=tmp_path / "alertmanager.log")
-    prom = Process(prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+    prom = Process(require_tool("prometheus", "prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
                    f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
                    log=tmp_path / "prometheus.log")
     try:
         async with aiohttp.ClientSession() as session:
-            yield {"session": session, "state": state, "received": received, "org": org,
-                   "prom": f"http://127.0.0.1:{prom_port}", "am": f"http://127.0.0.1:{am_port}",
+            yield {"session": session, "prom": f"http://127.0.0.1:{prom_port}", "am": f"http://127.0.0.1:{am_port}",
                    "exporter": f"http://127.0.0.1:{exporter_port}", "exporter_port": exporter_port,
                    "procs": (exporter, prom, am)}
     finally:

@@ -52,6 +52,7 @@ RULES = sorted((ROOT / "alerts").glob("*.rules.yml"))  # all Prometheus loads: t
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 UNREACHABLE, THROTTLED = frozenset({"IntegrationUnreachable"}), frozenset({"IntegrationRateLimited"})
 REFUSED = frozenset({"IntegrationCredentialsRejected"})
+VENDOR_OUTAGE, HTTP_VENDOR = frozenset({"IntegrationVendorOutage"}), {"integration_type": "http"}
 
 
 def flapping(start: int, end: int, failing: Event | None = None) -> dict[int, list]:
@@ -105,6 +106,11 @@ SCENARIOS = [
     Scenario("secret expired, renewed 2 h later", {120: [secret_expires()], 240: [secret_renewed()]},
              [Fault("secret expired", 120, 240, REFUSED, labels=VICTIM | {"integration_type": "dynamics365"})],
              victim_type="dynamics365"),
+    # The victim and 5 more organisations on one vendor, the bystander on another tenant of the type:
+    # one vendor alert, no per-org page, resolved in the cycle the canaries see the vendor back.
+    Scenario("vendor-wide outage 3 h, 6 orgs", {127: [vendor("server_error")], 307: [vendor("healthy")]},
+             [Fault("vendor down for everyone", 127, 307, VENDOR_OUTAGE, labels=HTTP_VENDOR, max_resolve=16)],
+             peers=5),  # few, so the scenarios sharing one event loop keep their latencies
 ]
 
 

@@ -39,13 +39,14 @@ class MemoryStore:
         self._available()
         return [i for i in self.integrations if org_id is None or i.org_id == org_id]
 
-    async def persist(self, results: Sequence[IntegrationResult], slot: datetime) -> None:
+    async def persist(self, results: Sequence[IntegrationResult], slot: datetime | None) -> None:
         self._available()
         for r in results:
             key = (r.org_id, r.integration_type)
             if key not in self.status or self.status[key].result.checked_at <= r.result.checked_at:
                 self.status[key] = r
-            self.slots.setdefault((*key, slot), r)
+            if slot is not None:  # None: status rows only
+                self.slots.setdefault((*key, slot), r)
 
     async def last_results(self, org_id: UUID | None = None) -> list[IntegrationResult]:
         self._available()
@@ -56,7 +57,8 @@ class MemoryStore:
         self._available()
         return [{"integration_type": kind, "slot": slot, "status": r.result.status.value,
                  "latency_ms": r.result.latency_ms, "checked_at": r.result.checked_at, "error_message": r.result.error,
-                 "reason": r.result.reason.value if r.result.reason else None, "maintenance": r.maintenance}
+                 "reason": r.result.reason.value if r.result.reason else None, "maintenance": r.maintenance,
+                 "vendor_incident_since": r.result.vendor_incident_since}
                 for (org, kind, slot), r in sorted(self.slots.items()) if org == org_id]
 
     async def recent_sync_runs(self, limit_per_integration: int = 5) -> dict[tuple[UUID, str], list[SyncRun]]:

@@ -144,13 +144,20 @@ class Scenario:
     victim_type: str = "http"  # another type's config comes from its simulator fake
     seed_runs: Sequence[Event] = ()  # sync runs reported before the day starts
     pending: str | None = None  # the change elsewhere this scenario's target waits for
+    peers: int = 0  # more organisations whose integration is on the victim's vendor: a vendor-wide outage
 
 
-def integrations(base: str, victim: Mapping[str, Any], victim_type: str = "http") -> list[Integration]:
+def peer_org(n: int) -> UUID:
+    return UUID(f"cccccccc-0000-4000-8000-{n:012d}")
+
+
+def integrations(base: str, victim: Mapping[str, Any], victim_type: str = "http", peers: int = 0
+                 ) -> list[Integration]:
     def integration(org: UUID, tenant: str, kind: str = "http", **fields: Any) -> Integration:
         config = FAKES[kind].config(base, tenant) | {"degraded_latency_ms": THRESHOLD_MS}
         return Integration(org, kind, config, credential_ref=tenant, **fields)
-    return [integration(VICTIM_ORG, "victim", victim_type, **victim), integration(BYSTANDER_ORG, "bystander")]
+    return [integration(VICTIM_ORG, "victim", victim_type, **victim), integration(BYSTANDER_ORG, "bystander"),
+            *(integration(peer_org(n), "victim", victim_type) for n in range(peers))]
 
 
 async def run_day(scenario: Scenario) -> list[str | None]:
@@ -160,7 +167,7 @@ async def run_day(scenario: Scenario) -> list[str | None]:
     await server.start_server()
     try:
         base = str(server.make_url("")).rstrip("/")
-        world = World(sim, MemoryStore(integrations(base, scenario.victim, scenario.victim_type)),
+        world = World(sim, MemoryStore(integrations(base, scenario.victim, scenario.victim_type, scenario.peers)),
                       Vault({"victim": "victim-secret", "bystander": "bystander-secret"}))
         return await _drive(scenario, world)
     finally:

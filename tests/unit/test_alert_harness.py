@@ -138,3 +138,22 @@ def test_a_notification_before_its_fault_began_is_not_on_time() -> None:
     row = score(Scenario("s", faults=[Fault("down after the window", 240, 300, frozenset({"IntegrationUnreachable"}))]),
                 [notified("IntegrationUnreachable", 166, 345)])
     assert row.late == ["down after the window: fired 74 min before it began"] and not row.meets_target
+
+
+def test_a_vendor_outage_is_one_notification_and_mutes_only_its_types_outage_alerts() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    rules, group_by = inhibit_rules(config), config["route"]["group_by"]
+
+    def labels(name: str, kind: str = "xledger", **more: str) -> frozenset[tuple[str, str]]:
+        return frozenset({"alertname": name, "integration_type": kind, "severity": "critical", **more}.items())
+
+    vendor = labels("IntegrationVendorOutage")
+    per_org = [labels(name, org_id=f"org-{n}") for n in range(12)
+               for name in ("IntegrationUnreachable", "IntegrationFlapping", "IntegrationSyncFailed")]
+    own = labels("IntegrationCredentialsRejected", org_id="org-1")  # one org's credentials: its own
+    elsewhere = labels("IntegrationUnreachable", "fiken", org_id="org-1")  # another vendor
+    firing = {m: {vendor, own, elsewhere, *(per_org if m >= 12 else ())} for m in range(10, 40)}
+    sent = notifications(firing, rules, group_by, 60)
+    assert sorted((sorted(n.alertnames), dict(n.group).get("org_id", ""), n.start) for n in sent) == [
+        (["IntegrationCredentialsRejected"], "org-1", 10), (["IntegrationUnreachable"], "org-1", 10),
+        (["IntegrationVendorOutage"], "", 10)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
@@ -165,3 +167,30 @@ def test_a_short_metrics_token_is_refused_naming_the_variable_and_an_empty_one_m
         Settings(metrics_token="short")
     assert describe_settings_error(exc.value).startswith("EXPORTER_METRICS_TOKEN: shorter than 16 characters")
     assert Settings(metrics_token="").metrics_token is None
+
+
+async def test_a_result_in_a_vendor_wide_incident_says_so_in_status_and_history(served) -> None:
+    client, store = served
+    since = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
+    current = store.status[(ORG, "http")]
+    flagged = replace(current, result=current.result.model_copy(update={"vendor_incident_since": since}))
+    store.status[(ORG, "http")] = flagged
+    store.slots[(ORG, "http", since)] = flagged
+    (health,) = (await (await client.get(f"/api/v1/orgs/{ORG}/health", headers=AUTH)).json())["integrations"]
+    assert health["vendor_incident_since"] == "2026-11-23T10:15:00+00:00"
+    assert health["vendor_incident"] == "vendor-wide incident since 10:15 UTC"
+    history = (await (await client.get(f"/api/v1/orgs/{ORG}/health/history", headers=AUTH)).json())["integrations"]
+    slots = {s["slot"]: s for s in history[0]["slots"]}
+    assert slots["2026-11-23T10:15:00+00:00"]["vendor_incident"] == "vendor-wide incident since 10:15 UTC"
+    assert [s["vendor_incident_since"] for k, s in slots.items() if k != "2026-11-23T10:15:00+00:00"] == [None]
+
+
+@pytest.mark.parametrize(("variable", "value"), [("EXPORTER_VENDOR_INCIDENT_MIN_ORGS", "0"),
+                                                 ("EXPORTER_VENDOR_INCIDENT_RATIO", "0"),
+                                                 ("EXPORTER_VENDOR_INCIDENT_RATIO", "1.5"),
+                                                 ("EXPORTER_VENDOR_INCIDENT_CANARIES", "0")])
+def test_vendor_incident_settings_out_of_range_are_refused_by_name(monkeypatch, variable, value) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(database_url="postgresql://unused")
+    assert describe_settings_error(caught.value).startswith(f"{variable}: ")

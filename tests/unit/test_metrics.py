@@ -22,7 +22,6 @@ from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Rea
 from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
 from exporter.core.warmups import WarmupOutcome, WarmupRecord
 from exporter.engine.instruments import Instruments
-from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
 from exporter.engine.snapshot import Snapshot
 from exporter.web.families import MODES
 from exporter.web.metrics import Exposition, Fleet

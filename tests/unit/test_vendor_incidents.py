@@ -1,0 +1,153 @@
+"""Vendor-wide incidents in the real scheduler, over the simulator and an in-memory store: only canaries are
+checked while one lasts, everything the moment they recover, and one organisation's own failure stays its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from exporter.core.model import HealthStatus, Integration
+from exporter.demo.simulator import Mode
+from exporter.services import build_services
+from tests.helpers import settings_for
+from tests.support.fakes import loopback_session
+from tests.support.memory_store import MemoryStore
+
+SLOT = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
+ORGS = [UUID(int=n + 1) for n in range(12)]
+LONER = UUID("77777777-7777-4777-8777-777777777777")
+
+
+def slot(n: int) -> datetime:
+    return SLOT + timedelta(minutes=15 * n)
+
+
+def fleet(base: str) -> list[Integration]:
+    """Twelve organisations on one vendor (one simulator tenant), one on a vendor of its own."""
+    return ([Integration(o, "http", {"url": f"{base}/http/vendor", "method": "GET"}) for o in ORGS]
+            + [Integration(LONER, "http", {"url": f"{base}/http/loner", "method": "GET"})])
+
+
+def gauge(services, name: str, kind: str = "http") -> float | None:
+    return services.instruments.registry.get_sample_value(name, {"integration_type": kind})
+
+
+async def test_an_outage_of_many_organisations_is_one_incident_checked_through_three_canaries(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900)
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        scheduler = services.scheduler
+        state.modes["vendor"] = Mode("server_error")
+        await scheduler.run_cycle(slot(0), slot(0))
+        assert scheduler.vendors.ongoing == {"http": slot(0)}
+        assert gauge(services, "integration_health_vendor_incident") == 1
+        assert gauge(services, "integration_health_vendor_failing_ratio") == 12 / 13
+        assert all(store.status[(o, "http")].result.vendor_incident_since == slot(0) for o in ORGS)
+        assert store.status[(LONER, "http")].result.vendor_incident_since is None, "a healthy result is its own"
+        assert all(store.slots[(o, "http", slot(0))].result.vendor_incident_since == slot(0) for o in ORGS)
+
+        for n in (1, 2, 3):
+            before = state.requests.get("vendor", 0)
+            checked = await scheduler.run_cycle(slot(n), slot(n))
+            assert state.requests["vendor"] - before == 3
+            assert len(checked) == 3, "only the canaries, whatever their backoff"
+            assert all(r.result.vendor_incident_since == slot(0) for r in checked)
+        assert scheduler.vendors.ongoing == {"http": slot(0)}
+        assert state.requests.get("loner") == 1, "the healthy bystander of the same type is held too"
+        held = [k for k in store.status if (*k, slot(3)) not in store.slots]
+        assert len(held) == 10 and all(store.status[k].result.vendor_incident_since == slot(0) for k in held)
+        assert all(store.status[k].state.next_check_at >= slot(4) for k in held), "held, not forgotten (stale)"
+        not_run = services.instruments.registry.get_sample_value("integration_health_checks_not_run_total",
+                                                                 {"cause": "vendor_incident"})
+        assert not_run == 30
+
+        state.modes["vendor"] = Mode("healthy")
+        before = state.requests["vendor"]
+        checked = await scheduler.run_cycle(slot(4), slot(4))
+        assert state.requests["vendor"] - before == 12 and state.requests["loner"] == 2, "all, in this very cycle"
+        assert len(checked) == 13 and {r.result.status for r in checked} == {HealthStatus.HEALTHY}
+        assert scheduler.vendors.ongoing == {}
+        assert gauge(services, "integration_health_vendor_incident") == 0
+        assert gauge(services, "integration_health_vendor_failing_ratio") == 0
+        assert all(r.result.vendor_incident_since is None for r in store.status.values())
+
+
+async def test_the_incident_survives_a_restart_with_its_start(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900)
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        first = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        await first.scheduler.run_cycle(slot(0), slot(0))
+        after = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        after.scheduler.restore(await store.last_results())
+        assert gauge(after, "integration_health_vendor_incident") == 1
+        checked = await after.scheduler.run_cycle(slot(1), slot(1))
+    assert len(checked) == 3 and after.scheduler.vendors.ongoing == {"http": slot(0)}
+
+
+async def test_one_organisations_rejected_credentials_while_the_vendor_is_healthy_stay_its_own(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900)
+    state.modes["loner"] = Mode("unauthorized")
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        for n in range(3):
+            await services.scheduler.run_cycle(slot(n), slot(n))
+    assert services.scheduler.vendors.ongoing == {}
+    loner = store.status[(LONER, "http")].result
+    assert (loner.status, loner.vendor_incident_since) == (HealthStatus.DEGRADED, None)
+    assert state.requests["vendor"] == 36, "no incident: everyone checked every cycle"
+
+
+async def test_few_organisations_failing_together_are_no_incident(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base)[:4])  # four organisations: below the default of five
+    settings = settings_for("postgresql://unused", check_interval=900)
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        await services.scheduler.run_cycle(slot(0), slot(0))
+    assert services.scheduler.vendors.ongoing == {}
+    assert all(r.result.vendor_incident_since is None for r in store.status.values())
+
+
+async def test_test_connection_during_an_incident_checks_what_it_is_asked_and_says_so(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900)
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        await services.scheduler.run_cycle(slot(0), slot(0))
+        before = state.requests["vendor"]
+        (result,) = await services.scheduler.run_health_checks(ORGS[5])
+    assert state.requests["vendor"] == before + 1
+    assert result.result.vendor_incident_since == slot(0) and result.result.status == HealthStatus.UNREACHABLE
+
+
+async def test_an_hourly_type_is_held_on_its_own_interval_and_all_of_it_rechecked_on_recovery(sim) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900, type_intervals={"http": 3600})
+    hour = SLOT.replace(minute=0)
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        scheduler = services.scheduler
+        await scheduler.run_cycle(hour, hour)
+        for quarter in (1, 2, 3):  # nothing of the type is due: nothing checked, nothing counted as held back
+            at = hour + timedelta(minutes=15 * quarter)
+            assert await scheduler.run_cycle(at, at) == []
+        assert scheduler.vendors.ongoing == {"http": hour}
+        not_run = services.instruments.registry.get_sample_value("integration_health_checks_not_run_total",
+                                                                 {"cause": "vendor_incident"})
+        assert not_run == 1, "only the bystander, once, so its status row carries the flag"
+        state.modes["vendor"] = Mode("healthy")
+        checked = await scheduler.run_cycle(hour + timedelta(hours=1), hour + timedelta(hours=1))
+    assert len(checked) == 13 and scheduler.vendors.ongoing == {}
+    assert all(r.result.vendor_incident_since is None for r in store.status.values())
