@@ -140,6 +140,7 @@ class Scheduler:
         stated = []
         for r in results:
             key = (r.org_id, r.integration_type)
+            r = replace(r, result=policy.keep_credential_expiry(self._last_result(key), r.result, looked_up=True))
             checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng,
                                          self.backoff)
             state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s,
@@ -190,8 +191,13 @@ class Scheduler:
         self.snapshot.syncs = assessments
         return results
 
+    def _last_result(self, key: tuple[UUID, str]) -> HealthResult | None:
+        last = self.snapshot.results.get(key)
+        return last.result if last else None
+
     def _passive(self, i: Integration, result: HealthResult, previous: CheckState | None,
                  slot: datetime) -> IntegrationResult:
+        result = policy.keep_credential_expiry(self._last_result(_key(i)), result, looked_up=False)
         return IntegrationResult(i.org_id, i.integration_type, result,
                                  policy.after_passive(previous, result, slot, self.interval_s))
 

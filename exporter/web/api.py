@@ -142,7 +142,8 @@ def result_json(r: IntegrationResult) -> dict[str, Any]:
             "latency_ms": r.result.latency_ms, "checked_at": iso(r.result.checked_at), "error": r.result.error,
             "reason": r.result.reason.value if r.result.reason else None,
             "consecutive_failures": r.state.consecutive_failures, "next_check_at": iso(r.state.next_check_at),
-            "tls_expires_at": iso(r.result.tls_expires_at)}
+            "tls_expires_at": iso(r.result.tls_expires_at),
+            "credential_expires_at": iso(r.result.credential_expires_at)}
 
 
 async def get_health(request: web.Request) -> web.Response:

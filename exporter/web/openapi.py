@@ -32,7 +32,8 @@ OPENAPI: dict[str, Any] = {
                 "error": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
                 "consecutive_failures": {"type": "integer"},
                 "next_check_at": {"type": ["string", "null"], "format": "date-time"},
-                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+                "tls_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                "credential_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
             "OrgHealth": {"type": "object", "properties": {
                 "org_id": {"type": "string", "format": "uuid"},
                 "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}},

@@ -71,6 +71,7 @@ def test_result_serialises_checked_at_as_iso_8601() -> None:
     assert result.model_dump(mode="json") == {
         "status": "degraded", "latency_ms": 5, "checked_at": "2026-11-22T12:00:00Z",
         "error": "rate limited", "reason": "rate_limited", "retry_after_s": 30.0, "tls_expires_at": None,
+        "credential_expires_at": None,
     }
 
 
