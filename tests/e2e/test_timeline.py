@@ -35,6 +35,7 @@ from tests.support.timeline import (
     Event,
     Fault,
     Scenario,
+    credential_expires_in,
     database,
     restart,
     VICTIM,
@@ -51,6 +52,7 @@ RULES = sorted((ROOT / "alerts").glob("*.rules.yml"))  # all Prometheus loads: t
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 UNREACHABLE, THROTTLED = frozenset({"IntegrationUnreachable"}), frozenset({"IntegrationRateLimited"})
 REFUSED = frozenset({"IntegrationCredentialsRejected"})
+EXPIRING = frozenset({"IntegrationCredentialExpiring"})  # the warning alone: a critical one would be false
 
 
 def flapping(start: int, end: int, failing: Event | None = None) -> dict[int, list]:
@@ -98,6 +100,9 @@ SCENARIOS = [
              victim={"sync": {"cron": "5 16 * * *", "timezone": "UTC"}}, seed_runs=[sync_run(-1195, -1195, -1192)]),
     Scenario("secret expired, renewed 2 h later", {120: [secret_expires()], 240: [secret_renewed()]},
              [Fault("secret expired", 120, 240, REFUSED, labels=VICTIM | {"integration_type": "dynamics365"})],
+             victim_type="dynamics365"),
+    Scenario("credential expires in 10 days", {0: [credential_expires_in(days=10)]},
+             [Fault("credential expiring", 0, DAY, EXPIRING, labels=VICTIM | {"integration_type": "dynamics365"})],
              victim_type="dynamics365"),
 ]
 
