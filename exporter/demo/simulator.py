@@ -26,7 +26,8 @@ Each fault has the shape the vendor documents: a wrong Entra secret is 401 inval
 the session ends at midnight of that date; Fiken refuses a second concurrent request per token (429).
 A tenant with a secret set only accepts that secret, so tests can prove the right credential reached
 the right vendor.
-Change a tenant while running: `PUT /_sim/tenants/{tenant}` `{"mode": "hang", "ms": 0, "secret": …}`.
+Change a tenant while running: `PUT /_sim/tenants/{tenant}` `{"mode": "hang", "ms": 0, "secret": …}` (Graph:
+`"app_secret_end": "2027-05-01T00:00:00Z"`, `"graph_forbidden": true`).
 """
 
 from __future__ import annotations
@@ -352,6 +353,13 @@ async def put_tenant(request: web.Request) -> web.Response:
                     retry_after=int(body.get("retry_after", 30)))
     except (ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
+    try:  # Graph's record of the tenant's client secret: its end date, or "not allowed to read it"
+        if isinstance(body.get("app_secret_end"), str):
+            state.app_secret_ends[tenant] = datetime.fromisoformat(body["app_secret_end"])
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    if isinstance(body.get("graph_forbidden"), bool):
+        (state.graph_forbidden.add if body["graph_forbidden"] else state.graph_forbidden.discard)(tenant)
     state.modes[tenant] = mode
     if isinstance(body.get("secret"), str):
         state.secrets[tenant] = body["secret"]

@@ -190,3 +190,13 @@ def test_graph_is_one_of_the_dynamics_hosts() -> None:
     from exporter.adapters.dynamics365 import HOSTS
     assert HOSTS.permits("graph.microsoft.com") and not HOSTS.permits("graph.microsoft.com.evil.example")
     assert HOSTS.permits("graph.microsoft.us", ["us-gov"]) and not HOSTS.permits("graph.microsoft.us")
+
+
+async def test_a_running_simulator_takes_graphs_end_date_and_403_mode(sim, http_session) -> None:
+    state, base = sim
+    async with http_session.put(f"{base}/_sim/tenants/t", json={"app_secret_end": "2027-05-01T00:00:00Z",
+                                                                "graph_forbidden": True}) as resp:
+        assert resp.status == 200
+    assert (state.app_secret_ends["t"], "t" in state.graph_forbidden) == (END, True)
+    async with http_session.put(f"{base}/_sim/tenants/t", json={"app_secret_end": "soon"}) as resp:
+        assert resp.status == 400
