@@ -13,11 +13,11 @@ from exporter.adapters.base import AdapterContext
 from exporter.core.model import CREDENTIAL_REFUSED, HealthStatus, Reason, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import MODES, Mode, SimState, create_app
-from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.engine.snapshot import Snapshot
+from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.storage.store import Store
-from exporter.web.metrics import render_fleet
 from tests.support.fakes import check_org, loopback_session, runner_for
+from tests.support.reference_exposition import reference_fleet
 
 PLANTED = {
     "xl": "PLANTED-xledger-4f9d1c7e",
@@ -102,7 +102,7 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
                 expiries = {r.integration_type: r.result.credential_expires_at for r in results}
                 snapshot = Snapshot()
                 snapshot.update(results + refused)
-                exposition = render_fleet(snapshot)[0].decode()  # the expiry is exported: nothing else with it
+                exposition = reference_fleet(snapshot).decode()  # the expiry is exported: nothing else with it
             # the other org names the planted secrets by id: refused like a missing secret, in every mode
             assert {(r.result.status, r.result.reason, r.result.error) for r in refused} == {
                 (HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {CREDENTIAL_REFUSED}")}
