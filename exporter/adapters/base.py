@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -13,6 +15,9 @@ import aiohttp
 
 from exporter.core.egress import VendorHosts
 from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, utcnow
+
+log = logging.getLogger(__name__)
+EXPIRY_LOOKUP_TIMEOUT_S = 3.0  # the store's metadata is cached with the secret; a slow store must not hold the check
 
 
 class HealthCheck(Protocol):
@@ -66,6 +71,28 @@ class ForgetsRefusedCredentials:
         return result
 
 
+class ReportsCredentialExpiry:
+    """A check whose result carries when its credential expires, from the credential store's metadata
+    (the vault's `expires_at=` description, a directory's `<ref>.expires_at` file), unless the adapter
+    found it from the vendor itself (Dynamics 365 via Microsoft Graph), which knows better."""
+
+    def __init__(self, inner: HealthCheck, ctx: AdapterContext) -> None:
+        self.inner, self.ctx = inner, ctx
+
+    async def check(self, org_id: UUID, config: Any) -> HealthResult:
+        result = await self.inner.check(org_id, config)
+        ref = getattr(config, "credential_ref", None)
+        if result.credential_expires_at is not None or not ref or self.ctx.credentials is None:
+            return result
+        try:
+            async with asyncio.timeout(EXPIRY_LOOKUP_TIMEOUT_S):
+                when = await self.ctx.credentials.expiry(org_id, ref)
+        except Exception as exc:  # an expiry is extra information: never a reason for the check to fail
+            log.debug("credential expiry lookup failed: %s", type(exc).__name__, extra={"org_id": str(org_id)})
+            return result
+        return result.model_copy(update={"credential_expires_at": when}) if when else result
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     """One integration type, registered once in ADAPTERS: its config model, its check, and for a vendor
@@ -92,4 +119,4 @@ def build_adapters(specs: Mapping[str, AdapterSpec], ctx: AdapterContext) -> dic
 
 def _build(spec: AdapterSpec, ctx: AdapterContext) -> Adapter:
     """One adapter on a context that carries its type's vendor hosts, which fetch holds its requests to."""
-    return Adapter(spec.config, ForgetsRefusedCredentials(spec.factory(ctx), ctx))
+    return Adapter(spec.config, ReportsCredentialExpiry(ForgetsRefusedCredentials(spec.factory(ctx), ctx), ctx))

@@ -1,8 +1,10 @@
-"""Dynamics 365: OAuth2 client credentials (token cached per org, reference and secret), then GET WhoAmI."""
+"""Dynamics 365: OAuth2 client credentials (token cached per org, reference and secret), then GET WhoAmI;
+optionally, once a day, the client secret's expiry from Microsoft Graph."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +12,7 @@ from pydantic import Field, HttpUrl
 
 from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow, refused
+from exporter.adapters.graph import GRAPH_URL, LookupFailed, SecretExpiryCache, app_url, read_secret_expiry
 from exporter.adapters.tokens import TokenCache, TokenFailure, with_token
 from exporter.adapters.transport import Response, fetch
 from exporter.core.egress import VendorHosts
@@ -55,6 +58,10 @@ class Dynamics365Config(IntegrationConfigBase):
     tenant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9.-]+$")
     client_id: str = Field(min_length=1, max_length=128)  # a GUID: bounded, as it keys the token cache
     token_url: HttpUrl | None = None  # default: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token
+    # Read the client secret's expiry from Microsoft Graph once a day (the app needs Application.Read.All,
+    # or to own its registration; without it Graph answers 403 and the expiry stays unknown).
+    read_secret_expiry: bool = False
+    graph_url: HttpUrl | None = None  # default https://graph.microsoft.com (sovereign clouds: their Graph)
 
     @property
     def effective_token_url(self) -> str:
@@ -67,9 +74,27 @@ class Dynamics365Check:
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
         self.tokens = TokenCache(ctx.monotonic)  # built once per process: the cache lives as long as the adapter
+        self.secret_expiries = SecretExpiryCache(ctx.monotonic)
 
     async def check(self, org_id: UUID, config: Dynamics365Config) -> HealthResult:
         secret = await self.ctx.secret(org_id, config.credential_ref)  # read every check: a rotation counts
+        result = await self._check(org_id, config, secret)
+        if not config.read_secret_expiry:
+            return result
+        graph = str(config.graph_url or GRAPH_URL).rstrip("/")
+        scope = (org_id, config.credential_ref, config.effective_token_url, config.client_id, graph)
+        end = await self.secret_expiries.get(scope, secret, lambda: self._graph_lookup(config, secret, graph))
+        return result.model_copy(update={"credential_expires_at": end}) if end else result
+
+    async def _graph_lookup(self, config: Dynamics365Config, secret: str, graph: str) -> datetime | None:
+        """A Graph token (its own scope, fetched only for this daily lookup), then the app's password credentials."""
+        try:
+            token, _ = await self._fetch_token(config, secret, scope=graph + "/.default")
+        except TokenFailure as failure:
+            raise LookupFailed(failure.result.reason or "token") from None
+        return await read_secret_expiry(self.ctx, app_url(graph, config.client_id), token, secret)
+
+    async def _check(self, org_id: UUID, config: Dynamics365Config, secret: str) -> HealthResult:
         scope = (org_id, config.credential_ref, config.effective_token_url, config.client_id, str(config.org_url))
         url = str(config.org_url).rstrip("/") + WHOAMI_PATH
         try:  # a cached token refused (revoked, expired early) is replaced once: a stale token is not an alert
@@ -94,9 +119,9 @@ class Dynamics365Check:
         return await fetch(self.ctx, "GET", url, headers={
             "Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"})
 
-    async def _fetch_token(self, config: Dynamics365Config, secret: str) -> tuple[str, float]:
+    async def _fetch_token(self, config: Dynamics365Config, secret: str, scope: str | None = None) -> tuple[str, float]:
         form = {"grant_type": "client_credentials", "client_id": config.client_id, "client_secret": secret,
-                "scope": str(config.org_url).rstrip("/") + "/.default"}
+                "scope": scope or str(config.org_url).rstrip("/") + "/.default"}
         resp = await fetch(self.ctx, "POST", config.effective_token_url, data=form)
         body = resp.json_object() or {}
         if resp.status in (400, 401) and isinstance(body.get("error"), str):
@@ -119,10 +144,10 @@ class Dynamics365Check:
         return refused(resp.latency_ms, self.ctx.clock(), f"by the token endpoint ({error})")
 
 
-# org_url under dynamics.com, token_url on Microsoft's login; the sovereign clouds only when an operator
-# names them in EXPORTER_SOVEREIGN_CLOUDS.
-HOSTS = VendorHosts(("*.dynamics.com", "login.microsoftonline.com"), clouds={
-    "us-gov": ("*.crm.microsoftdynamics.us", "login.microsoftonline.us"),
-    "china": ("*.dynamics.cn", "login.chinacloudapi.cn"),
+# org_url under dynamics.com, token_url on Microsoft's login, Microsoft Graph (the secret's expiry); the
+# sovereign clouds only when an operator names them in EXPORTER_SOVEREIGN_CLOUDS.
+HOSTS = VendorHosts(("*.dynamics.com", "login.microsoftonline.com", "graph.microsoft.com"), clouds={
+    "us-gov": ("*.crm.microsoftdynamics.us", "login.microsoftonline.us", "graph.microsoft.us"),
+    "china": ("*.dynamics.cn", "login.chinacloudapi.cn", "microsoftgraph.chinacloudapi.cn"),
 })
 SPEC = AdapterSpec(Dynamics365Config, Dynamics365Check, hosts=HOSTS)

@@ -81,6 +81,7 @@ class HealthResult(BaseModel):
     retry_after_s: float | None = Field(default=None, ge=0)  # the vendor asked us to wait this long
     tls_expires_at: AwareDatetime | None = None  # notAfter of the server certificate, for https targets
     vendor_incident_since: AwareDatetime | None = None  # the vendor is down for everyone (core/incidents.py)
+    credential_expires_at: AwareDatetime | None = None  # when the credential stops working, where known ahead
 
 
 class IntegrationConfigBase(BaseModel):
@@ -142,6 +143,21 @@ class CredentialProvider(Protocol):
         """Drop anything cached for (org_id, ref), so the next get reads the store again (after a vendor
         refused the secret, say); providers without a cache do nothing."""
         ...
+
+    async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
+        """When the secret `ref` names for `org_id` expires, from the store's metadata (never the secret);
+        None when unknown. Never raises for a missing or malformed expiry."""
+        ...
+
+
+def parse_expiry(value: str) -> datetime:
+    """An expiry written by an operator: ISO 8601 with a zone (`2027-05-01T00:00:00Z`), or a date (midnight
+    UTC); a time without a zone is UTC. ValueError when it is none of those."""
+    value = value.strip()
+    if not value or len(value) > 64:
+        raise ValueError("not an ISO 8601 date or time")
+    when = datetime.fromisoformat(value)  # 3.11 reads `Z`, offsets and plain dates
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class InvalidConfig(ValueError):

@@ -198,3 +198,14 @@ def assume_next_check(r: IntegrationResult, interval_s: int) -> IntegrationResul
     if r.state.next_check_at is not None:
         return r
     return replace(r, state=replace(r.state, next_check_at=next_slot(r.result.checked_at, interval_s)))
+
+
+def keep_credential_expiry(previous: HealthResult | None, result: HealthResult, *, looked_up: bool) -> HealthResult:
+    """The result, carrying the last known credential expiry when it has none only because nothing looked:
+    a check cut short (timeout, network) or a passive result. A healthy check did look, so its "none" (the
+    metadata was removed) stands. Without this, an outage would clear the expiry and re-fire its alert."""
+    if result.credential_expires_at is not None or previous is None or previous.credential_expires_at is None:
+        return result
+    if looked_up and result.status == HealthStatus.HEALTHY:
+        return result
+    return result.model_copy(update={"credential_expires_at": previous.credential_expires_at})

@@ -21,6 +21,7 @@ VAULT_STAND_IN = """
 CREATE SCHEMA IF NOT EXISTS vault;
 CREATE TABLE IF NOT EXISTS vault.secrets (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text UNIQUE, secret text NOT NULL);
+ALTER TABLE vault.secrets ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';  -- as Supabase's
 CREATE OR REPLACE VIEW vault.decrypted_secrets AS SELECT id, name, secret AS decrypted_secret FROM vault.secrets;
 REVOKE ALL ON vault.secrets, vault.decrypted_secrets FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON SCHEMA vault FROM PUBLIC, anon, authenticated, service_role;

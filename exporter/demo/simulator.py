@@ -6,6 +6,8 @@ Routes (each carries a tenant key; the tenant's mode decides the answer):
     POST /xledger/{tenant}/graphql                          Xledger GraphQL   (Authorization: token <secret>)
     POST /login/{tenant}/oauth2/v2.0/token                  Microsoft identity platform, client credentials
     GET  /dynamics/{tenant}/api/data/v9.2/WhoAmI            Dynamics 365 Web API (Bearer <issued token>)
+    GET  /graph/{tenant}/v1.0/applications(appId='{app}')   Microsoft Graph: the app's passwordCredentials
+                                                            (?$select=passwordCredentials; Bearer <issued token>)
     PUT  /tripletex/{tenant}/v2/token/session/:create       Tripletex session (consumerToken, employeeToken)
     GET  /tripletex/{tenant}/v2/token/session/>whoAmI       Tripletex (Basic 0:<session token>)
     GET  /fiken/{tenant}/api/v2/user                        Fiken (Bearer <secret>)
@@ -16,13 +18,16 @@ server_error (500), reset, invalid_body, redirect_loop, oversized, and the vendo
 graphql_throttle, graphql_concurrency, graphql_quota (with extensions.resetAt) for Xledger;
 secret_expired (AADSTS7000222) and unknown_app (AADSTS700016) at the Microsoft token endpoint;
 no_app_user (403 0x80072560) at Dataverse. A mode a vendor has no answer for leaves it healthy.
+Graph answers with the end date in `app_secret_ends[tenant]` (the current secret's, with its hint, beside an
+older secret's that ends sooner), or 403 Authorization_RequestDenied for a tenant in `graph_forbidden`.
 
 Each fault has the shape the vendor documents: a wrong Entra secret is 401 invalid_client with
 `error_codes: [7000215]`; a Tripletex session's expirationDate must be later than today in Norway and
 the session ends at midnight of that date; Fiken refuses a second concurrent request per token (429).
 A tenant with a secret set only accepts that secret, so tests can prove the right credential reached
 the right vendor.
-Change a tenant while running: `PUT /_sim/tenants/{tenant}` `{"mode": "hang", "ms": 0, "secret": …}`.
+Change a tenant while running: `PUT /_sim/tenants/{tenant}` `{"mode": "hang", "ms": 0, "secret": …}` (Graph:
+`"app_secret_end": "2027-05-01T00:00:00Z"`, `"graph_forbidden": true`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class SimState:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # the vendors' "now" (Tripletex's today)
     session_ends: dict[str, datetime] = field(default_factory=dict)  # Tripletex session token → when it ends
     in_flight: dict[str, float] = field(default_factory=dict)  # Fiken token → when its request started
+    app_secret_ends: dict[str, datetime] = field(default_factory=dict)  # tenant → its client secret's endDateTime
+    graph_forbidden: set[str] = field(default_factory=set)  # tenants whose app may not read its registration
+    graph_requests: dict[str, int] = field(default_factory=dict)  # tenant → Graph requests served
 
     def mode(self, tenant: str) -> Mode:
         self.requests[tenant] = self.requests.get(tenant, 0) + 1
@@ -238,6 +246,39 @@ async def dynamics_whoami(request: web.Request) -> web.StreamResponse:
             "OrganizationId": "6f1c0000-0000-4000-8000-000000000003"})
 
 
+def graph_time(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def graph_application(request: web.Request) -> web.Response:
+    """GET /v1.0/applications(appId='…')?$select=passwordCredentials, as Graph answers it."""
+    tenant, state = request.match_info["tenant"], request.app[STATE]
+    state.graph_requests[tenant] = state.graph_requests.get(tenant, 0) + 1
+    if state.issued.get(bearer(request) or "") != tenant:
+        return web.json_response({"error": {"code": "InvalidAuthenticationToken",
+                                            "message": "Access token validation failure."}}, status=401)
+    if tenant in state.graph_forbidden:
+        return web.json_response({"error": {"code": "Authorization_RequestDenied",
+                                            "message": "Insufficient privileges to complete the operation.",
+                                            "innerError": {"request-id": secrets.token_hex(16)}}}, status=403)
+    resource, select = request.match_info["resource"], request.query.get("$select")
+    if not resource.startswith("applications(appId='") or select != "passwordCredentials":
+        return web.json_response({"error": {"code": "BadRequest", "message": "Unsupported query."}}, status=400)
+    credentials = []
+    if tenant in state.app_secret_ends:
+        end = state.app_secret_ends[tenant]
+        current = state.secrets.get(tenant, f"{tenant}-secret")
+        credentials = [
+            {"customKeyIdentifier": None, "displayName": "monitor", "endDateTime": graph_time(end),
+             "hint": current[:3], "keyId": "6f1c0000-0000-4000-8000-0000000000a1", "secretText": None,
+             "startDateTime": graph_time(end - timedelta(days=730))},
+            {"customKeyIdentifier": None, "displayName": "old", "endDateTime": graph_time(end - timedelta(days=300)),
+             "hint": "zz~", "keyId": "6f1c0000-0000-4000-8000-0000000000a2", "secretText": None,
+             "startDateTime": graph_time(end - timedelta(days=1030))}]
+    return web.json_response({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications"
+                              "(passwordCredentials)/$entity", "passwordCredentials": credentials})
+
+
 def tripletex_throttled(request: web.Request, mode: Mode) -> web.Response:
     """Tripletex throttles with X-Rate-Limit-* headers (Reset: seconds until the window resets), no Retry-After."""
     return web.json_response({"status": 429, "message": "Too Many Requests"}, status=429, headers={
@@ -312,6 +353,13 @@ async def put_tenant(request: web.Request) -> web.Response:
                     retry_after=int(body.get("retry_after", 30)))
     except (ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
+    try:  # Graph's record of the tenant's client secret: its end date, or "not allowed to read it"
+        if isinstance(body.get("app_secret_end"), str):
+            state.app_secret_ends[tenant] = datetime.fromisoformat(body["app_secret_end"])
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    if isinstance(body.get("graph_forbidden"), bool):
+        (state.graph_forbidden.add if body["graph_forbidden"] else state.graph_forbidden.discard)(tenant)
     state.modes[tenant] = mode
     if isinstance(body.get("secret"), str):
         state.secrets[tenant] = body["secret"]
@@ -356,9 +404,11 @@ FAKES: dict[str, Fake] = {
     "xledger": Fake((("POST", "/xledger/{tenant}/graphql", xledger_graphql),),
                     lambda base, t: {"url": f"{base}/xledger/{t}/graphql"}),
     "dynamics365": Fake((("POST", "/login/{tenant}/oauth2/v2.0/token", microsoft_token),
-                         ("GET", "/dynamics/{tenant}/api/data/v9.2/WhoAmI", dynamics_whoami)),
+                         ("GET", "/dynamics/{tenant}/api/data/v9.2/WhoAmI", dynamics_whoami),
+                         ("GET", "/graph/{tenant}/v1.0/{resource}", graph_application)),
                         lambda base, t: {"org_url": f"{base}/dynamics/{t}", "tenant_id": t, "client_id": f"{t}-client",
-                                         "token_url": f"{base}/login/{t}/oauth2/v2.0/token"}),
+                                         "token_url": f"{base}/login/{t}/oauth2/v2.0/token",
+                                         "graph_url": f"{base}/graph/{t}"}),
     "tripletex": Fake((("*", "/tripletex/{tenant}/v2/token/session/{action}", tripletex_session),),
                       lambda base, t: {"url": f"{base}/tripletex/{t}/v2"}, _tripletex_credential),
     "fiken": Fake((("GET", "/fiken/{tenant}/api/v2/user", fiken_user),),

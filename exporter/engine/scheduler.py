@@ -178,6 +178,7 @@ class Scheduler:
         stated = []
         for r in results:
             key = (r.org_id, r.integration_type)
+            r = replace(r, result=policy.keep_credential_expiry(self._last_result(key), r.result, looked_up=True))
             if self.in_maintenance(r):  # checked, flagged, but a failure neither counts nor backs off
                 state = maintenance.after_check(states.get(key), r.result, slot, self._interval(by_key[key]))
                 stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state, maintenance=True))
@@ -237,8 +238,13 @@ class Scheduler:
         self.snapshot.syncs = assessments
         return results
 
+    def _last_result(self, key: tuple[UUID, str]) -> HealthResult | None:
+        last = self.snapshot.results.get(key)
+        return last.result if last else None
+
     def _passive(self, i: Integration, result: HealthResult, previous: CheckState | None,
                  slot: datetime) -> IntegrationResult:
+        result = policy.keep_credential_expiry(self._last_result(_key(i)), result, looked_up=False)
         if maintenance.covering(self.snapshot.windows, i.org_id, i.integration_type, result.checked_at):
             return IntegrationResult(i.org_id, i.integration_type, result,
                                      maintenance.after_passive(previous, result, slot, self.interval_s), True)

@@ -1,6 +1,9 @@
 """Credential providers: adapters fetch secrets by (org_id, reference); a reference resolves only to a
 secret of that organisation, decided from the row's org_id, which the tenant's config cannot choose.
 
+A secret may also say when it expires (`expiry`), by the same ownership rule: in the vault, a token
+`expires_at=<ISO 8601>` in the secret's description; in a directory, a sibling file `<name>.expires_at`.
+
 The convention (operator-controlled): an organisation's secrets are named `<org_id>/<name>` in the vault,
 or are files `<dir>/<org_id>/<name>`; `credential_ref` is the `<name>` part (or, in the vault, the id of a
 secret whose name carries the organisation's prefix). Every refusal reads the same (CREDENTIAL_REFUSED).
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,9 +28,25 @@ from exporter.core.model import (
     CredentialProvider,
     CredentialUnavailable,
     is_plain_ref,
+    parse_expiry,
 )
 
 log = logging.getLogger(__name__)
+
+EXPIRY_SUFFIX = ".expires_at"  # the directory convention: `<dir>/<org_id>/<ref>.expires_at` holds an ISO timestamp
+
+
+def read_expiry(org_id: UUID, ref: str, value: str | None) -> datetime | None:
+    """Parse an expiry the store gave for (org_id, ref); a malformed one is logged (naming the reference,
+    never the secret or the value) and ignored."""
+    if value is None:
+        return None
+    try:
+        return parse_expiry(value)
+    except ValueError:
+        log.warning("credential %r: its expiry is not an ISO 8601 date or time; ignored", ref,
+                    extra={"org_id": str(org_id)})
+        return None
 
 
 class DirectoryCredentials:
@@ -47,10 +67,22 @@ class DirectoryCredentials:
     def forget(self, org_id: UUID, ref: str) -> None:
         """Nothing is cached here."""
 
+    async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
+        if not is_plain_ref(ref):
+            return None
+        try:
+            path = self._directory / str(UUID(str(org_id))) / (ref + EXPIRY_SUFFIX)
+            value = path.read_text()[:256]
+        except (OSError, ValueError):  # no expiry file: unknown
+            return None
+        return read_expiry(org_id, ref, value)
+
 
 # The one way the service reads the vault: migrations/0011_org_credentials.sql defines the function (SECURITY
 # DEFINER), which returns only a secret named `<org_id>/<ref>`, or the one with id `ref` if it carries that prefix.
 VAULT_LOOKUP = "SELECT public.integration_health_credential($1, $2)"
+# Its companion (migrations/0018_credential_expiry.sql): the same secret's `expires_at=` value, never the secret.
+VAULT_EXPIRY = "SELECT public.integration_health_credential_expiry($1, $2)"
 
 
 class SupabaseVaultCredentials:
@@ -78,6 +110,16 @@ class SupabaseVaultCredentials:
     def forget(self, org_id: UUID, ref: str) -> None:
         """Nothing is cached here."""
 
+    async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
+        if not is_plain_ref(ref):
+            return None
+        try:
+            async with self._pool.acquire() as conn:
+                value = await conn.fetchval(VAULT_EXPIRY, org_id, ref)
+        except Exception as exc:
+            raise CredentialUnavailable(f"vault lookup failed: {type(exc).__name__}") from None
+        return read_expiry(org_id, ref, value)
+
 
 class CachedCredentials:
     """Cache another provider's answers by (org_id, ref) for `ttl` seconds, so rotated secrets are picked up
@@ -96,6 +138,7 @@ class CachedCredentials:
         self._inner, self._ttl, self._stale_s, self._now = inner, ttl, stale_s, monotonic
         self._read_timeout_s = read_timeout_s
         self._cache: dict[tuple[UUID, str], tuple[float, SecretStr]] = {}
+        self._expiries: dict[tuple[UUID, str], tuple[float, datetime | None]] = {}
         self._outage = False  # logged once per outage, not once per check
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
@@ -123,6 +166,22 @@ class CachedCredentials:
         self._cache[key] = (self._now() + self._ttl, secret)
         return secret
 
+    async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
+        """The inner provider's answer, kept as long as a secret; while the store is unavailable, the last
+        answer stands (an outage must not make a known expiry, and its alert, disappear)."""
+        key = (org_id, ref)
+        hit = self._expiries.get(key)
+        if hit and self._now() < hit[0]:
+            return hit[1]
+        try:
+            async with asyncio.timeout(self._read_timeout_s):
+                when = await self._inner.expiry(org_id, ref)
+        except (CredentialUnavailable, TimeoutError):
+            return hit[1] if hit else None
+        self._expiries[key] = (self._now() + self._ttl, when)
+        return when
+
     def forget(self, org_id: UUID, ref: str) -> None:
         self._cache.pop((org_id, ref), None)
+        self._expiries.pop((org_id, ref), None)
         self._inner.forget(org_id, ref)

@@ -40,18 +40,18 @@ PERSIST_RESULTS = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
                          $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[], $11::int[],
-                         $12::timestamptz[], $14::boolean[], $15::timestamptz[])
+                         $12::timestamptz[], $14::boolean[], $15::timestamptz[], $16::timestamptz[])
         AS t(org_id, integration_type, status, latency_ms, checked_at, error_message,
              reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
-             maintenance, vendor_incident_since)
+             maintenance, vendor_incident_since, credential_expires_at)
 ), upserted AS (
     INSERT INTO public.integration_health_status AS s
         (org_id, integration_type, status, latency_ms, checked_at, error_message,
          reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
-         maintenance, vendor_incident_since)
+         maintenance, vendor_incident_since, credential_expires_at)
     SELECT org_id, integration_type, status, latency_ms, checked_at, error_message,
            reason, consecutive_failures, next_check_at, tls_expires_at, rate_limited_streak, passive_until,
-           maintenance, vendor_incident_since
+           maintenance, vendor_incident_since, credential_expires_at
     FROM input
     ON CONFLICT (org_id, integration_type) DO UPDATE
         SET status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms,
@@ -60,7 +60,8 @@ WITH input AS (
             next_check_at = EXCLUDED.next_check_at, rate_limited_streak = EXCLUDED.rate_limited_streak,
             passive_until = EXCLUDED.passive_until, maintenance = EXCLUDED.maintenance,
             vendor_incident_since = EXCLUDED.vendor_incident_since,
-            tls_expires_at = coalesce(EXCLUDED.tls_expires_at, s.tls_expires_at)
+            tls_expires_at = coalesce(EXCLUDED.tls_expires_at, s.tls_expires_at),
+            credential_expires_at = EXCLUDED.credential_expires_at  -- the engine already carried it over gaps
         WHERE s.checked_at <= EXCLUDED.checked_at
 )
 INSERT INTO public.health_check_history
@@ -75,7 +76,7 @@ ON CONFLICT (org_id, integration_type, slot) DO NOTHING"""
 SELECT_STATUS = """
 SELECT s.org_id, s.integration_type, s.status, s.latency_ms, s.checked_at, s.error_message,
        s.reason, s.consecutive_failures, s.next_check_at, s.tls_expires_at, s.rate_limited_streak, s.passive_until,
-       s.maintenance, s.vendor_incident_since
+       s.maintenance, s.vendor_incident_since, s.credential_expires_at
 FROM public.integration_health_status s
 JOIN public.integration_config c USING (org_id, integration_type)  -- a disabled or deleted one is not current
 WHERE c.enabled AND ($1::uuid IS NULL OR s.org_id = $1)
@@ -237,6 +238,7 @@ def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
         [r.state.passive_until for r in rows],
         [r.maintenance for r in rows],
         [r.result.vendor_incident_since for r in rows],
+        [r.result.credential_expires_at for r in rows],
     ]
 
 
@@ -257,7 +259,8 @@ def result_from_row(row: asyncpg.Record) -> IntegrationResult:
     result = HealthResult(status=HealthStatus(row["status"]), latency_ms=row["latency_ms"] or 0,
                           checked_at=row["checked_at"], error=row["error_message"],
                           reason=Reason(reason) if reason else None, tls_expires_at=row["tls_expires_at"],
-                          vendor_incident_since=row["vendor_incident_since"])
+                          vendor_incident_since=row["vendor_incident_since"],
+                          credential_expires_at=row["credential_expires_at"])
     state = CheckState(row["consecutive_failures"], row["next_check_at"], row["rate_limited_streak"],
                        row["passive_until"])
     return IntegrationResult(row["org_id"], row["integration_type"], result, state, row["maintenance"])

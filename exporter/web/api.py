@@ -151,6 +151,7 @@ def result_json(r: IntegrationResult) -> dict[str, Any]:
             "reason": r.result.reason.value if r.result.reason else None,
             "consecutive_failures": r.state.consecutive_failures, "next_check_at": iso(r.state.next_check_at),
             "tls_expires_at": iso(r.result.tls_expires_at), "maintenance": r.maintenance,
+            "credential_expires_at": iso(r.result.credential_expires_at),
             **vendor_incident_json(r.result.vendor_incident_since)}
 
 

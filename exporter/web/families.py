@@ -12,6 +12,7 @@ Sample of what the table renders, per integration:
     integration_health_next_check_timestamp_seconds{integration_type="xledger",org_id="6f1c…"} 1.7638e+09
     integration_health_failure_reason{integration_type="fiken",org_id="6f1c…",reason="rate_limited"} 1.0
     integration_health_tls_cert_expiry_timestamp_seconds{integration_type="http",org_id="6f1c…"} 1.79e+09
+    integration_health_credential_expiry_timestamp_seconds{integration_type="dynamics365",org_id="6f1c…"} 1.81e+09
     integration_health_mode{integration_type="xledger",mode="active",org_id="6f1c…"} 1.0
     integration_health_sync_state{integration_type="xledger",org_id="6f1c…",state="on_schedule"} 1.0
     integration_health_sync_warmup_latency_seconds{integration_type="xledger",org_id="6f1c…"} 2.61
@@ -109,6 +110,9 @@ RESULTS = Source(checked, INTEGRATION, integration_labels, (
     Family("integration_health_tls_cert_expiry_timestamp_seconds",
            "notAfter of the server certificate (https targets)", "gauge",
            lambda c: timestamp(c.latest.result.tls_expires_at)),
+    Family("integration_health_credential_expiry_timestamp_seconds",
+           "When the integration's credential expires (vault metadata, or the vendor's own record), where known",
+           "gauge", lambda c: timestamp(c.latest.result.credential_expires_at)),
 ))
 
 MODE = Source(lambda s: s.modes, INTEGRATION, integration_labels, (

@@ -76,7 +76,9 @@ OPENAPI: dict[str, Any] = {
                                           "set while the vendor is down for many organisations at once: the "
                                           "start of that vendor-wide incident"},
                 "vendor_incident": {"type": ["string", "null"],
-                                    "description": "the same, as a sentence: vendor-wide incident since 10:15 UTC"}}},
+                                    "description": "the same, as a sentence: vendor-wide incident since 10:15 UTC"},
+                "credential_expires_at": {"type": ["string", "null"], "format": "date-time"}}},
+
             "MaintenanceWindow": {"type": "object", "properties": {
                 "id": {"type": "string", "format": "uuid"},
                 "org_id": {"type": ["string", "null"], "format": "uuid", "description": "null: every organisation"},

@@ -13,9 +13,11 @@ from exporter.adapters.base import AdapterContext
 from exporter.core.model import CREDENTIAL_REFUSED, HealthStatus, Reason, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import MODES, Mode, SimState, create_app
+from exporter.engine.snapshot import Snapshot
 from exporter.storage.credentials import SupabaseVaultCredentials
 from exporter.storage.store import Store
 from tests.support.fakes import check_org, loopback_session, runner_for
+from tests.support.reference_exposition import reference_fleet
 
 PLANTED = {
     "xl": "PLANTED-xledger-4f9d1c7e",
@@ -28,6 +30,7 @@ PLANTED = {
     "url-query": "PLANTED-urlquery-9a8b",
 }
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+VAULT_END, GRAPH_END = datetime(2027, 5, 1, tzinfo=UTC), datetime(2027, 6, 1, tzinfo=UTC)
 
 
 def configs(base: str) -> dict[str, dict]:
@@ -35,7 +38,8 @@ def configs(base: str) -> dict[str, dict]:
     return {
         "xledger": {"url": f"{base}/xledger/xledger/graphql"},
         "dynamics365": {"org_url": f"{base}/dynamics/dynamics365", "tenant_id": "t", "client_id": "cid",
-                        "token_url": f"{base}/login/dynamics365/oauth2/v2.0/token"},
+                        "token_url": f"{base}/login/dynamics365/oauth2/v2.0/token",
+                        "read_secret_expiry": True, "graph_url": f"{base}/graph/dynamics365"},
         "tripletex": {"url": f"{base}/tripletex/tripletex/v2"},
         "fiken": {"url": f"{base}/fiken/fiken/api/v2"},
         "http": {"url": f"http://{host}/http/http?key={PLANTED['url-query']}",
@@ -62,10 +66,16 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
         secret_name(org, ref): value for ref, value in
         {"xl": PLANTED["xl"], "d365": PLANTED["d365"], "tt": tripletex, "fk": PLANTED["fk"],
          "http": PLANTED["http"]}.items()})
+    # Expiries in the vault's descriptions: one readable, one "malformed" that is a planted secret itself.
+    await admin.execute("UPDATE vault.secrets SET description = $2 WHERE name = $1", secret_name(org, "d365"),
+                        "Dynamics secret; expires_at=2027-05-01T00:00:00Z")
+    await admin.execute("UPDATE vault.secrets SET description = $2 WHERE name = $1", secret_name(org, "fk"),
+                        f"expires_at={PLANTED['fk']}")
     state = SimState(secrets={} if not wrong_secrets else {k: "other/other" for k in REFS})
     if not wrong_secrets:
         state.secrets.update({"xledger": PLANTED["xl"], "dynamics365": PLANTED["d365"], "fiken": PLANTED["fk"],
                               "tripletex": f"{PLANTED['tt-consumer']}/{PLANTED['tt-employee']}"})
+    state.app_secret_ends["dynamics365"] = GRAPH_END  # Graph's record of the secret, read once a day
     server = await aiohttp_server(create_app(state), access_log=None)  # the vendor's own log is not ours
     userinfo_org, base = uuid4(), str(server.make_url("")).rstrip("/")
     for kind, config in configs(base).items():
@@ -89,18 +99,28 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
             if mode == "healthy":
                 in_healthy_mode = {r.integration_type: (r.result.status, r.result.reason, r.result.error)
                                    for r in results}
+                expiries = {r.integration_type: r.result.credential_expires_at for r in results}
+                snapshot = Snapshot()
+                snapshot.update(results + refused)
+                exposition = reference_fleet(snapshot).decode()  # the expiry is exported: nothing else with it
             # the other org names the planted secrets by id: refused like a missing secret, in every mode
             assert {(r.result.status, r.result.reason, r.result.error) for r in refused} == {
                 (HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {CREDENTIAL_REFUSED}")}
         [with_userinfo] = await check_org(userinfo_org, store=store, runner=runner, slot=T0)
     assert len(outputs) == 2 * 2 * len(MODES) * len(REFS)
-    outputs += [with_userinfo.result.model_dump_json(), repr(with_userinfo)]
+    outputs += [with_userinfo.result.model_dump_json(), repr(with_userinfo), exposition]
+    assert "integration_health_credential_expiry_timestamp_seconds{" in exposition
     assert (with_userinfo.result.status, with_userinfo.result.reason) == (HealthStatus.UNREACHABLE,
                                                                           Reason.INVALID_CONFIG)
     assert (with_userinfo.result.error or "").startswith("invalid configuration: config.url: user-info")
     # Before scanning: the secrets were fetched from the vault and reached the vendors (a vault refusing
     # them would leave nothing to leak, and every check "credential unavailable").
     assert in_healthy_mode["http"] == (HealthStatus.HEALTHY, None, None)  # its header carries the secret
+    # Graph's date when it could be asked (a wrong secret gets no Graph token: the vault's then); none for Fiken,
+    # whose description's expiry was the malformed one.
+    assert expiries == {"xledger": None, "tripletex": None, "fiken": None, "http": None,
+                        "dynamics365": VAULT_END if wrong_secrets else GRAPH_END}
+    assert "credential 'fk': its expiry is not an ISO 8601 date or time; ignored" in caplog.text
     vendors = {kind: in_healthy_mode[kind] for kind in REFS if kind != "http"}
     # Each simulated vendor accepts only its planted secret; with the wrong ones it saw a secret and refused it.
     expected = (HealthStatus.DEGRADED, Reason.AUTH) if wrong_secrets else (HealthStatus.HEALTHY, None)

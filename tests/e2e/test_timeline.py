@@ -35,6 +35,7 @@ from tests.support.timeline import (
     Event,
     Fault,
     Scenario,
+    credential_expires_in,
     database,
     maintenance,
     restart,
@@ -53,6 +54,7 @@ ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 UNREACHABLE, THROTTLED = frozenset({"IntegrationUnreachable"}), frozenset({"IntegrationRateLimited"})
 REFUSED = frozenset({"IntegrationCredentialsRejected"})
 VENDOR_OUTAGE, HTTP_VENDOR = frozenset({"IntegrationVendorOutage"}), {"integration_type": "http"}
+EXPIRING = frozenset({"IntegrationCredentialExpiring"})  # the warning alone: a critical one would be false
 
 
 def flapping(start: int, end: int, failing: Event | None = None) -> dict[int, list]:
@@ -111,6 +113,9 @@ SCENARIOS = [
     Scenario("vendor-wide outage 3 h, 6 orgs", {127: [vendor("server_error")], 307: [vendor("healthy")]},
              [Fault("vendor down for everyone", 127, 307, VENDOR_OUTAGE, labels=HTTP_VENDOR, max_resolve=16)],
              peers=5),  # few, so the scenarios sharing one event loop keep their latencies
+    Scenario("credential expires in 10 days", {0: [credential_expires_in(days=10)]},
+             [Fault("credential expiring", 0, DAY, EXPIRING, labels=VICTIM | {"integration_type": "dynamics365"})],
+             victim_type="dynamics365"),
 ]
 
 

@@ -35,6 +35,7 @@ class StaticCredentials:
         self._secrets = {k: SecretStr(v) for k, v in secrets.items()}
         self.reads = 0
         self.forgotten: list[tuple[UUID, str]] = []
+        self.expiries: dict[str, datetime] = {}
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         self.reads += 1
@@ -49,6 +50,10 @@ class StaticCredentials:
     def set(self, ref: str, secret: str) -> None:
         """Rotate (or add) a secret."""
         self._secrets[ref] = SecretStr(secret)
+
+    async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
+        """What `expiries` says for `ref` (the store's metadata), None when unknown."""
+        return self.expiries.get(ref)
 
 
 def runner_for(ctx: AdapterContext, checks: Mapping[str, Callable[[AdapterContext], HealthCheck]] | None = None,

@@ -94,6 +94,11 @@ def secret_renewed() -> Event:
     return renew
 
 
+def credential_expires_in(days: int) -> Event:
+    """The organisation's admin records the victim's secret's expiry in the vault, `days` from the day's start."""
+    return lambda w: w.vault.expiries.__setitem__("victim", T0 + timedelta(days=days))
+
+
 def database(down: bool) -> Event:
     return lambda w: setattr(w.store, "down", down)
 

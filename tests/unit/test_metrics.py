@@ -37,7 +37,8 @@ XLEDGER_UPGRADE = Window(UUID(int=1), A, "xledger", T - timedelta(hours=1), T + 
 def sample_metrics() -> tuple[Exposition, Snapshot]:
     snapshot = Snapshot()
     results = [
-        IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T),
+        IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T).model_copy(
+                          update={"credential_expires_at": datetime(2027, 5, 1, tzinfo=UTC)}),
                           CheckState(0, datetime(2026, 11, 22, 13, 0, tzinfo=UTC))),
         IntegrationResult(A, "http", make_result(HealthStatus.HEALTHY, 40, T,
                                                  tls_expires_at=datetime(2027, 1, 1, tzinfo=UTC)), CheckState(0, T)),

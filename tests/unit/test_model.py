@@ -72,6 +72,7 @@ def test_result_serialises_checked_at_as_iso_8601() -> None:
         "status": "degraded", "latency_ms": 5, "checked_at": "2026-11-22T12:00:00Z",
         "error": "rate limited", "reason": "rate_limited", "retry_after_s": 30.0, "tls_expires_at": None,
         "vendor_incident_since": None,
+        "credential_expires_at": None,
     }
 
 
