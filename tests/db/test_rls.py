@@ -21,8 +21,10 @@ TABLES = ("integration_config", "integration_health_status", "health_check_histo
           "webhook_subscription", "webhook_delivery")
 GLOBAL_ROWS = ("maintenance_window",)  # tables whose org_id NULL means every organisation, readable by all
 CLIENT_ROLES = ("anon", "authenticated")
-# What client roles may execute: authenticated runs the claims function inside its SELECT policies.
-EXECUTABLE = {"anon": set(), "authenticated": {"integration_health_claimed_org_ids()"}}
+# What client roles may execute: authenticated runs the claims function inside its SELECT policies,
+# and the timeline read model, which runs as the caller (RLS decides its rows).
+EXECUTABLE = {"anon": set(), "authenticated": {
+    "integration_health_claimed_org_ids()", "integration_health_timeline(integration_type text, hours integer)"}}
 SUPABASE_TEMPLATE = "ih_template_supabase"
 # Supabase's roles and default privileges, for the role that migrates (supabase/postgres,
 # migrations/db/init-scripts/00000000000000-initial-schema.sql): every new table, sequence and
