@@ -3,7 +3,7 @@ deciding through the view (security_invoker) and the timeline function (SECURITY
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import asyncpg
@@ -68,6 +68,24 @@ async def test_the_overview_row_carries_what_the_admin_screen_shows(seeded) -> N
     # never checked yet: no status, no availability (not 0 % and not 100 %)
     assert (xledger["status"], xledger["checks_24h"], xledger["availability_24h"], xledger["failures_in_a_row"]) == (
         None, 0, None, 0)
+
+
+async def test_maintenance_slots_are_left_out_of_availability_and_the_flags_are_shown(seeded) -> None:
+    """A failure inside a maintenance window costs no availability (the API's and the dashboard's rule); the
+    flags an admin reads next to a failure, and the credential's known expiry, come with the row."""
+    await seeded.execute("UPDATE health_check_history SET maintenance = true WHERE org_id = $1 AND status = "
+                         "'unreachable'", ORG_A)
+    expires, since = datetime(2027, 1, 31, tzinfo=UTC), datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
+    await seeded.execute("UPDATE integration_health_status SET maintenance = true, vendor_incident_since = $2, "
+                         "credential_expires_at = $3 WHERE org_id = $1", ORG_A, since, expires)
+    [http, xledger] = await as_role(seeded, "authenticated", claims_for(ORG_A), OVERVIEW)
+    assert (http["checks_24h"], http["maintenance_slots_24h"], http["availability_24h"]) == (3, 1, 1.0)
+    assert (http["maintenance"], http["vendor_incident_since"], http["credential_expires_at"]) == (
+        True, since, expires)
+    assert (xledger["maintenance"], xledger["vendor_incident_since"]) == (False, None)
+    rows = await as_role(seeded, "authenticated", claims_for(ORG_A), "SELECT * FROM public.integration_health_timeline()")
+    assert [(r["status"], r["maintenance"]) for r in rows] == [
+        ("healthy", False), ("degraded", False), ("healthy", False), ("unreachable", True)]
 
 
 async def test_the_last_failure_can_be_a_degraded_slot_older_than_the_latest(seeded) -> None:
