@@ -18,6 +18,9 @@ INFRA_REASONS = frozenset({Reason.TIMEOUT, Reason.DNS, Reason.CONNECT, Reason.TL
 DEFAULT_MIN_ORGS = 5
 DEFAULT_RATIO = 0.5
 DEFAULT_CANARIES = 3
+# While an incident lasts, the whole type is checked and judged again this often (the canaries in between):
+# an incident held open by a few integrations that fail on their own ends within the hour.
+FULL_CHECK_EVERY_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,12 @@ def decide(ongoing: Mapping[str, datetime], tallies: Mapping[str, Tally], slot: 
     return out
 
 
+def full_check_due(since: datetime, slot: datetime) -> bool:
+    """Whether an incident that began at `since` is judged on its whole fleet in `slot` (every full hour of it)."""
+    elapsed = int((slot - since).total_seconds())
+    return elapsed > 0 and elapsed % FULL_CHECK_EVERY_S == 0
+
+
 def _rank(org_id: UUID, integration_type: str, slot: datetime) -> bytes:
     return hashlib.sha256(f"{org_id}/{integration_type}/{slot.isoformat()}".encode()).digest()
 
@@ -93,12 +102,18 @@ def canaries(candidates: Iterable[tuple[UUID, str]], slot: datetime, n: int,
              last: Mapping[tuple[UUID, str], HealthResult]) -> set[tuple[UUID, str]]:
     """The `n` integrations of one type to check in `slot` while its incident lasts.
 
-    Those whose latest result is an infrastructure failure come first (they show the outage and will show
-    its end; one failing on its own credentials would look like a recovery); among them the order is a hash
-    of the key and the slot, so the choice is deterministic, a disabled canary is simply replaced, and the
-    quota the canaries spend is spread over the organisations instead of charged to the same three.
+    The order is a hash of the key and the slot, so the choice is deterministic, a disabled canary is simply
+    replaced, and the quota the canaries spend is spread over the organisations instead of charged to the same
+    three. Only integrations failing on their own account (credentials, configuration: they would look like a
+    recovery) go last. Failing as infrastructure earns no priority: an organisation that points its own
+    integration at a dead host must not be chosen every slot and so hold the incident — and the inhibition of
+    everyone else's alerts — open (one tenant must never silence another).
     """
-    keys = sorted(candidates, key=lambda k: (not (k in last and is_infra_failure(last[k])), _rank(*k, slot)))
+    def own_failure(k: tuple[UUID, str]) -> bool:
+        r = last.get(k)
+        return r is not None and r.status != HealthStatus.HEALTHY and not is_infra_failure(r)
+
+    keys = sorted(candidates, key=lambda k: (own_failure(k), _rank(*k, slot)))
     return set(keys[:n])
 
 

@@ -52,7 +52,8 @@ class VendorWatch:
 
     def decide(self, results: Iterable[IntegrationResult], present: Collection[str], slot: datetime,
                full: Collection[str] = ()) -> set[str]:
-        """Update the incidents from a slot's results; the types whose canaries recovered, to check in full now.
+        """Update the incidents from a slot's results; the types to check in full now: those whose canaries
+        recovered, and those whose incident has lasted another full hour (incidents.full_check_due).
 
         `full`: types whose every integration was checked in this slot after their canaries recovered;
         they are judged on their whole fleet again (an incident that goes on keeps its start)."""
@@ -68,8 +69,9 @@ class VendorWatch:
         decided = incidents.decide(self.ongoing, incidents.tally(checked, present), slot, self.rules,
                                    canaries_only=self.ongoing.keys())
         recovered = {k for k in self.ongoing if k in present and k not in decided}
+        recheck = {k for k in decided if k in present and incidents.full_check_due(decided[k], slot)}
         self._change({**decided, **{k: self.ongoing[k] for k in recovered}}, slot)
-        return recovered
+        return recovered | recheck  # checked in full now and judged again (a recheck keeps the start)
 
     def _change(self, now: dict[str, datetime], slot: datetime) -> None:
         for kind in now.keys() - self.ongoing.keys():

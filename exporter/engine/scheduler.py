@@ -152,7 +152,8 @@ class Scheduler:
         if recovered := self.vendors.decide(stated, present, slot):
             rest = [i for i in held if i.integration_type in recovered]
             held = [i for i in held if i.integration_type not in recovered]
-            log.info("canaries of %s recovered: checking the other %d now", ", ".join(sorted(recovered)), len(rest))
+            log.info("canaries of %s recovered, or its hourly full check is due: checking the other %d now",
+                     ", ".join(sorted(recovered)), len(rest))
             stated += await self._run(rest, slot)
             self.vendors.decide(stated, present, slot, full=recovered)
         published = await self._publish_checked(self.vendors.flag(stated), slot)

@@ -92,12 +92,14 @@ def test_tally_counts_organisations_once_and_lists_types_asked_for() -> None:
     assert tallies["fiken"].ratio == 0.0
 
 
-def test_canaries_prefer_integrations_failing_as_infrastructure_and_are_deterministic() -> None:
+def test_canaries_leave_own_failures_last_and_are_deterministic() -> None:
     results = fleet(4, 0) + [result(10, Reason.AUTH)] + [result(11, None)]
     last = {r.org_id_key(): r.result for r in results}
     keys = list(last)
     chosen = incidents.canaries(keys, SLOT, 3, last)
-    assert len(chosen) == 3 and all(incidents.is_infra_failure(last[k]) for k in chosen)
+    assert len(chosen) == 3 and (org(10), "xledger") not in chosen  # a credentials failure would look like recovery
+    assert all(incidents.canaries(keys, SLOT + timedelta(minutes=15 * n), 5, last) == set(keys) - {(org(10), "xledger")}
+               for n in range(8))
     assert chosen == incidents.canaries(list(reversed(keys)), SLOT, 3, last)
     picks = {frozenset(incidents.canaries(keys, SLOT + timedelta(minutes=15 * n), 3, last)) for n in range(8)}
     assert len(picks) > 1, "the canaries rotate from slot to slot, so no organisation pays for all of them"
@@ -125,3 +127,28 @@ def test_failing_ratio_and_restored_incidents() -> None:
 def test_rules_refuse_values_that_would_declare_always_or_watch_nothing(field, value) -> None:
     with pytest.raises(ValueError):
         IncidentRules(**{field: value})
+
+
+def test_two_organisations_failing_on_their_own_cannot_hold_an_incident_open() -> None:
+    """The attack: two tenants point their own integration at a dead host (it fails as infrastructure) and wait
+    for a real outage; after the vendor recovers they must not be the canaries slot after slot, holding the
+    incident, and the inhibition of everyone else's alerts, open. And whatever the canaries say, the whole
+    fleet is judged again every hour."""
+    attackers = fleet(2, 0)
+    recovered = [result(n, None) for n in range(2, 52)]  # 50 organisations the vendor answers again
+    last = {r.org_id_key(): r.result for r in attackers + recovered}
+    rules = IncidentRules()
+    held = 0
+    for n in range(1, 40):
+        slot = SLOT + timedelta(minutes=15 * n)
+        chosen = incidents.canaries(list(last), slot, rules.canaries, last)
+        canary_results = [r for r in attackers + recovered if r.org_id_key() in chosen]
+        if incidents.decide({"xledger": SLOT}, incidents.tally(canary_results), slot, rules,
+                            canaries_only={"xledger"}):
+            held += 1
+    assert held <= 2, f"the attackers' canaries held the incident in {held} of 39 slots"
+    # the hourly full judgement: 2 of 52 failing is no incident, whoever the canaries were
+    assert incidents.decide({"xledger": SLOT}, incidents.tally(attackers + recovered), SLOT + timedelta(hours=1),
+                            rules) == {}
+    assert [n for n in range(1, 9) if incidents.full_check_due(SLOT, SLOT + timedelta(minutes=15 * n))] == [4, 8]
+    assert not incidents.full_check_due(SLOT, SLOT)

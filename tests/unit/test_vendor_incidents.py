@@ -151,3 +151,20 @@ async def test_an_hourly_type_is_held_on_its_own_interval_and_all_of_it_rechecke
         checked = await scheduler.run_cycle(hour + timedelta(hours=1), hour + timedelta(hours=1))
     assert len(checked) == 13 and scheduler.vendors.ongoing == {}
     assert all(r.result.vendor_incident_since is None for r in store.status.values())
+
+
+async def test_an_incident_is_judged_on_the_whole_fleet_every_hour(sim) -> None:
+    """Canaries alone never keep an incident for more than an hour: then every integration of the type is
+    checked and the incident is declared again only if the fleet still fails (its start kept)."""
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900)
+    async with loopback_session() as session:
+        scheduler = build_services(settings, store=store, session=session).scheduler  # type: ignore[arg-type]
+        state.modes["vendor"] = Mode("server_error")
+        await scheduler.run_cycle(slot(0), slot(0))
+        for n in (1, 2, 3):
+            assert len(await scheduler.run_cycle(slot(n), slot(n))) == 3
+        assert len(await scheduler.run_cycle(slot(4), slot(4))) == 13, "the hourly full check"
+        assert scheduler.vendors.ongoing == {"http": slot(0)}, "still down for everyone: the same incident"
+        assert len(await scheduler.run_cycle(slot(5), slot(5))) == 3, "then the canaries again"
