@@ -59,7 +59,8 @@ class VendorWatch:
         they are judged on their whole fleet again (an incident that goes on keeps its start)."""
         if self.rules is None:
             return set()
-        checked = [r for r in results if not policy.not_checked(r.result)]
+        # planned maintenance is no outage: a window covering many organisations must not page as one
+        checked = [r for r in results if not policy.not_checked(r.result) and not r.maintenance]
         if full:
             tallies = incidents.tally([r for r in checked if r.integration_type in full], full)
             ongoing = {k: v for k, v in self.ongoing.items() if k in full}
@@ -114,7 +115,8 @@ class VendorWatch:
         latest = list(results)
         for kind in self.instruments.known_types:
             self.instruments.vendor_incident.labels(kind).set(1 if kind in self.ongoing else 0)
-            self.instruments.vendor_failing_ratio.labels(kind).set(incidents.failing_ratio(latest, kind))
+            self.instruments.vendor_failing_ratio.labels(kind).set(
+                incidents.failing_ratio([r for r in latest if not r.maintenance], kind))
 
     def restore(self, results: Iterable[IntegrationResult]) -> None:
         if self.rules is not None:

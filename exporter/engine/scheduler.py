@@ -158,7 +158,8 @@ class Scheduler:
             self.vendors.decide(stated, present, slot, full=recovered)
         published = await self._publish_checked(self.vendors.flag(stated), slot)
         if held := [i for i in held if i.integration_type in self.vendors.ongoing]:
-            standing = self.vendors.standing(held, self.snapshot.results, slot, self._interval)
+            standing = [replace(r, maintenance=self.covered_at(r, slot))  # the flag as of now, not as last checked
+                        for r in self.vendors.standing(held, self.snapshot.results, slot, self._interval)]
             self.instruments.not_checked.labels("vendor_incident").inc(len(standing))
             self.snapshot.update(standing)
             await self.outbox.submit(standing, None)  # the status rows say so; no history row: not checked
@@ -259,8 +260,10 @@ class Scheduler:
 
     def in_maintenance(self, r: IntegrationResult) -> bool:
         """Whether a window covered the integration when its result was made."""
-        windows = self.snapshot.windows
-        return maintenance.covering(windows, r.org_id, r.integration_type, r.result.checked_at) is not None
+        return self.covered_at(r, r.result.checked_at)
+
+    def covered_at(self, r: IntegrationResult, at: datetime) -> bool:
+        return maintenance.covering(self.snapshot.windows, r.org_id, r.integration_type, at) is not None
 
     async def load_windows(self) -> None:
         """The maintenance windows not yet over. On any trouble the last known stand (their times still

@@ -34,8 +34,10 @@ JOIN unnest($1::uuid[], $2::text[]) AS k(org_id, integration_type)
 CROSS JOIN LATERAL (
     SELECT h.status FROM public.health_check_history h
     WHERE h.org_id = s.org_id AND h.integration_type = s.integration_type AND h.checked_at < s.checked_at
+      AND NOT h.maintenance
     ORDER BY h.slot DESC LIMIT 1) p
-WHERE s.confirmed_status IS DISTINCT FROM s.status AND p.status = s.status"""
+WHERE s.confirmed_status IS DISTINCT FROM s.status AND p.status = s.status
+  AND NOT s.maintenance  -- a result inside a maintenance window neither confirms a change nor counts as the one before"""
 
 UPDATE_CONFIRMED = """
 UPDATE public.integration_health_status s SET confirmed_status = c.status

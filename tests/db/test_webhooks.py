@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -118,6 +119,20 @@ async def test_a_retried_batch_and_a_blip_add_no_event(store, webhooks, admin) -
     await persist(store, U, start=1)  # the same batch written again (the outbox retries halves)
     await persist(store, H, U, U, start=2)  # a blip between two failures
     assert len(await deliveries(admin)) == 1
+
+
+async def test_failures_inside_a_maintenance_window_notify_nobody(store, webhooks, admin) -> None:
+    """As the alerts: a result in a window neither confirms a change nor counts as the one before it, so the
+    organisation hears only of a change two results outside the window confirm."""
+    await subscribe(webhooks, "https://hooks.example.com/in")
+    await persist(store, H, H)
+    for n in (2, 3):  # two failures, both inside a window
+        await store.persist([replace(result(U, n), maintenance=True)], T + timedelta(minutes=15 * n))
+    assert await deliveries(admin) == []
+    await persist(store, U, start=4)  # the first failure outside: one, not yet two in a row
+    assert await deliveries(admin) == []
+    await persist(store, U, start=5)
+    assert [json.loads(r["payload"])["data"]["status"] for r in await deliveries(admin)] == ["unreachable"]
 
 
 async def test_each_subscription_of_the_org_gets_the_event_and_other_orgs_none(store, webhooks, admin) -> None:

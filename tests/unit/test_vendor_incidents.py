@@ -168,3 +168,25 @@ async def test_an_incident_is_judged_on_the_whole_fleet_every_hour(sim) -> None:
         assert len(await scheduler.run_cycle(slot(4), slot(4))) == 13, "the hourly full check"
         assert scheduler.vendors.ongoing == {"http": slot(0)}, "still down for everyone: the same incident"
         assert len(await scheduler.run_cycle(slot(5), slot(5))) == 3, "then the canaries again"
+
+
+async def test_a_maintenance_window_over_every_organisation_is_no_vendor_outage(sim) -> None:
+    """Planned vendor work, announced as a global window: many organisations fail inside it, flagged; that is no
+    vendor-wide incident (its alert groups by type, so the per-integration `unless` could not silence it)."""
+    from uuid import uuid4
+
+    from exporter.core.maintenance import Window
+
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    # results carry the real clock's checked_at: a window around it
+    store.windows = [Window(uuid4(), None, "http", slot(0), datetime.now(UTC) + timedelta(days=1), "vendor upgrade")]
+    settings = settings_for("postgresql://unused", check_interval=900)
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        state.modes["vendor"] = Mode("server_error")
+        checked = await services.scheduler.run_cycle(slot(0), slot(0))
+        assert len(checked) == 13 and all(r.maintenance for r in checked)
+        assert services.scheduler.vendors.ongoing == {}
+        assert gauge(services, "integration_health_vendor_incident") == 0
+        assert gauge(services, "integration_health_vendor_failing_ratio") == 0
