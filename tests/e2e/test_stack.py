@@ -34,6 +34,7 @@ RULE_FILES = sorted(ROOT.glob("alerts/*.rules.yml"))
 def fast_rules(text: str) -> str:
     """The repository's rules with waits shortened for a test that lasts a minute, not hours."""
     text = re.sub(r"^(\s+)for: \S+$", r"\1for: 2s", text, flags=re.M)
+    text = re.sub(r"^(\s+)keep_firing_for: \S+$", r"\1keep_firing_for: 15s", text, flags=re.M)
     return re.sub(r"^(\s+)interval: \d+m$", r"\1interval: 2s", text, flags=re.M)
 
 
