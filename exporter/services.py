@@ -126,7 +126,7 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
         services = build_services(settings, store=Store(pool), session=session,
                                   credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
                                   shards=shards, clock=clock)
-        services.webhooks, services.egress = Webhooks(webhook_pool), policy
+        services.webhooks, services.egress = Webhooks(webhook_pool, settings.webhook_keyring), policy
         if shared:
             services.notifier = notifier(settings, services.webhooks, services.instruments, webhook_session)
         yield services

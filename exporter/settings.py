@@ -24,6 +24,7 @@ from exporter.core.policy import (
     BackoffCaps,
     validate_interval,
 )
+from exporter.core.sealing import Keyring
 from exporter.core.webhooks import RetrySchedule
 
 MIN_TOKEN_CHARS = 16
@@ -101,6 +102,8 @@ class Settings(BaseSettings):
     webhook_keep_seconds: float = Field(default=7 * 86400.0, ge=0,
                                         description="delivered and dead deliveries are kept this long, then pruned")
     webhooks_per_org: int = Field(default=10, ge=0, le=1000, description="subscriptions an organisation may have")
+    webhook_secret_keys: SecretStr | None = Field(
+        default=None, description="keys that seal webhook signing secrets at rest: id:base64key,… (the first seals)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -139,6 +142,23 @@ class Settings(BaseSettings):
             raise ValueError(f"shorter than {MIN_JWT_SECRET_CHARS} characters: use the project's JWT secret "
                              "(Supabase: Settings → API → JWT secret)")
         return value
+
+    @field_validator("webhook_secret_keys", mode="before")
+    @classmethod
+    def _keyring(cls, value: object) -> object:
+        """Parsed at load time, so a malformed key stops the start with its entry's number (never its bytes)."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            Keyring.parse(value)
+        return value
+
+    @property
+    def webhook_keyring(self) -> Keyring | None:
+        """The keys of EXPORTER_WEBHOOK_SECRET_KEYS; None when unset."""
+        return Keyring.parse(self.webhook_secret_keys.get_secret_value()) if self.webhook_secret_keys else None
 
     @field_validator("jwt_jwks_url", "jwt_issuer", mode="before")
     @classmethod

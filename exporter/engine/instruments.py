@@ -11,7 +11,7 @@ from exporter.core.warmups import WarmupOutcome
 
 COLD_START_SOURCES = ("warmup", "sync_run")  # measured by our warm-up; reported by the sync side
 
-WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "blocked")
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "blocked", "held")
 
 
 class Instruments:
@@ -77,7 +77,8 @@ class Instruments:
                 self.sync_cold_starts.labels(kind, source)
         self.webhook_deliveries = Counter(
             "integration_health_webhook_deliveries", "Webhook delivery attempts, by outcome: delivered, failed "
-            "(retried later), dead (gave up after the last attempt), blocked (refused by the egress policy)",
+            "(retried later), dead (gave up after the last attempt), blocked (refused by the egress policy), held "
+            "(not sent: the signing secret does not open with the configured keys; retried, not counted)",
             ["outcome"], **kw)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)

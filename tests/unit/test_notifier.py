@@ -21,6 +21,8 @@ from tests.support.receiver import Receiver
 class FlakyOutbox:
     """An outbox whose first claims fail as a database in trouble would; then it hands out one delivery."""
 
+    keyring = None  # no secrets to seal at start
+
     def __init__(self, delivery: Claimed, failures: list[BaseException]) -> None:
         self.delivery, self.failures = delivery, failures
         self.settled: list[tuple[str, str | None]] = []
