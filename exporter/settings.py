@@ -33,7 +33,10 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a rejected secret (a short JWT secret, a malformed sealing key) never appears in the
+    # ValidationError's text, so not in a traceback either; describe_settings_error says what is wrong instead.
+    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "EXPORTER_DATABASE_URL"),
@@ -143,16 +146,13 @@ class Settings(BaseSettings):
                              "(Supabase: Settings → API → JWT secret)")
         return value
 
-    @field_validator("webhook_secret_keys", mode="before")
+    @field_validator("webhook_secret_keys")
     @classmethod
-    def _keyring(cls, value: object) -> object:
-        """Parsed at load time, so a malformed key stops the start with its entry's number (never its bytes)."""
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, str) and not value.strip():
+    def _keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        """Parsed at load time, so a malformed key stops the start with its entry's number, never its bytes."""
+        if value is None or not value.get_secret_value().strip():
             return None
-        if isinstance(value, str):
-            Keyring.parse(value)
+        Keyring.parse(value.get_secret_value())
         return value
 
     @property
