@@ -30,6 +30,7 @@ from exporter.core.webhooks import RetrySchedule
 MIN_TOKEN_CHARS = 16
 MIN_JWT_SECRET_CHARS = 32  # 256 bits for HS256 (RFC 7518 §3.2); Supabase's secrets are at least this long
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+EXAMPLE_KEY = "REPLACEwithOpensslRandBase64ThirtyTwoOutput="  # .env.example's placeholder: valid, public, refused
 
 
 class Settings(BaseSettings):
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
         """Parsed at load time, so a malformed key stops the start with its entry's number, never its bytes."""
         if value is None or not value.get_secret_value().strip():
             return None
+        if EXAMPLE_KEY in value.get_secret_value():
+            raise ValueError("still the example key of .env.example: make your own, e.g. k1:$(openssl rand -base64 32)")
         Keyring.parse(value.get_secret_value())
         return value
 

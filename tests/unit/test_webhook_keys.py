@@ -39,6 +39,7 @@ def test_serve_without_a_sealing_key_stops_before_anything_and_says_what_to_set(
     ("k1", "entry 1 must be <key id>:<base64 key>"),
     ("k1:c2hvcnQ=", "entry 1 ('k1'): the key must be 32 bytes in base64"),
     (f"k1:{KEY},k1:{KEY}", "key ids repeat"),
+    ("k1:REPLACEwithOpensslRandBase64ThirtyTwoOutput=", "still the example key of .env.example"),
 ])
 def test_a_malformed_key_setting_stops_the_start_naming_the_variable_never_the_key(environment, capsys, value,
                                                                                    why) -> None:
@@ -72,3 +73,10 @@ def test_the_demo_makes_its_key_once_keeps_it_private_and_an_operators_key_wins(
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     mine = SecretStr(f"ops:{KEY}")
     assert cli.demo_settings(Settings(data_dir=data, webhook_secret_keys=mine)).webhook_secret_keys == mine
+
+
+def test_the_env_example_key_is_refused_so_a_copied_env_file_cannot_go_live_with_it() -> None:
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    [line] = [x for x in example.splitlines() if x.startswith("EXPORTER_WEBHOOK_SECRET_KEYS=")]
+    with pytest.raises(ValidationError, match="still the example key"):
+        Settings(webhook_secret_keys=line.split("=", 1)[1])
