@@ -53,9 +53,9 @@ async def test_an_org_admin_subscribes_sees_and_deletes_its_own_webhooks(db_dsn,
     assert created["secret"].startswith("whsec_") and len(created["secret"]) >= 40
     assert (created["org_id"], created["url"], created["events"], created["enabled"]) == (
         str(ORG_A), HOOK, ["integration.status_changed"], True)
-    row = await admin.fetchrow("SELECT secret, key_id, sealed FROM webhook_secret")
-    assert row["secret"] is None and row["key_id"] == Keyring.parse(WEBHOOK_KEYS).current  # sealed, not stored
-    assert Keyring.parse(WEBHOOK_KEYS).open(UUID(created["id"]), Sealed(row["key_id"], row["sealed"])) == created["secret"]
+    row, keys = await admin.fetchrow("SELECT secret, key_id, sealed FROM webhook_secret"), Keyring.parse(WEBHOOK_KEYS)
+    assert row["secret"] is None and row["key_id"] == keys.current  # sealed, not stored
+    assert keys.open(UUID(created["id"]), Sealed(row["key_id"], row["sealed"])) == created["secret"]
     listed = await (await client.get(f"/api/v1/orgs/{ORG_A}/webhooks", headers=ADMIN_A)).json()
     assert listed["webhooks"] == [{k: v for k, v in created.items() if k != "secret"}]  # never the secret again
     resp = await client.delete(f"/api/v1/orgs/{ORG_A}/webhooks/{created['id']}", headers=ADMIN_A)
