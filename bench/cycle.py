@@ -19,6 +19,7 @@ import gc
 import gzip
 import json
 import logging
+import os
 import resource
 import statistics
 import sys
@@ -178,9 +179,9 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
             refreshes: list[tuple[float, int]] = []  # (wall ms, keys formatted) of each refresh, in its thread
             refresh = exposition.fleet.refresh
 
-            def timed_refresh(frozen):
+            def timed_refresh(frozen, changed=None):
                 start, before = time.perf_counter(), exposition.fleet.rendered
-                refresh(frozen)
+                refresh(frozen, changed)
                 refreshes.append(((time.perf_counter() - start) * 1000, exposition.fleet.rendered - before))
 
             exposition.fleet.refresh = timed_refresh
@@ -255,7 +256,17 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--debug-stalls", action="store_true", help="log what held the event loop > 50 ms")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the event loop to run on (uvloop is not a dependency: pip install uvloop to compare)")
     args = parser.parse_args()
     if args.debug_stalls:
         logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls))
+    print(f"event loop: {args.loop}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    run = main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run)
+    else:
+        asyncio.run(run)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

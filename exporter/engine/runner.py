@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -46,6 +46,40 @@ class Runner:
         """Check all concurrently, like Promise.allSettled: one failure never aborts the others."""
         results = await asyncio.gather(*(self._run_one(i) for i in integrations))
         return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
+
+    async def batches(self, integrations: Sequence[Integration], *,
+                      every_s: float = 0.25) -> AsyncIterator[list[IntegrationResult]]:
+        """Check all concurrently, as `run`, but yield the results in batches as checks finish, at most one
+        batch per `every_s` (the first at once), so a cycle can show them while slower checks still run.
+        Every result comes once; leaving early cancels the checks still running."""
+        done: list[IntegrationResult] = []
+        failed: list[BaseException] = []
+        ready = asyncio.Event()
+
+        async def one(i: Integration) -> None:
+            try:
+                done.append(IntegrationResult(i.org_id, i.integration_type, await self._run_one(i)))
+            except Exception as exc:  # a bug, not a check's failure (those are results): fail as gather would
+                failed.append(exc)
+            ready.set()
+
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.ensure_future(one(i)) for i in integrations]
+        left, last = len(tasks), loop.time() - every_s
+        try:
+            while left:
+                await ready.wait()
+                if failed:
+                    raise failed[0]
+                if (wait := last + every_s - loop.time()) > 0 and len(done) < left:
+                    await asyncio.sleep(wait)  # more finish meanwhile: one batch for them all
+                ready.clear()
+                batch, done[:] = done[:], []
+                left, last = left - len(batch), loop.time()
+                yield batch
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def _run_one(self, integration: Integration) -> HealthResult:
         try:
