@@ -41,6 +41,7 @@ from exporter.core.model import secret_name  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.demo.seed import install_vault_stand_in  # noqa: E402
 from exporter.demo.simulator import FAKES  # noqa: E402
+from exporter.engine import heap  # noqa: E402
 from exporter.engine.loop_lag import LoopLagProbe  # noqa: E402
 from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
@@ -140,7 +141,8 @@ async def lag_during(gauge, work):
     return result, gauge.collect()[0].samples[0].value
 
 
-async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False) -> None:
+async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False,
+               settle_heap: bool = True) -> None:
     server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir())
     dsn = server.start()
     sim_port = free_port()
@@ -186,12 +188,16 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
 
             exposition.fleet.refresh = timed_refresh
             slot = datetime(2026, 1, 1, tzinfo=UTC)
+            if settle_heap:
+                heap.settle()  # as the service does after startup
 
             async def cycle_and_scrape(at: datetime):
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 results = await services.scheduler.run_cycle(at, at)
                 walls.append(time.perf_counter() - wall0)
                 cpus.append((time.process_time() - cpu0) / len(results) * 1000)
+                if settle_heap:  # as the service does after each cycle (engine/heap.py); --no-settle to compare
+                    heap.settle()
                 return results, await timed(exposition.render_off_loop(compressed=True))  # Prometheus asks gzip
 
             for i in range(runs):
@@ -256,13 +262,14 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--debug-stalls", action="store_true", help="log what held the event loop > 50 ms")
+    parser.add_argument("--no-settle", action="store_true", help="never freeze the heap (engine/heap.py), to compare")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the event loop to run on (uvloop is not a dependency: pip install uvloop to compare)")
     args = parser.parse_args()
     if args.debug_stalls:
         logging.basicConfig(level=logging.WARNING)
     print(f"event loop: {args.loop}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    run = main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls)
+    run = main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, not args.no_settle)
     if args.loop == "uvloop":
         import uvloop
 

@@ -33,6 +33,10 @@ from exporter.storage.store import TRANSIENT_ERRORS, Store
 log = logging.getLogger(__name__)
 
 
+def slowness(r: IntegrationResult) -> int:
+    return r.result.latency_ms // 1000
+
+
 class Scheduler:
     """Runs cycles on slot boundaries. Holds the last integration list so checks go on while the
     database is away (their results wait in the outbox)."""
@@ -61,9 +65,10 @@ class Scheduler:
         self.last_slot: datetime | None = None
         self.cycle_task: asyncio.Task[None] | None = None
 
-    def _last_latency(self, integration: Integration) -> int:
-        last = self.snapshot.results.get((integration.org_id, integration.integration_type))
-        return last.result.latency_ms if last else 0
+    def _slowness(self, integration: Integration) -> int:
+        """Whole seconds the last check took: checks start slowest first by it, in the snapshot's order within."""
+        last = self.snapshot.results.get(key_of(integration))
+        return slowness(last) if last else 0
 
     def _interval(self, integration: Integration) -> int:
         return policy.interval_for(integration, self.interval_s, self.type_intervals)
@@ -142,7 +147,10 @@ class Scheduler:
         cycle); the integrations left standing keep their last result, flagged with the incident."""
         last = {k: r.result for k, r in self.snapshot.results.items()}
         checking, held = self.vendors.split(active, todo, slot, last, self._interval)
-        checking.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
+        # Slowest first, a hang's 10 s overlapping the rest; within a second, in the list's order, which is the
+        # snapshot's too (see _run): the results then come back in the exposition's order, a batch touching few
+        # of its gzip blocks, and the stragglers, first in the snapshot, share its first blocks.
+        checking.sort(key=self._slowness, reverse=True)
         shown: dict[Key, IntegrationResult | None] = {}
         stated = await self._run(checking, slot, shown)
         present = {i.integration_type for i in active}
@@ -176,12 +184,16 @@ class Scheduler:
             return []
         states = self.snapshot.states()  # before any of these is shown: each key's state before its check
         by_key = {key_of(i): i for i in integrations}
+        order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
         stated: list[IntegrationResult] = []
+        new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
         async for batch in self.runner.batches(integrations):
             done = [self._stated(r, states.get(r.org_id_key()), by_key[r.org_id_key()], slot) for r in batch]
-            self._show(self.vendors.flag(done), shown)
+            self._show([r for r in self.vendors.flag(done) if r.org_id_key() in states], shown)
+            new += (r for r in done if r.org_id_key() not in states)
             stated += done
-        order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
+        new.sort(key=lambda r: (-slowness(r), order[r.org_id_key()]))
+        self._show(self.vendors.flag(new), shown)
         stated.sort(key=lambda r: order[r.org_id_key()])
         return stated
 
@@ -343,8 +355,9 @@ class Scheduler:
         """Whether this replica checks, exports and stores the organisation (always, without shards)."""
         return self.shards is None or self.shards.owns(org_id)
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Run a cycle for each new slot until `stop` is set; a late start runs once, for the latest slot."""
+    async def run_forever(self, stop: asyncio.Event, *, between: Callable[[], None] | None = None) -> None:
+        """Run a cycle for each new slot until `stop` is set; a late start runs once, for the latest slot.
+        `between`: called after each cycle (the service settles the heap then: engine/heap.py)."""
         due_at = self.clock()  # the first cycle is due now, if its slot has not been checked yet
         while not stop.is_set():
             now = self.clock()
@@ -357,6 +370,8 @@ class Scheduler:
                     self.instruments.cycles.labels("failure").inc()
                     log.exception("cycle failed", extra={"slot": slot.isoformat()})
                     self.last_slot = slot  # do not spin on a failing slot; the next slot tries again
+                if between is not None:
+                    between()
                 continue
             due_at = policy.next_slot(now, self.interval_s)
             wait = max(0.0, (due_at - now).total_seconds())
@@ -400,6 +415,7 @@ class Scheduler:
         """
         if self.shards is not None:
             results = [r for r in results if self.shards.owns(r.org_id)]
-        self.snapshot.update([policy.assume_next_check(r, self.interval_s) for r in results])
+        restored = sorted(results, key=slowness, reverse=True)  # in the order a first cycle would show them (_run)
+        self.snapshot.update([policy.assume_next_check(r, self.interval_s) for r in restored])
         self.vendors.restore(results)
         self.vendors.export(self.snapshot.results.values())
