@@ -240,3 +240,25 @@ async def test_a_bug_in_a_check_fails_the_batches_as_it_fails_run(ctx, monkeypat
     with pytest.raises(RuntimeError, match="a bug"):
         async for _ in runner.batches([integration("http")]):
             pass
+
+
+async def test_batches_keep_at_most_a_window_of_checks_alive_and_still_check_them_all(ctx) -> None:
+    alive, most = 0, 0
+
+    class Counting:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            nonlocal alive, most
+            alive += 1
+            most = max(most, alive)
+            await asyncio.sleep(0.001)
+            alive -= 1
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    runner = runner_for(ctx, {"http": Counting}, window=3)
+    orgs = [UUID(int=n) for n in range(10)]
+    seen = [r.org_id async for batch in runner.batches([Integration(o, "http", HTTP_CONFIG) for o in orgs])
+            for r in batch]
+    assert sorted(seen) == orgs and most == 3
