@@ -107,11 +107,14 @@ class VendorWatch:
 
     def export(self, results: Iterable[IntegrationResult]) -> None:
         """Set the incident and failing-ratio gauges of every known type from the latest results."""
-        latest = list(results)
+        by_type: dict[str, list[IntegrationResult]] = {}
+        for r in results:  # one pass over the fleet, not one per type
+            if not r.maintenance:
+                by_type.setdefault(r.integration_type, []).append(r)
         for kind in self.instruments.known_types:
             self.instruments.vendor_incident.labels(kind).set(1 if kind in self.ongoing else 0)
             self.instruments.vendor_failing_ratio.labels(kind).set(
-                incidents.failing_ratio([r for r in latest if not r.maintenance], kind))
+                incidents.failing_ratio(by_type.get(kind, []), kind))
 
     def restore(self, results: Iterable[IntegrationResult]) -> None:
         if self.rules is not None:

@@ -96,16 +96,20 @@ class Scheduler:
         finally:
             await windows
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
+        await asyncio.sleep(0)  # each step below walks the fleet: let scrapes and probes in between
         states = self.snapshot.states()
         modes = {key_of(i): "passive" if self.is_passive(i, states.get(key_of(i)), slot) else "active"
                  for i in self.integrations}
         self.snapshot.modes = modes
         passive = [i for i in self.integrations if modes[key_of(i)] == "passive"]
         active = [i for i in self.integrations if modes[key_of(i)] == "active"]
+        await asyncio.sleep(0)
         passive_results = await self.assess_syncs(passive, slot)
         if passive_results:
             await self.publish(passive_results, slot)
+        await asyncio.sleep(0)
         todo = policy.due(active, slot, self.interval_s, self.type_intervals, self._with_evidence(active, slot))
+        await asyncio.sleep(0)
         results = await self.check_active(active, todo, slot) + passive_results
         duration = (self.clock() - started).total_seconds()
         self.instruments.cycle_duration.set(duration)
