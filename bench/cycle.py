@@ -188,8 +188,9 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
 
             exposition.fleet.refresh = timed_refresh
             slot = datetime(2026, 1, 1, tzinfo=UTC)
-            if settle_heap:
-                heap.settle()  # as the service does after startup
+            if settle_heap:  # as the service does at startup
+                heap.configure()
+                heap.settle()
 
             async def cycle_and_scrape(at: datetime):
                 cpu0, wall0 = time.process_time(), time.perf_counter()

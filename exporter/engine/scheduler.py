@@ -33,6 +33,9 @@ from exporter.storage.store import TRANSIENT_ERRORS, Store
 log = logging.getLogger(__name__)
 
 
+CHUNK = 256  # results stated and shown between two turns of the event loop
+
+
 def slowness(r: IntegrationResult) -> int:
     return r.result.latency_ms // 1000
 
@@ -192,10 +195,13 @@ class Scheduler:
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
         async for batch in self.runner.batches(integrations):
-            done = [self._stated(r, states.get(r.org_id_key()), by_key[r.org_id_key()], slot) for r in batch]
-            self._show([r for r in self.vendors.flag(done) if r.org_id_key() in states], shown)
-            new += (r for r in done if r.org_id_key() not in states)
-            stated += done
+            for at in range(0, len(batch), CHUNK):
+                await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
+                done = [self._stated(r, states.get(r.org_id_key()), by_key[r.org_id_key()], slot)
+                        for r in batch[at:at + CHUNK]]
+                self._show([r for r in self.vendors.flag(done) if r.org_id_key() in states], shown)
+                new += (r for r in done if r.org_id_key() not in states)
+                stated += done
         new.sort(key=lambda r: (-slowness(r), order[r.org_id_key()]))
         self._show(self.vendors.flag(new), shown)
         stated.sort(key=lambda r: order[r.org_id_key()])
@@ -249,7 +255,9 @@ class Scheduler:
             published.append(r)
         if reflagged:
             self.snapshot.update(reflagged)
+        await asyncio.sleep(0)  # each step here walks the cycle's results: let the loop in between
         self.instruments.observe(published)
+        await asyncio.sleep(0)
         await self.outbox.submit(published, slot)
         return flagged
 

@@ -31,6 +31,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     services, runtime = app[SERVICES], app[RUNTIME]
     if services.shards:  # renewing first: a slow restore must not let the leases taken at start lapse
         runtime.lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler))
+    heap.configure()
     restored = await services.store.last_results()
     services.scheduler.restore(restored)
     log.info("restored the last known status of %d integrations", len(restored))
