@@ -264,8 +264,8 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--debug-stalls", action="store_true", help="log what held the event loop > 50 ms")
     parser.add_argument("--no-settle", action="store_true", help="never freeze the heap (engine/heap.py), to compare")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="the event loop to run on (uvloop is not a dependency: pip install uvloop to compare)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop",
+                        help="the event loop to run on: uvloop, as the service does (cli.run_service), or asyncio's")
     args = parser.parse_args()
     if args.debug_stalls:
         logging.basicConfig(level=logging.WARNING)
