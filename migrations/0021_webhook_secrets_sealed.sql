@@ -1,7 +1,8 @@
 -- Webhook signing secrets sealed at rest: AES-256-GCM under an operator key the database never sees
 -- (EXPORTER_WEBHOOK_SECRET_KEYS), with the subscription id as associated data, so a dump, a backup or a
 -- role granted too much yields no organisation's secret, and a sealed value copied onto another
--- subscription does not open. `key_id` names the key that sealed the row, so the operator can rotate.
+-- subscription does not open. `key_id` names the key that sealed the row (the operator's label and a
+-- fingerprint of the key), so the operator can rotate.
 --
 -- A migration cannot seal (it has no key), so the plaintext rows of 0014 stay as they are here and the
 -- service seals them when it starts with a key (`Webhooks.reseal`), before it delivers anything; until
@@ -11,7 +12,7 @@
 
 ALTER TABLE public.webhook_secret
     ALTER COLUMN secret DROP NOT NULL,
-    ADD COLUMN key_id text CHECK (key_id ~ '^[A-Za-z0-9_.-]{1,32}$'),
+    ADD COLUMN key_id text CHECK (key_id ~ '^[A-Za-z0-9_.-]{1,32}\.[0-9a-f]{8}$'),  -- label.fingerprint
     -- 12-byte nonce + ciphertext (the secret's length) + 16-byte tag
     ADD COLUMN sealed bytea CHECK (octet_length(sealed) BETWEEN 12 + 32 + 16 AND 1024),
     ADD CONSTRAINT webhook_secret_sealed_or_plaintext CHECK (

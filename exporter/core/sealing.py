@@ -5,12 +5,18 @@ the table (a backup, a dump, a replica, a role granted too much) from yielding a
 The operator's keys (EXPORTER_WEBHOOK_SECRET_KEYS) live outside the database. Each ciphertext names the key
 that sealed it, so keys rotate: the first key seals, every listed key opens. The subscription id is the
 associated data, so a sealed secret copied onto another subscription does not open.
+
+The name stored with a ciphertext is the operator's label plus a fingerprint of the key (`k1.3fa2b1c9`): a
+replica started with another key under the same label seals under another name, so the other replicas see
+rows they cannot open (held, alerted) instead of taking them for their own and skipping them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Sequence
@@ -23,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce, random per seal: far below 2^32 seals per key
 KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+FINGERPRINT = b"integration-health/webhook-key-id/v1"  # HMAC message: 32 bits that name a key, reveal nothing
 CONTEXT = b"integration-health/webhook-secret/v1\x00"  # what the associated data says, besides the subscription
 GENERATE = "openssl rand -base64 32"
 
@@ -46,6 +53,16 @@ def _aad(subscription_id: UUID) -> bytes:
     return CONTEXT + subscription_id.bytes
 
 
+def stored_id(label: str, key: bytes) -> str:
+    """The name a ciphertext carries: the operator's label and the key's fingerprint."""
+    return f"{label}.{hmac.new(key, FINGERPRINT, hashlib.sha256).hexdigest()[:8]}"
+
+
+def label_of(key_id: str) -> str:
+    """The operator's label in a stored key name (what EXPORTER_WEBHOOK_SECRET_KEYS calls it)."""
+    return key_id.rpartition(".")[0] or key_id
+
+
 def _key_bytes(text: str) -> bytes:
     """32 bytes from base64 (standard or URL-safe alphabet); ValueError that never repeats the text."""
     try:
@@ -63,16 +80,16 @@ class Keyring:
     def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
         if not keys:
             raise ValueError("at least one key is needed")
-        ids = [key_id for key_id, _ in keys]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"key ids repeat: {', '.join(ids)}")
-        for key_id, key in keys:
-            if not KEY_ID.fullmatch(key_id):
-                raise ValueError(f"key id {key_id[:40]!r} must be 1 to 32 of A-Z a-z 0-9 _ . -")
+        for n, (label, key) in enumerate(keys, 1):
+            if not KEY_ID.fullmatch(label):  # never echoed: a key pasted in the id's place would be shown
+                raise ValueError(f"entry {n}: the key id must be 1 to 32 of A-Z a-z 0-9 _ . -")
             if len(key) != KEY_BYTES:
-                raise ValueError(f"key {key_id!r} must be {KEY_BYTES} bytes")
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
-        self.current = ids[0]
+                raise ValueError(f"key {label!r} must be {KEY_BYTES} bytes")
+        labels = [label for label, _ in keys]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"key ids repeat: {', '.join(labels)}")
+        self._ciphers = {stored_id(label, key): AESGCM(key) for label, key in keys}
+        self.current = next(iter(self._ciphers))  # the stored name of the first key, which seals
 
     @classmethod
     def parse(cls, text: str) -> Keyring:
@@ -82,14 +99,18 @@ class Keyring:
             key_id, colon, key = entry.strip().partition(":")
             if not colon:
                 raise ValueError(f"entry {n} must be <key id>:<base64 key>, e.g. k1:$({GENERATE})")
+            if not KEY_ID.fullmatch(key_id.strip()):  # not echoed: it may be a key written in the wrong place
+                raise ValueError(f"entry {n}: the key id must be 1 to 32 of A-Z a-z 0-9 _ . - "
+                                 f"(<key id>:<base64 key>)")
             try:
                 keys.append((key_id.strip(), _key_bytes(key)))
             except ValueError as exc:
-                raise ValueError(f"entry {n} ({key_id.strip()[:32]!r}): {exc}") from None
+                raise ValueError(f"entry {n} ({key_id.strip()!r}): {exc}") from None
         return cls(keys)
 
     @property
     def ids(self) -> tuple[str, ...]:
+        """The stored names of the keys, newest first."""
         return tuple(self._ciphers)
 
     def seal(self, subscription_id: UUID, secret: str) -> Sealed:
@@ -100,14 +121,14 @@ class Keyring:
     def open(self, subscription_id: UUID, sealed: Sealed) -> str:
         cipher = self._ciphers.get(sealed.key_id)
         if cipher is None:
-            raise Unsealable(f"the signing secret is sealed with key {sealed.key_id!r}, which is not in "
-                             "EXPORTER_WEBHOOK_SECRET_KEYS: add that key back")
+            raise Unsealable(f"the signing secret is sealed with key {sealed.key_id!r} (id "
+                             f"{label_of(sealed.key_id)!r} and that fingerprint), which is not in "
+                             "EXPORTER_WEBHOOK_SECRET_KEYS: add that key back, the same bytes under that id")
         try:
             plain = cipher.decrypt(sealed.blob[:NONCE_BYTES], sealed.blob[NONCE_BYTES:], _aad(subscription_id))
         except (InvalidTag, ValueError):
-            raise Unsealable(f"the signing secret does not open with key {sealed.key_id!r}: that id names "
-                             "another key in EXPORTER_WEBHOOK_SECRET_KEYS than the one that sealed it, or the "
-                             "row was copied from another subscription") from None
+            raise Unsealable(f"the signing secret does not open with key {sealed.key_id!r}: the row was "
+                             "altered or copied from another subscription") from None
         return plain.decode()
 
     def __repr__(self) -> str:

@@ -169,7 +169,7 @@ class Notifier:
         """One attempt; returns its outcome (delivered, failed, dead, blocked, held) after recording it."""
         context = {"event_id": str(claimed.event_id), "subscription_id": str(claimed.subscription_id),
                    "org_id": str(claimed.org_id), "attempt": claimed.attempts}
-        if claimed.secret is None:
+        if not claimed.secret:  # unopened (or, never expected, empty): nothing is signed with an empty key
             return await self._hold(claimed, context)
         try:
             error = await self._post(claimed)
@@ -194,7 +194,9 @@ class Notifier:
         """Nothing can be signed without the secret: hold the delivery, uncounted, rather than dead-letter an
         organisation's events for an operator's key mistake. The reason names the key id, never a key."""
         why = claimed.unsealable or "the signing secret could not be opened"
-        await self.webhooks.hold(claimed, HOLD_S, sanitize(f"held: {why}"))
+        # the organisation reads last_error (RLS): it learns its delivery waits on the operator, not the key names
+        await self.webhooks.hold(claimed, HOLD_S, "held: the operator must restore the key that signs this "
+                                 "subscription; deliveries resume then, nothing is lost")
         now = time.monotonic()
         if now - self._held_logged_at >= HOLD_LOG_EVERY_S:
             self._held_logged_at = now
@@ -203,12 +205,14 @@ class Notifier:
 
     async def _post(self, claimed: Claimed) -> str | None:
         """POST the signed event; None when delivered, else why not (sanitised, never the URL or secret)."""
+        if not claimed.secret:  # deliver() holds these; signing with an empty HMAC key would be forgeable
+            raise RuntimeError("a webhook delivery reached signing without its secret")
         destination(claimed.url, self.policy)  # the policy may have changed since the subscription was made
         body = body_of(claimed)
         now = int(self.clock())
         headers = {"Content-Type": "application/json", "User-Agent": "integration-health-webhooks/1",
                    ID_HEADER: str(claimed.event_id), TIMESTAMP_HEADER: str(now),
-                   SIGNATURE_HEADER: signature(claimed.secret or "", now, body)}
+                   SIGNATURE_HEADER: signature(claimed.secret, now, body)}
         try:
             async with asyncio.timeout(self.timeout_s):
                 response = await fetch(self.ctx, "POST", claimed.url, data=body, headers=headers, read_body=False)
