@@ -48,7 +48,8 @@ async def outage(integrations: int, outage_minutes: int, canaries: bool) -> tupl
         store = MemoryStore([Integration(UUID(int=n + 1), "http", {"url": f"{base}/http/vendor", "method": "GET"})
                              for n in range(integrations)])
         now = [T0]
-        settings = Settings(database_url="memory://", credential_provider="none", max_concurrency=256)
+        settings = Settings(database_url="memory://", credential_provider="none", max_concurrency=256,
+                            vendor_incident_types=frozenset({"http"}))  # the simulated vendor
         async with loopback_session(limit=256) as session:
             services = build_services(settings, store=store, session=session,  # type: ignore[arg-type]
                                       clock=lambda: now[0], rng=random.Random(1).random)

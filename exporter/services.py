@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,16 @@ def type_intervals(settings: Settings, specs: Mapping[str, AdapterSpec]) -> dict
     return {name: spec.interval_s for name, spec in specs.items() if spec.interval_s}
 
 
+def vendor_types(specs: Mapping[str, AdapterSpec], chosen: frozenset[str] | None = None) -> frozenset[str]:
+    """The types that can have a vendor-wide incident: the operator's choice, else those whose adapter reaches
+    only its vendor's hosts (a type whose URL each tenant chooses has no shared vendor)."""
+    if chosen is None:
+        return frozenset(name for name, spec in specs.items() if spec.hosts is not None)
+    if unknown := sorted(chosen - specs.keys()):
+        raise ValueError(f"EXPORTER_VENDOR_INCIDENT_TYPES names unknown types {unknown}; known: {sorted(specs)}")
+    return chosen
+
+
 def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientSession,
                    credentials: CredentialProvider | None = None, specs: Mapping[str, AdapterSpec] = ADAPTERS,
                    on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None,
@@ -91,7 +101,9 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           on_cycle=on_cycle, passive_types=settings.passive_types,
                           fallback_after=settings.rate_limit_fallback_after,
                           passive_cooldown_s=settings.passive_cooldown_seconds, shards=shards,
-                          backoff=settings.backoff_caps, incidents=settings.incident_rules, clock=clock, rng=rng)
+                          backoff=settings.backoff_caps, clock=clock, rng=rng,
+                          incidents=replace(settings.incident_rules,
+                                            types=vendor_types(specs, settings.vendor_incident_types)))
     warmer = Warmer(session=session, instruments=instruments, snapshot=snapshot,
                     integrations=lambda: scheduler.integrations, lead_s=settings.sync_warmup_lead_seconds,
                     cold_start_s=settings.sync_cold_start_seconds, timeout_s=settings.check_timeout_seconds,

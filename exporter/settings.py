@@ -85,6 +85,9 @@ class Settings(BaseSettings):
                                          description="and at least this share of that type's checked integrations")
     vendor_incident_canaries: int = Field(default=DEFAULT_CANARIES, ge=1, le=1000,
                                           description="integrations of the type still checked while it lasts")
+    vendor_incident_types: Annotated[frozenset[str] | None, NoDecode] = Field(
+        default=None, description="types that can have a vendor-wide incident; default those whose adapter reaches "
+        "only its vendor's hosts (not http: each tenant chooses its URL, so tenants could silence each other)")
     replica_id: str | None = Field(default=None, description="names this replica in shard leases; default host-pid")
     lease_ttl_seconds: float = Field(default=30.0, gt=0, description="a dead replica's shards move after this")
     egress_allow: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
     def incident_rules(self) -> IncidentRules:
         return IncidentRules(self.vendor_incident_min_orgs, self.vendor_incident_ratio, self.vendor_incident_canaries)
 
-    @field_validator("passive_types", "sovereign_clouds", mode="before")
+    @field_validator("passive_types", "sovereign_clouds", "vendor_incident_types", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return frozenset(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value

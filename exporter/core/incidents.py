@@ -30,6 +30,10 @@ class IncidentRules:
     min_orgs: int = DEFAULT_MIN_ORGS
     ratio: float = DEFAULT_RATIO
     canaries: int = DEFAULT_CANARIES
+    # The types that are one vendor (their adapter reaches a fixed set of the vendor's hosts); None: every type.
+    # A type whose URL each organisation chooses (plain `http`) has no shared vendor: five tenants pointing it
+    # at dead hosts would otherwise declare an "incident" and pause and silence everyone else's checks of it.
+    types: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.min_orgs < 1:
@@ -79,6 +83,8 @@ def decide(ongoing: Mapping[str, datetime], tallies: Mapping[str, Tally], slot: 
     """
     out: dict[str, datetime] = {}
     for kind, t in tallies.items():
+        if rules.types is not None and kind not in rules.types:
+            continue  # no shared vendor: never an incident (one that was restored for it ends here)
         since = ongoing.get(kind)
         if since is not None and kind in canaries_only:
             if t.checked == 0 or t.ratio >= rules.ratio:

@@ -193,7 +193,8 @@ async def _drive(scenario: Scenario, world: World) -> list[str | None]:
     for event in scenario.seed_runs:
         event(world)
     clock = Clock()
-    settings = Settings(database_url="memory://", credential_provider="none")  # the defaults otherwise
+    settings = Settings(database_url="memory://", credential_provider="none",  # the defaults otherwise, but
+                        vendor_incident_types=frozenset({"http"}))  # the simulated http vendor is one vendor
     rng = random.Random(scenario.name).random
     scrapes: list[str | None] = []
     services: Services | None = None

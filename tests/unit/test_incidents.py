@@ -8,9 +8,11 @@ from uuid import UUID
 
 import pytest
 
+from exporter.adapters import ADAPTERS
 from exporter.core import incidents
 from exporter.core.incidents import IncidentRules, Tally
 from exporter.core.model import AUTH_REASONS, HealthStatus, IntegrationResult, Reason, make_result
+from exporter.services import vendor_types
 
 SLOT = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
 RULES = IncidentRules(min_orgs=5, ratio=0.5, canaries=3)
@@ -52,6 +54,21 @@ def test_network_tls_timeout_and_server_errors_count(reason) -> None:
                                     Reason.BAD_RESPONSE, Reason.SLOW])
 def test_failures_of_one_organisations_own_never_make_an_incident(reason) -> None:
     assert incidents.decide({}, incidents.tally(fleet(12, 0, reason)), SLOT, RULES) == {}
+
+
+def test_a_type_whose_url_each_tenant_chooses_never_has_an_incident_so_tenants_cannot_silence_each_other() -> None:
+    """Plain `http` reaches whatever host each organisation configured: twelve tenants pointing it at dead
+    hosts are twelve outages of their own, not a vendor's; an incident restored for such a type ends."""
+    rules = IncidentRules(min_orgs=5, ratio=0.5, canaries=3, types=frozenset({"xledger"}))
+    attack = [result(n, Reason.CONNECT, "http") for n in range(12)]
+    assert incidents.decide({}, incidents.tally(attack), SLOT, rules) == {}
+    assert incidents.decide({"http": SLOT}, incidents.tally(attack), SLOT, rules, canaries_only={"http"}) == {}
+    assert incidents.decide({}, incidents.tally(fleet(6, 0)), SLOT, rules) == {"xledger": SLOT}  # a vendor's still
+    assert incidents.decide({}, incidents.tally(attack), SLOT, RULES) == {"http": SLOT}  # (every type by default)
+
+
+def test_the_service_judges_only_types_with_a_vendors_own_hosts() -> None:
+    assert vendor_types(ADAPTERS) == {"dynamics365", "fiken", "tripletex", "xledger"}
 
 
 def test_types_are_judged_apart() -> None:

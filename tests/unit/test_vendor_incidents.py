@@ -17,6 +17,8 @@ SLOT = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
 ORGS = [UUID(int=n + 1) for n in range(12)]
 LONER = UUID("77777777-7777-4777-8777-777777777777")
 
+VENDOR = frozenset({"http"})  # the simulator's http target stands for one vendor here (not by default: its own test)
+
 
 def slot(n: int) -> datetime:
     return SLOT + timedelta(minutes=15 * n)
@@ -32,10 +34,28 @@ def gauge(services, name: str, kind: str = "http") -> float | None:
     return services.instruments.registry.get_sample_value(name, {"integration_type": kind})
 
 
+async def test_by_default_tenants_pointing_plain_http_at_dead_hosts_pause_and_silence_no_one(sim) -> None:
+    """The attack on the incident rule: twelve tenants' own http URLs fail as infrastructure. Plain http has
+    no shared vendor, so the service declares nothing: everyone is checked and alerted on as their own."""
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    async with loopback_session() as session:
+        services = build_services(settings_for("postgresql://unused", check_interval=900), store=store,
+                                  session=session)  # type: ignore[arg-type]
+        state.modes["vendor"] = Mode("server_error")
+        assert len(await services.scheduler.run_cycle(slot(0), slot(0))) == 13
+        for n in range(3):  # (later slots check those due after their own backoff: no canaries, no holding)
+            if n:
+                await services.scheduler.run_cycle(slot(n), slot(n))
+            assert services.scheduler.vendors.ongoing == {}
+    assert gauge(services, "integration_health_vendor_incident") in (None, 0)
+    assert all(r.result.vendor_incident_since is None for r in store.status.values())
+
+
 async def test_an_outage_of_many_organisations_is_one_incident_checked_through_three_canaries(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
         scheduler = services.scheduler
@@ -77,7 +97,7 @@ async def test_an_outage_of_many_organisations_is_one_incident_checked_through_t
 async def test_the_incident_survives_a_restart_with_its_start(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     state.modes["vendor"] = Mode("server_error")
     async with loopback_session() as session:
         first = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
@@ -92,7 +112,7 @@ async def test_the_incident_survives_a_restart_with_its_start(sim) -> None:
 async def test_one_organisations_rejected_credentials_while_the_vendor_is_healthy_stay_its_own(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     state.modes["loner"] = Mode("unauthorized")
     async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
@@ -107,7 +127,7 @@ async def test_one_organisations_rejected_credentials_while_the_vendor_is_health
 async def test_few_organisations_failing_together_are_no_incident(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base)[:4])  # four organisations: below the default of five
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     state.modes["vendor"] = Mode("server_error")
     async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
@@ -119,7 +139,7 @@ async def test_few_organisations_failing_together_are_no_incident(sim) -> None:
 async def test_test_connection_during_an_incident_checks_what_it_is_asked_and_says_so(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     state.modes["vendor"] = Mode("server_error")
     async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
@@ -133,7 +153,7 @@ async def test_test_connection_during_an_incident_checks_what_it_is_asked_and_sa
 async def test_an_hourly_type_is_held_on_its_own_interval_and_all_of_it_rechecked_on_recovery(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900, type_intervals={"http": 3600})
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR, type_intervals={"http": 3600})
     hour = SLOT.replace(minute=0)
     state.modes["vendor"] = Mode("server_error")
     async with loopback_session() as session:
@@ -158,7 +178,7 @@ async def test_an_incident_is_judged_on_the_whole_fleet_every_hour(sim) -> None:
     checked and the incident is declared again only if the fleet still fails (its start kept)."""
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     async with loopback_session() as session:
         scheduler = build_services(settings, store=store, session=session).scheduler  # type: ignore[arg-type]
         state.modes["vendor"] = Mode("server_error")
@@ -181,7 +201,7 @@ async def test_a_maintenance_window_over_every_organisation_is_no_vendor_outage(
     store = MemoryStore(fleet(base))
     # results carry the real clock's checked_at: a window around it
     store.windows = [Window(uuid4(), None, "http", slot(0), datetime.now(UTC) + timedelta(days=1), "vendor upgrade")]
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
         state.modes["vendor"] = Mode("server_error")
