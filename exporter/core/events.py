@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -220,6 +220,15 @@ def _window_event(org_id: UUID, w: Window, phase: Phase, at: datetime) -> Event:
     data = MaintenanceWindowEvent(window_id=w.id, phase=phase, integration_type=w.integration_type,
                                   starts_at=w.starts_at, ends_at=w.ends_at, description=w.reason or None)
     return make_event(EventType.MAINTENANCE_WINDOW, org_id, at, data, w.id, phase)
+
+
+def window_cut_short(org_ids: Iterable[UUID], w: Window, at: datetime) -> list[Event]:
+    """The end of a window deleted at `at` while in force, for the organisations it had flagged: its row is
+    gone, so no later result finds it; `ends_at` says when it really ended. Same ids as a natural end."""
+    if not w.active(at):  # upcoming: nothing was announced; over: its end already was
+        return []
+    ended = replace(w, ends_at=at)
+    return [_window_event(org_id, ended, "ended", at) for org_id in sorted(set(org_ids))]
 
 
 def credential_news(org_id: UUID, integration_type: str, before: Flags | None, after: Flags) -> list[Event]:

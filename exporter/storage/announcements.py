@@ -34,11 +34,19 @@ WHERE EXISTS (SELECT 1 FROM public.webhook_subscription w
               WHERE w.org_id = s.org_id AND w.enabled AND w.events && $3::text[])"""
 
 # The windows that may have started or ended for these organisations between the two readings: their own
-# and the global ones, ended or not (a window deleted while active is gone, and announces no end).
+# and the global ones, ended or not (a window deleted while in force is gone: `window_deleted` ended it).
 SELECT_WINDOWS = """
 SELECT id, org_id, integration_type, starts_at, ends_at, reason, created_by, created_at
 FROM public.maintenance_window
 WHERE (org_id IS NULL OR org_id = ANY ($1::uuid[])) AND ends_at > $2 AND starts_at <= $3"""
+
+
+# The organisations a window in force has flagged (their rows say so) that subscribe to its announcements.
+SELECT_FLAGGED_ORGS = """
+SELECT DISTINCT s.org_id FROM public.integration_health_status s
+WHERE s.maintenance AND ($1::uuid IS NULL OR s.org_id = $1) AND ($2::text IS NULL OR s.integration_type = $2)
+  AND EXISTS (SELECT 1 FROM public.webhook_subscription w
+              WHERE w.org_id = s.org_id AND w.enabled AND $3 = ANY (w.events))"""
 
 
 async def flags(conn: asyncpg.Connection, org_ids: Sequence[UUID], integration_types: Sequence[str]
@@ -72,3 +80,16 @@ async def enqueue_news(conn: asyncpg.Connection, before: Mapping[Key, Flags], or
             for e in events.row_news(org_id, kind, before.get((org_id, kind)), now, windows)}
     await enqueue(conn, list(news.values()))
     return list(news.values())
+
+
+async def window_deleted(conn: asyncpg.Connection, window: Window) -> list[events.Event]:
+    """In the deleting transaction: announce the end of a window deleted while in force (now, the database's
+    clock) to the organisations it had flagged. Returns the events."""
+    now = await conn.fetchval("SELECT now()")
+    if not window.active(now):
+        return []
+    orgs = await conn.fetch(SELECT_FLAGGED_ORGS, window.org_id, window.integration_type,
+                            EventType.MAINTENANCE_WINDOW.value)
+    news = events.window_cut_short([r["org_id"] for r in orgs], window, now)
+    await enqueue(conn, news)
+    return news

@@ -355,9 +355,15 @@ class Store:
         return window_from_row(await self._with_retry(lambda c: c.fetchrow(INSERT_WINDOW, *args)))
 
     async def delete_maintenance_window(self, window_id: UUID) -> Window | None:
-        """Remove a window (ending it now, if active); None when there was none with that id."""
-        row = await self._with_retry(lambda c: c.fetchrow(DELETE_WINDOW, window_id))
-        return window_from_row(row) if row else None
+        """Remove a window (ending it now, if active, and announcing that end); None when there was none."""
+        async def delete(c: asyncpg.Connection) -> Window | None:
+            async with c.transaction():
+                row = await c.fetchrow(DELETE_WINDOW, window_id)
+                if row is not None:
+                    await announcements.window_deleted(c, window_from_row(row))
+                return window_from_row(row) if row else None
+
+        return await self._with_retry(delete)
 
     async def _with_retry(self, op: Any) -> Any:
         async for attempt in self._retrying.copy():

@@ -18,7 +18,10 @@ from exporter.core.model import HealthStatus, IntegrationResult, Reason, make_re
 from exporter.core.webhooks import new_secret
 from exporter.storage.store import Store, create_pool
 from exporter.storage.webhooks import Webhooks
+from exporter.web.api import SERVICES
 from tests.db.test_rls import as_role
+from tests.helpers import AUTH, add_http, settings_for, wait_until
+from tests.support.receiver import Receiver
 
 ORG, OTHER, QUIET = (UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"), UUID("bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"),
                      UUID("cccccccc-cccc-4ccc-8ccc-cccccccccccc"))
@@ -116,6 +119,22 @@ async def test_an_orgs_own_window_is_announced_to_that_org_only(store, admin, su
         (ORG, "started", "http"), (ORG, "ended", "http")]
 
 
+async def test_a_window_deleted_while_in_force_announces_its_end_to_the_orgs_it_flagged(store, admin,
+                                                                                      subscribed) -> None:
+    now = await admin.fetchval("SELECT now()")  # deletion ends a window on the database's clock
+    window = await store.add_maintenance_window(Window(uuid4(), None, "http", now - M, now + M, "vendor upgrade"))
+    upcoming = await store.add_maintenance_window(Window(uuid4(), None, None, now + M, now + 2 * M, "later"))
+    flagged = [IntegrationResult(org, "http", make_result(H, 40, now - M / 2), maintenance=True) for org in (ORG, QUIET)]
+    await store.persist(flagged + [IntegrationResult(OTHER, "http", make_result(H, 40, now - M / 2))], None)
+    assert [body["data"]["phase"] for _, body in await outbox(admin, EventType.MAINTENANCE_WINDOW)] == ["started"]
+    assert await store.delete_maintenance_window(upcoming.id) is not None  # nothing was announced: nothing ends
+    assert await store.delete_maintenance_window(window.id) is not None
+    [_, (org, ended)] = await outbox(admin, EventType.MAINTENANCE_WINDOW)
+    data = valid(ended, subscribed)
+    assert (org, data["phase"], data["window_id"]) == (ORG, "ended", str(window.id))  # not OTHER: never flagged
+    assert datetime.fromisoformat(data["ends_at"]) >= now > datetime.fromisoformat(data["starts_at"])
+
+
 async def test_a_credential_is_enqueued_once_at_30_days_once_at_7_and_again_when_renewed(store, admin,
                                                                                          subscribed) -> None:
     expires = T + timedelta(days=20)
@@ -160,3 +179,37 @@ async def test_an_organisation_reads_its_own_deliveries_of_these_kinds_and_no_on
     assert json.loads(mine[0]["payload"])["org_id"] == str(ORG)
     assert len({r["payload"]["id"] if isinstance(r["payload"], dict) else json.loads(r["payload"])["id"]
                 for r in await admin.fetch(sql)}) == 2  # one event per organisation, each under its own id
+
+
+async def test_the_running_service_signs_and_delivers_a_windows_start_and_its_end_to_a_loopback_receiver(
+        db_dsn, admin, sim, service_client, aiohttp_server) -> None:
+    """The whole chain: the operator's window, the scheduler's flagged result, the persist's event, the
+    worker's signed delivery; then the window deleted in force, and its end delivered."""
+    _, base = sim
+    await add_http(admin, ORG, "ok", base)
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app(), access_log=None)
+    settings = settings_for(db_dsn, webhook_poll_seconds=0.05, webhook_retry_min_seconds=0.01,
+                            webhook_retry_max_seconds=0.05)
+    client = await service_client(settings, db_dsn)
+    scheduler = client.app[SERVICES].scheduler
+    await wait_until(lambda: scheduler.last_slot is not None, what="the first cycle")
+    resp = await client.post(f"/api/v1/orgs/{ORG}/webhooks", headers=AUTH,
+                             json={"url": str(server.make_url("/hook")), "events": ["maintenance.window"]})
+    assert resp.status == 201, await resp.text()
+    receiver.secret = (await resp.json())["secret"]
+    now = scheduler.clock()
+    resp = await client.post("/api/v1/maintenance", headers=AUTH, json={
+        "starts_at": (now - M).isoformat(), "ends_at": (now + 4 * M).isoformat(), "reason": "vendor upgrade"})
+    assert resp.status == 201, await resp.text()
+    window_id = (await resp.json())["window"]["id"]
+    slot = scheduler.last_slot + timedelta(days=1)
+    [checked] = await scheduler.run_cycle(slot, slot)
+    assert checked.maintenance
+    await wait_until(lambda: len(receiver.accepted) == 1, what="the window's start")
+    assert (await client.delete(f"/api/v1/maintenance/{window_id}", headers=AUTH)).status == 200
+    await wait_until(lambda: len(receiver.accepted) == 2, what="the window's end")
+    bodies = [json.loads(b) for b in receiver.accepted.values()]
+    assert [(b["type"], b["org_id"], b["data"]["window_id"], b["data"]["phase"]) for b in bodies] == [
+        ("maintenance.window", str(ORG), window_id, "started"), ("maintenance.window", str(ORG), window_id, "ended")]
+    assert receiver.duplicates == 0 and all(receiver.secret not in b.decode() for b in receiver.accepted.values())

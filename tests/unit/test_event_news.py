@@ -21,6 +21,7 @@ from exporter.core.events import (
     incident_news,
     maintenance_news,
     row_news,
+    window_cut_short,
 )
 from exporter.core.maintenance import Window
 
@@ -126,6 +127,17 @@ def test_overlapping_windows_each_start_and_end() -> None:
     said = walk(rows, maintenance_news, [WINDOW, later])
     assert [(e.data.window_id, e.data.phase) for e in said] == [
         (WINDOW.id, "started"), (later.id, "started"), (WINDOW.id, "ended"), (later.id, "ended")]
+
+
+def test_a_window_deleted_while_in_force_ends_now_for_each_org_it_flagged_under_the_usual_id() -> None:
+    now = T + 3 * M
+    said = window_cut_short([OTHER, ORG, ORG], WINDOW, now)
+    assert [(e.org_id, e.data.phase, e.data.ends_at, e.occurred_at) for e in said] == [
+        (ORG, "ended", now, now), (OTHER, "ended", now, now)]
+    [natural] = maintenance_news(ORG, "xledger", at(3, maintenance=True), at(6), [WINDOW])
+    assert said[0].id == natural.id  # a replica that still saw the window says nothing new
+    assert window_cut_short([ORG], WINDOW, T) == []  # upcoming: nothing was announced
+    assert window_cut_short([ORG], WINDOW, WINDOW.ends_at) == []  # over: its end was announced already
 
 
 @pytest.mark.parametrize(("left", "threshold"), [
