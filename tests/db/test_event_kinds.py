@@ -15,12 +15,13 @@ import pytest
 from exporter.core.events import EVENT_KINDS, EventType
 from exporter.core.maintenance import Window
 from exporter.core.model import HealthStatus, IntegrationResult, Reason, make_result
+from exporter.core.sealing import Keyring
 from exporter.core.webhooks import new_secret
 from exporter.storage.store import Store, create_pool
 from exporter.storage.webhooks import Webhooks
 from exporter.web.api import SERVICES
 from tests.db.test_rls import as_role
-from tests.helpers import AUTH, add_http, settings_for, wait_until
+from tests.helpers import AUTH, WEBHOOK_KEYS, add_http, settings_for, wait_until
 from tests.support.receiver import Receiver
 
 ORG, OTHER, QUIET = (UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"), UUID("bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"),
@@ -45,7 +46,7 @@ async def persist(store: Store, *batch: IntegrationResult) -> None:
 @pytest.fixture
 async def subscribed(store: Store) -> dict[UUID, str]:
     """ORG and OTHER subscribe to every kind; QUIET to status changes only. Their signing secrets, by org."""
-    hooks, secrets = Webhooks(store.pool), {}
+    hooks, secrets = Webhooks(store.pool, Keyring.parse(WEBHOOK_KEYS)), {}
     for org, kinds in ((ORG, list(EventType)), (OTHER, list(EventType)), (QUIET, [EventType.STATUS_CHANGED])):
         secrets[org] = new_secret()
         assert await hooks.subscribe(org, f"https://hooks.example.com/{org}", [k.value for k in kinds],
