@@ -4,7 +4,8 @@
 
 Figures: one org with 10 integrations of which one hangs (run_health_checks wall time); upsert of an
 org's 10 status rows; pruning a key that holds 100 history rows; persisting 10,000 results (upsert +
-history + prune) into a table that already holds 960,000 history rows.
+history + prune) into a table that already holds 960,000 history rows; the same with every organisation
+subscribed to the flagged webhook kinds (a first persist announcing 10,000 events, then the steady state).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
@@ -122,6 +124,25 @@ async def main(runs: int, scale: int) -> None:
         count = await conn.fetchval("SELECT count(*) FROM health_check_history")
         rows.append((f"persist {scale:,} results with {scale * 96:,} history rows (upsert + history + prune)",
                      f"{ms:,.0f} ms", f"table holds {count:,} after"))
+
+        # 5. the same with every organisation subscribed to the flagged kinds: the first persist announces an
+        #    expiring credential on each of the 10,000 rows, the next ones nothing (their flags read twice)
+        await conn.execute("INSERT INTO webhook_subscription (org_id, url, events) SELECT o, 'https://hooks.example.com/x', "
+                           "'{vendor.incident,maintenance.window,credential.expiring}' FROM unnest($1::uuid[]) o", orgs)
+        expiring = T0 + timedelta(days=20)
+
+        def flagged(i: int) -> list[IntegrationResult]:
+            return [replace(r, result=r.result.model_copy(update={"credential_expires_at": expiring}))
+                    for r in results_for(orgs, big_kinds, T0 + (runs + i) * SLOT)]
+        first = time.perf_counter()
+        await store.persist(flagged(0), T0 + runs * SLOT)
+        first_ms = (time.perf_counter() - first) * 1000
+        events = await conn.fetchval("SELECT count(*) FROM webhook_delivery")
+        rows.append((f"the same, every org subscribed: first persist, {events:,} credential.expiring events",
+                     f"{first_ms:,.0f} ms", "flags read before and after, events enqueued"))
+        ms = await median_ms(runs, lambda i: store.persist(flagged(i + 1), T0 + (runs + i + 1) * SLOT))
+        rows.append(("the same, every org subscribed, nothing new (flags read before and after)", f"{ms:,.0f} ms",
+                     f"outbox holds {await conn.fetchval('SELECT count(*) FROM webhook_delivery'):,}"))
         await pool.close()
         await conn.close()
     finally:

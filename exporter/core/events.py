@@ -9,15 +9,16 @@ webhook_subscription.events, migrations/0014_webhooks.sql). The feature that det
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from exporter.core.maintenance import Window
 from exporter.core.model import HealthStatus
 
 # uuid5 namespace of event ids: an event's id is a function of what happened, so the same event written
@@ -48,28 +49,40 @@ class StatusChanged(Payload):
     checked_at: AwareDatetime
 
 
+Phase = Literal["started", "ended"]
+
+
 class VendorIncident(Payload):
-    """A vendor is down for many organisations, this one among them (issue 15.1)."""
+    """A vendor is down for many organisations, this one among them (issue 15.1): when the organisation's
+    integration is first flagged with the incident, and again when it no longer is."""
 
     integration_type: str
-    since: AwareDatetime
-    ended_at: AwareDatetime | None = None
+    phase: Phase = "started"
+    since: AwareDatetime  # the slot the incident began, the same for every organisation
+    ended_at: AwareDatetime | None = None  # when phase is "ended": the result that no longer carried it
 
 
-class MaintenanceWindow(Payload):
-    """A maintenance window starts or ends for one of the organisation's integrations (issue 15.2)."""
+class MaintenanceWindowEvent(Payload):
+    """A maintenance window starts or ends for the organisation (issue 15.2): once per window, whatever the
+    number of its integrations it covers (a global window, org_id NULL, is announced to each organisation)."""
 
+    window_id: UUID
+    phase: Phase
     integration_type: str | None = None  # None: every integration of the organisation
     starts_at: AwareDatetime
     ends_at: AwareDatetime
-    description: str | None = None
+    description: str | None = None  # the window's reason, as the operator wrote it
 
 
 class CredentialExpiring(Payload):
-    """An integration's credential expires soon (issue 17); the secret itself is never in a payload."""
+    """An integration's credential expires soon (issue 17); the secret itself is never in a payload.
+
+    Sent when 30 days or fewer are left, again at 7, and once more when it has expired (`threshold_days` 0);
+    each once per expiry date, so a renewed credential (a new `expires_at`) is announced afresh."""
 
     integration_type: str
     expires_at: AwareDatetime
+    threshold_days: Literal[30, 7, 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +100,12 @@ EVENT_KINDS: Mapping[EventType, EventKind] = {
         EventKind(EventType.STATUS_CHANGED, StatusChanged,
                   "an integration changed status (confirmed by two consecutive results)", emitted=True),
         EventKind(EventType.VENDOR_INCIDENT, VendorIncident,
-                  "a vendor-wide incident affects one of the organisation's integrations", emitted=False),
-        EventKind(EventType.MAINTENANCE_WINDOW, MaintenanceWindow,
-                  "a maintenance window starts or ends", emitted=False),
+                  "a vendor-wide incident affects one of the organisation's integrations, or no longer does",
+                  emitted=True),
+        EventKind(EventType.MAINTENANCE_WINDOW, MaintenanceWindowEvent,
+                  "a maintenance window starts or ends for the organisation", emitted=True),
         EventKind(EventType.CREDENTIAL_EXPIRING, CredentialExpiring,
-                  "an integration's credential is about to expire", emitted=False),
+                  "an integration's credential expires within 30 days, within 7, or has expired", emitted=True),
     )
 }
 
@@ -143,6 +157,104 @@ def status_changed(org_id: UUID, integration_type: str, previous: HealthStatus |
                          previous_status=previous or HealthStatus.HEALTHY, reason=reason, error=error,
                          latency_ms=latency_ms, checked_at=checked_at)
     return make_event(EventType.STATUS_CHANGED, org_id, checked_at, data, integration_type, checked_at.isoformat())
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    """What an integration's status row says of the three flagged kinds, read before and after a persist."""
+
+    checked_at: datetime
+    maintenance: bool = False
+    vendor_incident_since: datetime | None = None
+    credential_expires_at: datetime | None = None
+
+
+EXPIRY_THRESHOLDS_DAYS = (30, 7, 0)  # as the alerts: a warning at 30 days, a page at 7; 0: expired
+
+
+def expiry_threshold(expires_at: datetime, at: datetime) -> int | None:
+    """The most urgent threshold reached at `at` (days left at most 30, 7, or 0: expired), or None."""
+    reached = [d for d in EXPIRY_THRESHOLDS_DAYS if expires_at - at <= timedelta(days=d)]
+    return min(reached) if reached else None
+
+
+def incident_news(org_id: UUID, integration_type: str, before: Flags | None, after: Flags) -> list[Event]:
+    """The vendor-incident events of one row's move: flagged with an incident it was not (started, keyed by
+    the incident's start), no longer flagged with one it was (ended). Keys are per organisation, type and
+    incident, so a second replica or a row flagged again within the same incident says nothing new."""
+    was, now = before.vendor_incident_since if before else None, after.vendor_incident_since
+    if was == now:
+        return []
+    out = []
+    if was is not None:
+        data = VendorIncident(integration_type=integration_type, phase="ended", since=was, ended_at=after.checked_at)
+        out.append(make_event(EventType.VENDOR_INCIDENT, org_id, after.checked_at, data, integration_type,
+                              was.isoformat(), "ended"))
+    if now is not None:
+        data = VendorIncident(integration_type=integration_type, phase="started", since=now)
+        out.append(make_event(EventType.VENDOR_INCIDENT, org_id, now, data, integration_type, now.isoformat()))
+    return out
+
+
+def maintenance_news(org_id: UUID, integration_type: str, before: Flags | None, after: Flags,
+                     windows: Iterable[Window]) -> list[Event]:
+    """The maintenance-window events of one row's move, judged at its results' times as the flag was.
+
+    Started: a window covers the new result (flagged) and did not already cover a flagged result before.
+    Ended: a window covered the flagged result before and is over by the new one. Each keyed by the window
+    and its phase, never by integration: an organisation hears of an org-wide or global window once,
+    whichever of its integrations is checked first, and overlapping windows each start and end."""
+    out = []
+    for w in windows:
+        if not w.applies_to(org_id, integration_type):
+            continue
+        had = before is not None and before.maintenance and w.active(before.checked_at)
+        if after.maintenance and w.active(after.checked_at) and not had:
+            out.append(_window_event(org_id, w, "started", w.starts_at))
+        elif had and w.ends_at <= after.checked_at:
+            out.append(_window_event(org_id, w, "ended", w.ends_at))
+    return out
+
+
+def _window_event(org_id: UUID, w: Window, phase: Phase, at: datetime) -> Event:
+    data = MaintenanceWindowEvent(window_id=w.id, phase=phase, integration_type=w.integration_type,
+                                  starts_at=w.starts_at, ends_at=w.ends_at, description=w.reason or None)
+    return make_event(EventType.MAINTENANCE_WINDOW, org_id, at, data, w.id, phase)
+
+
+def window_cut_short(org_ids: Iterable[UUID], w: Window, at: datetime) -> list[Event]:
+    """The end of a window deleted at `at` while in force, for the organisations it had flagged: its row is
+    gone, so no later result finds it; `ends_at` says when it really ended. Same ids as a natural end."""
+    if not w.active(at):  # upcoming: nothing was announced; over: its end already was
+        return []
+    ended = replace(w, ends_at=at)
+    return [_window_event(org_id, ended, "ended", at) for org_id in sorted(set(org_ids))]
+
+
+def credential_news(org_id: UUID, integration_type: str, before: Flags | None, after: Flags) -> list[Event]:
+    """The credential-expiry event of one row's move: a threshold (30, 7 days, expired) newly reached for its
+    expiry date, the most urgent only (first seen with 5 days left: one event, at 7). Keyed by the date and
+    the threshold: said once each, and a renewed credential (another date) may be announced again."""
+    expires = after.credential_expires_at
+    if expires is None or (reached := expiry_threshold(expires, after.checked_at)) is None:
+        return []
+    if before is not None and before.credential_expires_at == expires:
+        earlier = expiry_threshold(expires, before.checked_at)
+        if earlier is not None and earlier <= reached:
+            return []
+    data = CredentialExpiring(integration_type=integration_type, expires_at=expires, threshold_days=reached)
+    return [make_event(EventType.CREDENTIAL_EXPIRING, org_id, after.checked_at, data, integration_type,
+                       expires.isoformat(), reached)]
+
+
+def row_news(org_id: UUID, integration_type: str, before: Flags | None, after: Flags,
+             windows: Iterable[Window] = ()) -> list[Event]:
+    """Every event one status row's move announces (besides status changes, which have their own rule)."""
+    if before is not None and before == after:
+        return []
+    return (incident_news(org_id, integration_type, before, after)
+            + maintenance_news(org_id, integration_type, before, after, windows)
+            + credential_news(org_id, integration_type, before, after))
 
 
 def parse_event_types(names: Sequence[str]) -> list[EventType]:

@@ -21,7 +21,7 @@ from tenacity import (
 from exporter.core.maintenance import Window
 from exporter.core.model import CheckState, HealthResult, HealthStatus, Integration, IntegrationResult, Reason
 from exporter.core.syncs import SyncRun
-from exporter.storage import webhooks
+from exporter.storage import announcements, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -309,16 +309,18 @@ class Store:
 
     async def persist(self, results: Sequence[IntegrationResult], slot: datetime | None) -> None:
         """Upsert status and append history for `slot` (None: status rows only, for results that stand
-        unchecked), and enqueue the webhook events of confirmed status changes, atomically; raise PersistError
-        when it cannot."""
+        unchecked), and enqueue the webhook events of confirmed status changes and of the rows' flag moves
+        (vendor incident, maintenance window, credential expiry), atomically; raise PersistError when it cannot."""
         if not results:
             return
         columns = _batch(results)
 
         async def write(c: asyncpg.Connection) -> None:
-            async with c.transaction():  # the notifications of a status change are written with it, or neither
+            async with c.transaction():  # the notifications of a change are written with it, or neither
+                before = await announcements.flags(c, columns[0], columns[1])
                 await c.execute(PERSIST_RESULTS, *columns[:12], slot, *columns[12:])
                 await webhooks.enqueue_status_changes(c, columns[0], columns[1])
+                await announcements.enqueue_news(c, before, columns[0], columns[1])
 
         try:
             await self._with_retry(write)
@@ -353,9 +355,15 @@ class Store:
         return window_from_row(await self._with_retry(lambda c: c.fetchrow(INSERT_WINDOW, *args)))
 
     async def delete_maintenance_window(self, window_id: UUID) -> Window | None:
-        """Remove a window (ending it now, if active); None when there was none with that id."""
-        row = await self._with_retry(lambda c: c.fetchrow(DELETE_WINDOW, window_id))
-        return window_from_row(row) if row else None
+        """Remove a window (ending it now, if active, and announcing that end); None when there was none."""
+        async def delete(c: asyncpg.Connection) -> Window | None:
+            async with c.transaction():
+                row = await c.fetchrow(DELETE_WINDOW, window_id)
+                if row is not None:
+                    await announcements.window_deleted(c, window_from_row(row))
+                return window_from_row(row) if row else None
+
+        return await self._with_retry(delete)
 
     async def _with_retry(self, op: Any) -> Any:
         async for attempt in self._retrying.copy():

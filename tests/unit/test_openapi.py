@@ -22,7 +22,16 @@ def test_each_event_kind_is_described_as_a_webhook_with_its_signature_header() -
                                                            "X-Integration-Health-Signature"]
     envelope = delivery["requestBody"]["content"]["application/json"]["schema"]
     assert envelope["properties"]["data"] == {"$ref": "#/components/schemas/StatusChanged"}
-    assert "not sent yet" in OPENAPI["webhooks"]["vendor.incident"]["post"]["summary"]
+    assert not any("not sent yet" in w["post"]["summary"] for w in OPENAPI["webhooks"].values())
+
+
+def test_each_kinds_data_is_its_own_payload_model_not_a_namesake() -> None:
+    """An API schema of the same name (the maintenance window's) must not stand in for a payload."""
+    schemas = OPENAPI["components"]["schemas"]
+    for kind in EVENT_KINDS.values():
+        envelope = OPENAPI["webhooks"][kind.type.value]["post"]["requestBody"]["content"]["application/json"]
+        name = envelope["schema"]["properties"]["data"]["$ref"].rsplit("/", 1)[1]
+        assert set(schemas[name]["properties"]) == set(kind.payload.model_fields), kind.type
 
 
 def test_the_subscription_routes_admit_both_token_kinds() -> None:
