@@ -179,9 +179,11 @@ def expiry_threshold(expires_at: datetime, at: datetime) -> int | None:
 
 
 def incident_news(org_id: UUID, integration_type: str, before: Flags | None, after: Flags) -> list[Event]:
-    """The vendor-incident events of one row's move: flagged with an incident it was not (started, keyed by
-    the incident's start), no longer flagged with one it was (ended). Keys are per organisation, type and
-    incident, so a second replica or a row flagged again within the same incident says nothing new."""
+    """The vendor-incident events of one row's move: flagged with an incident it was not (started), no longer
+    flagged with one it was (ended). Keyed by organisation, type, incident and the result that moved the flag:
+    the same move written twice (a retried batch) is one event, and a row flagged, cleared (a "test
+    connection" that worked) and flagged again within one incident says started, ended, started — never an
+    "ended" left standing while the organisation is in the incident again."""
     was, now = before.vendor_incident_since if before else None, after.vendor_incident_since
     if was == now:
         return []
@@ -189,10 +191,11 @@ def incident_news(org_id: UUID, integration_type: str, before: Flags | None, aft
     if was is not None:
         data = VendorIncident(integration_type=integration_type, phase="ended", since=was, ended_at=after.checked_at)
         out.append(make_event(EventType.VENDOR_INCIDENT, org_id, after.checked_at, data, integration_type,
-                              was.isoformat(), "ended"))
+                              was.isoformat(), "ended", after.checked_at.isoformat()))
     if now is not None:
         data = VendorIncident(integration_type=integration_type, phase="started", since=now)
-        out.append(make_event(EventType.VENDOR_INCIDENT, org_id, now, data, integration_type, now.isoformat()))
+        out.append(make_event(EventType.VENDOR_INCIDENT, org_id, now, data, integration_type, now.isoformat(),
+                              after.checked_at.isoformat()))
     return out
 
 
