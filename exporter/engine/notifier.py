@@ -67,6 +67,7 @@ class Notifier:
         self.clock, self.rng, self.lease_s = clock, rng, timeout_s + lease_margin_s
         self.concurrency = concurrency
         self._pruned_at = self._counted_at = self._held_logged_at = float("-inf")
+        self._started_at = time.monotonic()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` (or cancelled: in-flight deliveries stay pending, retried after their lease).
@@ -98,15 +99,15 @@ class Notifier:
             await asyncio.gather(*in_flight, stopping, return_exceptions=True)
 
     async def reseal(self) -> None:
-        """Before the first delivery: seal the plaintext secrets of migration 0014 and move secrets to the current
-        key (every replica may; they split the rows). A failure is logged and the worker goes on: a plaintext row
-        still signs, and a row under an older configured key still opens."""
+        """Before the first delivery, and hourly: seal the plaintext secrets of migration 0014 and move secrets to
+        the current key (every replica may; they split the rows). A failure is logged and the worker goes on: a
+        plaintext row still signs, and a row under an older configured key still opens."""
         if self.webhooks.keyring is None:
             return
         try:
             done = await self.webhooks.reseal()
         except Exception as exc:  # the database may be away at start; the next start tries again
-            log.warning("sealing webhook secrets failed (%s); the next start tries again", type(exc).__name__)
+            log.warning("sealing webhook secrets failed (%s); tried again within the hour", type(exc).__name__)
             return
         if done.sealed or done.rekeyed:
             log.info("webhook secrets: %d plaintext sealed, %d moved to key %r", done.sealed, done.rekeyed,
@@ -127,7 +128,8 @@ class Notifier:
         return []
 
     async def _housekeeping(self) -> None:
-        """Every `poll_s` at most: refresh the pending gauge; every hour, prune finished deliveries."""
+        """Every `poll_s` at most: refresh the pending gauge; every hour, prune finished deliveries and seal what
+        is left in plaintext (a replica of the old version still writing during a rolling upgrade)."""
         now = time.monotonic()
         if now - self._counted_at < self.poll_s:
             return
@@ -137,6 +139,8 @@ class Notifier:
             if now - self._pruned_at > PRUNE_EVERY_S:
                 self._pruned_at = now
                 await self.webhooks.prune(self.keep_s)
+                if now > self._started_at + PRUNE_EVERY_S:  # run_forever sealed at start
+                    await self.reseal()
         except TRANSIENT_ERRORS as exc:
             log.warning("webhook outbox unreachable (%s)", type(exc).__name__)
         except Exception:

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.engine.instruments import Instruments
-from exporter.engine.notifier import Notifier
-from exporter.storage.webhooks import Claimed
+from exporter.engine.notifier import PRUNE_EVERY_S, Notifier
+from exporter.storage.webhooks import Claimed, Resealed
 from tests.helpers import wait_until
 from tests.support.fakes import loopback_session
 from tests.support.receiver import Receiver
@@ -94,4 +94,33 @@ async def test_sealing_secrets_at_start_may_fail_and_the_worker_still_delivers(a
                                     receiver.secret), [])
     await run_until_settled(outbox)
     assert outbox.settled == [("delivered", None)] and len(receiver.accepted) == 1
-    assert "sealing webhook secrets failed (OSError); the next start tries again" in caplog.text
+    assert "sealing webhook secrets failed (OSError); tried again within the hour" in caplog.text
+
+
+class ResealCounter(FlakyOutbox):
+    keyring = object()
+
+    def __init__(self) -> None:
+        super().__init__(None, [])  # type: ignore[arg-type]
+        self.reseals = 0
+
+    async def pending(self) -> int:
+        return 0
+
+    async def reseal(self) -> Resealed:
+        self.reseals += 1
+        return Resealed(0, 0, {})
+
+
+async def test_plaintext_written_after_start_is_sealed_within_the_hour() -> None:
+    """A replica of the old version may still write plaintext secrets during a rolling upgrade: the worker seals
+    again at its hourly housekeeping, not only at its own start (attacker review)."""
+    outbox = ResealCounter()
+    async with loopback_session() as session:
+        worker = Notifier(outbox, session, Instruments(CollectorRegistry(), "test"), poll_s=0.01)  # type: ignore[arg-type]
+        await worker._housekeeping()
+        assert outbox.reseals == 0  # the first prune is at start, where run_forever has just sealed
+        worker._started_at -= PRUNE_EVERY_S + 1  # an hour on: the next prune is due, and it seals
+        worker._pruned_at = worker._counted_at = float("-inf")
+        await worker._housekeeping()
+        assert outbox.reseals == 1
