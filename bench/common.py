@@ -29,3 +29,26 @@ def print_table(rows: Sequence[tuple[str, str, str]], value_header: str = "media
     print(f"\n{'figure'.ljust(width)}  {value_header:>{value_width}}  target / note")
     for name, value, note in rows:
         print(f"{name.ljust(width)}  {value:>{value_width}}  {note}")
+
+
+SEED_HISTORY = """
+INSERT INTO public.health_check_history (org_id, integration_type, slot, status, latency_ms, checked_at)
+SELECT c.org_id, c.integration_type, s.slot, 'healthy', 50, s.slot + interval '1 second'
+FROM generate_series($1::timestamptz - $2 * interval '15 minutes', $1::timestamptz - interval '15 minutes',
+                     interval '15 minutes') s(slot)
+CROSS JOIN public.integration_config c
+ORDER BY s.slot"""  # in slot order, as a live service appends them: one cycle's rows together in the heap
+
+
+async def seed_history(conn, before, slots: int = 96) -> tuple[int, float]:
+    """Fill health_check_history with `slots` 15-minute slots before `before` for every configured integration
+    (24 h by default: the table a service has after a day), with the pruning trigger off (the rows are the
+    newest 96 of each key anyway), then VACUUM ANALYZE as autovacuum would. Returns (rows, seconds)."""
+    import time
+
+    start = time.perf_counter()
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")  # no trigger: nothing to prune
+        status = await conn.execute(SEED_HISTORY, before, slots)
+    await conn.execute("VACUUM ANALYZE public.health_check_history")
+    return int(status.split()[-1]), time.perf_counter() - start
