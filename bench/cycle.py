@@ -197,6 +197,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 persist_times.append(time.perf_counter() - start)
 
             services.store.persist = timed_persist  # type: ignore[method-assign]
+            services.outbox.submit_timeout_s = 600  # the service stops waiting after 15 s and retries the
+            # write from its background task; here the cycle waits, so a slow persist is measured, not cut
             walls, cpus, firsts, plains, lags = [], [], [], [], []
             exposition = Exposition(services.instruments, services.snapshot)  # as the service has it:
             keeper = asyncio.create_task(exposition.keep_fresh())  # kept fresh while cycles publish

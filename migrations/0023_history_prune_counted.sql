@@ -2,7 +2,7 @@
 -- walking its 96 newest index entries: at 100,000 integrations that is the whole 9.6 M-entry index every
 -- cycle, and slower still (a heap fetch per entry) while recent pages are not yet all-visible to the index.
 -- Now each key's row count is kept beside the table, so a cycle's prune reads and deletes only what it must:
--- per inserted key one counter update and an index range of the rows to delete (at 15-minute cycles, one).
+-- per inserted key one counter update and one index descent to the rows to delete (at 15-minute cycles, one).
 --
 -- The rule is unchanged: each (org_id, integration_type) keeps its latest 96 rows. One call deletes at most
 -- 4 rows per row inserted for a key (health_check_history_excess below), so a key that somehow holds far more
@@ -55,8 +55,8 @@ BEGIN
     -- counts every other delete, leaves them alone.
     PERFORM set_config('integration_health.pruning', 'on', true);
     -- Per key: n rows added; the counter row becomes (held + n - excess) and records the excess to
-    -- delete; then the excess is deleted from the oldest end of the key's index range (the n-th oldest
-    -- slot is the cut). A new key's counter row is inserted as it will be after its own prune.
+    -- delete; then that many rows are deleted from the oldest end of the key's index range. A new key's
+    -- counter row is inserted as it will be after its own prune.
     WITH added AS (
         SELECT org_id, integration_type, count(*)::integer AS n FROM inserted GROUP BY 1, 2
     ), counted AS (
@@ -69,18 +69,19 @@ BEGIN
             pruned = health_check_history_excess(
                 c.row_count + EXCLUDED.row_count + EXCLUDED.pruned, EXCLUDED.row_count + EXCLUDED.pruned)
         RETURNING c.org_id, c.integration_type, c.pruned
-    ), cut AS MATERIALIZED (
-        SELECT c.org_id, c.integration_type, (
-            SELECT x.slot FROM health_check_history x
+    ), doomed AS MATERIALIZED (  -- the oldest `pruned` rows of each key, by their place in the heap
+        SELECT x.ctid AS tid
+        FROM counted c
+        CROSS JOIN LATERAL (
+            SELECT x.ctid FROM health_check_history x
             WHERE x.org_id = c.org_id AND x.integration_type = c.integration_type
             ORDER BY x.slot
-            OFFSET c.pruned - 1 LIMIT 1) AS slot
-        FROM counted c
+            LIMIT c.pruned) x
         WHERE c.pruned > 0
     )
-    DELETE FROM health_check_history h
-    USING cut
-    WHERE h.org_id = cut.org_id AND h.integration_type = cut.integration_type AND h.slot <= cut.slot;
+    DELETE FROM health_check_history h  -- by ctid: no second index descent per key (history rows are never
+    USING doomed                        -- updated, and pruners are serialised, so the ctid still holds)
+    WHERE h.ctid = doomed.tid;
     PERFORM set_config('integration_health.pruning', '', true);
     RETURN NULL;
 END
