@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,8 +157,15 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def print_holders(before, after, top: int = 12) -> None:
+    """The lines that hold the most more memory after the cycles than before the service started."""
+    print(f"\nlargest holders after the cycles (tracemalloc, top {top}):")
+    for stat in after.compare_to(before, "lineno")[:top]:
+        print(f"  {stat.size_diff / 1024 / 1024:8.1f} MB  {stat.count_diff:+9,d} blocks  {stat.traceback}")
+
+
 async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False,
-               history_slots: int = 0) -> None:
+               history_slots: int = 0, trace_memory: bool = False) -> None:
     load_before = load()
     server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir(), settings=BENCH_PG)
     dsn = server.start()
@@ -185,6 +193,9 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
         pool = await create_pool(dsn, max_size=10)
         gc.collect()
         rss_base = memory_mb()[0]  # before the service holds anything: the bench's own seeding leftovers too
+        if trace_memory:  # slows everything several-fold: for finding holders, never for the figures
+            tracemalloc.start()
+            traced_before = tracemalloc.take_snapshot()
         async with make_session(policy=await egress_policy(settings), limit=settings.max_concurrency) as session:
             services = build_services(settings, store=Store(pool), session=session,
                                       credentials=credential_provider(settings, pool))
@@ -231,6 +242,9 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                       f"{first:.0f} ms, longest event-loop lag {lags[-1]:.0f} ms", flush=True)
             keeper.cancel()
             rss_now, rss_service = memory_mb()  # peak while cycles ran and were scraped: the service's own figure
+            if trace_memory:
+                print_holders(traced_before, tracemalloc.take_snapshot())
+                tracemalloc.stop()
             big = [ms for ms, keys in refreshes if keys >= len(results) // 2]  # the refreshes after a cycle publishes
             sizes = (len(gzip.decompress(body)), len(body))
             unchanged = [(await timed(exposition.render_off_loop(compressed=True)))[0] for _ in range(11)]
@@ -296,7 +310,10 @@ if __name__ == "__main__":
     parser.add_argument("--history-slots", type=int, default=0,
                         help="seed this many 15-minute slots of history per integration first (96: a day, the "
                              "table a service has; at 100,000 integrations 9.6 M rows)")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="print the lines holding the most memory after the cycles (slow; no figures)")
     args = parser.parse_args()
     if args.debug_stalls:
         logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, args.history_slots))
+    asyncio.run(main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, args.history_slots,
+                     args.tracemalloc))
