@@ -43,6 +43,7 @@ from exporter.core.model import secret_name  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.demo.seed import install_vault_stand_in  # noqa: E402
 from exporter.demo.simulator import FAKES  # noqa: E402
+from exporter.engine import heap  # noqa: E402
 from exporter.engine.loop_lag import LoopLagProbe  # noqa: E402
 from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
@@ -165,7 +166,7 @@ def print_holders(before, after, top: int = 12) -> None:
 
 
 async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False,
-               history_slots: int = 0, trace_memory: bool = False) -> None:
+               settle_heap: bool = True, history_slots: int = 0, trace_memory: bool = False) -> None:
     load_before = load()
     server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir(), settings=BENCH_PG)
     dsn = server.start()
@@ -216,19 +217,24 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
             refreshes: list[tuple[float, int]] = []  # (wall ms, keys formatted) of each refresh, in its thread
             refresh = exposition.fleet.refresh
 
-            def timed_refresh(frozen):
+            def timed_refresh(frozen, changed=None):
                 start, before = time.perf_counter(), exposition.fleet.rendered
-                refresh(frozen)
+                refresh(frozen, changed)
                 refreshes.append(((time.perf_counter() - start) * 1000, exposition.fleet.rendered - before))
 
             exposition.fleet.refresh = timed_refresh
             slot = datetime(2026, 1, 1, tzinfo=UTC)
+            if settle_heap:  # as the service does at startup
+                heap.configure()
+                heap.settle()
 
             async def cycle_and_scrape(at: datetime):
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 results = await services.scheduler.run_cycle(at, at)
                 walls.append(time.perf_counter() - wall0)
                 cpus.append((time.process_time() - cpu0) / len(results) * 1000)
+                if settle_heap:  # as the service does after each cycle (engine/heap.py); --no-settle to compare
+                    heap.settle()
                 return results, await timed(exposition.render_off_loop(compressed=True))  # Prometheus asks gzip
 
             for i in range(runs):
@@ -307,13 +313,24 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--debug-stalls", action="store_true", help="log what held the event loop > 50 ms")
+    parser.add_argument("--no-settle", action="store_true", help="never freeze the heap (engine/heap.py), to compare")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop",
+                        help="the event loop to run on: uvloop, as the service does (cli.run_service), or asyncio's")
     parser.add_argument("--history-slots", type=int, default=0,
                         help="seed this many 15-minute slots of history per integration first (96: a day, the "
                              "table a service has; at 100,000 integrations 9.6 M rows)")
     parser.add_argument("--tracemalloc", action="store_true",
-                        help="print the lines holding the most memory after the cycles (slow; no figures)")
+                        help="also print the lines holding the most memory after the cycles (slow)")
     args = parser.parse_args()
     if args.debug_stalls:
         logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, args.history_slots,
-                     args.tracemalloc))
+    print(f"event loop: {args.loop}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    run = main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, not args.no_settle,
+               args.history_slots, args.tracemalloc)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run)
+    else:
+        asyncio.run(run)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from bench.common import print_table  # noqa: E402
 from exporter.core.events import EventType, VendorIncident, make_event  # noqa: E402
 from exporter.core.model import HealthStatus, IntegrationResult, make_result  # noqa: E402
+from exporter.core.sealing import Keyring, new_key  # noqa: E402
 from exporter.core.webhooks import new_secret  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir  # noqa: E402
 from exporter.engine.instruments import Instruments  # noqa: E402
@@ -91,7 +92,7 @@ async def main(events: int, poll_s: float) -> None:
         await migrate(conn)
         await conn.close()
         pool = await create_pool(dsn, max_size=10)
-        store, webhooks = Store(pool), Webhooks(pool)
+        store, webhooks = Store(pool), Webhooks(pool, Keyring.parse(new_key("bench")))
         rows = []
         for name in ("burst", "trickle"):
             org, receiver = uuid4(), Receiver()

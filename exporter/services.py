@@ -80,7 +80,8 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
     the time of day and script whole days with them."""
     ctx = AdapterContext(session=session, credentials=credentials, clock=clock)
     runner = Runner(build_adapters(specs, ctx), timeout=settings.check_timeout_seconds,
-                    limiter=asyncio.Semaphore(settings.max_concurrency), clock=clock)
+                    limiter=asyncio.Semaphore(settings.max_concurrency), clock=clock,
+                    window=max(1024, 2 * settings.max_concurrency))
     snapshot = Snapshot()
     instruments = Instruments(CollectorRegistry(), __version__, known_types=specs.keys())
     instruments.interval.set(settings.check_interval)
@@ -126,7 +127,7 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
         services = build_services(settings, store=Store(pool), session=session,
                                   credentials=credential_provider(settings, pool), specs=specs, on_cycle=on_cycle,
                                   shards=shards, clock=clock)
-        services.webhooks, services.egress = Webhooks(webhook_pool), policy
+        services.webhooks, services.egress = Webhooks(webhook_pool, settings.webhook_keyring), policy
         if shared:
             services.notifier = notifier(settings, services.webhooks, services.instruments, webhook_session)
         yield services

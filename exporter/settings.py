@@ -24,15 +24,20 @@ from exporter.core.policy import (
     BackoffCaps,
     validate_interval,
 )
+from exporter.core.sealing import Keyring
 from exporter.core.webhooks import RetrySchedule
 
 MIN_TOKEN_CHARS = 16
 MIN_JWT_SECRET_CHARS = 32  # 256 bits for HS256 (RFC 7518 §3.2); Supabase's secrets are at least this long
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+EXAMPLE_KEY = "REPLACEwithOpensslRandBase64ThirtyTwoOutput="  # .env.example's placeholder: valid, public, refused
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a rejected secret (a short JWT secret, a malformed sealing key) never appears in the
+    # ValidationError's text, so not in a traceback either; describe_settings_error says what is wrong instead.
+    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "EXPORTER_DATABASE_URL"),
@@ -101,6 +106,8 @@ class Settings(BaseSettings):
     webhook_keep_seconds: float = Field(default=7 * 86400.0, ge=0,
                                         description="delivered and dead deliveries are kept this long, then pruned")
     webhooks_per_org: int = Field(default=10, ge=0, le=1000, description="subscriptions an organisation may have")
+    webhook_secret_keys: SecretStr | None = Field(
+        default=None, description="keys that seal webhook signing secrets at rest: id:base64key,… (the first seals)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -139,6 +146,22 @@ class Settings(BaseSettings):
             raise ValueError(f"shorter than {MIN_JWT_SECRET_CHARS} characters: use the project's JWT secret "
                              "(Supabase: Settings → API → JWT secret)")
         return value
+
+    @field_validator("webhook_secret_keys")
+    @classmethod
+    def _keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        """Parsed at load time, so a malformed key stops the start with its entry's number, never its bytes."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if EXAMPLE_KEY in value.get_secret_value():
+            raise ValueError("still the example key of .env.example: make your own, e.g. k1:$(openssl rand -base64 32)")
+        Keyring.parse(value.get_secret_value())
+        return value
+
+    @property
+    def webhook_keyring(self) -> Keyring | None:
+        """The keys of EXPORTER_WEBHOOK_SECRET_KEYS; None when unset."""
+        return Keyring.parse(self.webhook_secret_keys.get_secret_value()) if self.webhook_secret_keys else None
 
     @field_validator("jwt_jwks_url", "jwt_issuer", mode="before")
     @classmethod

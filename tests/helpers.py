@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from exporter.settings import Settings
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JWT_SECRET = "test-jwt-secret-of-the-app-0123456789"  # the app's (Supabase project's) HS256 secret
+WEBHOOK_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()  # seals webhook secrets (fixed: tests compare)
 
 
 def app_token(claims: dict[str, Any] | None = None, *, key: Any = JWT_SECRET, algorithm: str = "HS256",
@@ -35,7 +37,8 @@ def bearer(token: str) -> dict[str, str]:
 
 def settings_for(dsn: str, **overrides) -> Settings:
     base = {"database_url": dsn, "check_interval": 86400, "api_token": TOKEN, "credential_provider": "none",
-            "check_timeout_seconds": 2, "type_intervals": {}, "egress_allow": "127.0.0.1"}  # the loopback simulator
+            "check_timeout_seconds": 2, "type_intervals": {}, "egress_allow": "127.0.0.1",  # the loopback simulator
+            "webhook_secret_keys": WEBHOOK_KEYS}
     return Settings(**(base | overrides))
 
 

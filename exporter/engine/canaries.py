@@ -7,19 +7,14 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from uuid import UUID
 
 from exporter.core import incidents, policy
 from exporter.core.incidents import IncidentRules
 from exporter.core.model import HealthResult, Integration, IntegrationResult
 from exporter.engine.instruments import Instruments
+from exporter.engine.snapshot import Key, key_of
 
 log = logging.getLogger(__name__)
-Key = tuple[UUID, str]
-
-
-def _key(i: Integration) -> Key:
-    return (i.org_id, i.integration_type)
 
 
 class VendorWatch:
@@ -40,14 +35,14 @@ class VendorWatch:
         every slot on their interval whatever their backoff; one never checked before is checked as due."""
         if not self.ongoing or self.rules is None:
             return list(todo), []
-        checking = [i for i in todo if i.integration_type not in self.ongoing or _key(i) not in last]
+        checking = [i for i in todo if i.integration_type not in self.ongoing or key_of(i) not in last]
         held = []
         for kind in self.ongoing:
-            known = [i for i in active if i.integration_type == kind and _key(i) in last]
-            chosen = incidents.canaries([_key(i) for i in known], slot, self.rules.canaries, last)
+            known = [i for i in active if i.integration_type == kind and key_of(i) in last]
+            chosen = incidents.canaries([key_of(i) for i in known], slot, self.rules.canaries, last)
             for i in known:
                 on_interval = int(slot.timestamp()) % interval_of(i) == 0
-                (checking if _key(i) in chosen and on_interval else held).append(i)
+                (checking if key_of(i) in chosen and on_interval else held).append(i)
         return checking, held
 
     def decide(self, results: Iterable[IntegrationResult], present: Collection[str], slot: datetime,
@@ -101,7 +96,7 @@ class VendorWatch:
         any not flagged yet (an hourly type's others, in a quarter-hour slot, just wait as they would)."""
         out = []
         for i in held:
-            r, since = last[_key(i)], self.ongoing[i.integration_type]
+            r, since = last[key_of(i)], self.ongoing[i.integration_type]
             if int(slot.timestamp()) % interval_of(i) and r.result.vendor_incident_since == since:
                 continue
             nxt = policy.next_slot(slot, interval_of(i))
@@ -112,11 +107,14 @@ class VendorWatch:
 
     def export(self, results: Iterable[IntegrationResult]) -> None:
         """Set the incident and failing-ratio gauges of every known type from the latest results."""
-        latest = list(results)
+        by_type: dict[str, list[IntegrationResult]] = {}
+        for r in results:  # one pass over the fleet, not one per type
+            if not r.maintenance:
+                by_type.setdefault(r.integration_type, []).append(r)
         for kind in self.instruments.known_types:
             self.instruments.vendor_incident.labels(kind).set(1 if kind in self.ongoing else 0)
             self.instruments.vendor_failing_ratio.labels(kind).set(
-                incidents.failing_ratio([r for r in latest if not r.maintenance], kind))
+                incidents.failing_ratio(by_type.get(kind, []), kind))
 
     def restore(self, results: Iterable[IntegrationResult]) -> None:
         if self.rules is not None:

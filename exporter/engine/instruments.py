@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Collection, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -11,7 +12,7 @@ from exporter.core.warmups import WarmupOutcome
 
 COLD_START_SOURCES = ("warmup", "sync_run")  # measured by our warm-up; reported by the sync side
 
-WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "blocked")
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "blocked", "held")
 
 
 class Instruments:
@@ -77,7 +78,8 @@ class Instruments:
                 self.sync_cold_starts.labels(kind, source)
         self.webhook_deliveries = Counter(
             "integration_health_webhook_deliveries", "Webhook delivery attempts, by outcome: delivered, failed "
-            "(retried later), dead (gave up after the last attempt), blocked (refused by the egress policy)",
+            "(retried later), dead (gave up after the last attempt), blocked (refused by the egress policy), held "
+            "(not sent: the signing secret does not open with the configured keys; retried, not counted)",
             ["outcome"], **kw)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)
@@ -94,8 +96,16 @@ class Instruments:
             self.sync_cold_starts.labels(self.bounded_type(integration_type), source).inc(n)
 
     def observe(self, results: Sequence[IntegrationResult]) -> None:
-        """Count each result by type and status; an unregistered type counts as `other`, so labels stay bounded."""
+        """Count each result by type and status; an unregistered type counts as `other`, so labels stay bounded.
+        Labels are looked up once per type and status in the batch, not once per result."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        durations: dict[str, list[float]] = {}
         for r in results:
-            kind = self.bounded_type(r.integration_type)
-            self.checks.labels(kind, r.result.status.value).inc()
-            self.check_duration.labels(kind).observe(r.result.latency_ms / 1000)
+            counts[r.integration_type, r.result.status.value] += 1
+            durations.setdefault(r.integration_type, []).append(r.result.latency_ms / 1000)
+        for (kind, status), n in counts.items():
+            self.checks.labels(self.bounded_type(kind), status).inc(n)
+        for kind, seconds in durations.items():
+            histogram = self.check_duration.labels(self.bounded_type(kind))
+            for s in seconds:
+                histogram.observe(s)

@@ -37,6 +37,8 @@ from exporter.storage.webhooks import Claimed, Webhooks
 log = logging.getLogger(__name__)
 LEASE_MARGIN_S = 30.0  # a claimed row is not due again until its request's deadline has long passed
 PRUNE_EVERY_S = 3600.0
+HOLD_S = 60.0  # a delivery whose secret will not open is looked at again this often, until the keys are fixed
+HOLD_LOG_EVERY_S = 300.0  # and said in the log at most this often (the alert and the counter say the rest)
 
 
 def body_of(claimed: Claimed) -> bytes:
@@ -64,7 +66,7 @@ class Notifier:
         self.timeout_s, self.batch, self.poll_s, self.keep_s = timeout_s, batch, poll_s, keep_s
         self.clock, self.rng, self.lease_s = clock, rng, timeout_s + lease_margin_s
         self.concurrency = concurrency
-        self._pruned_at = self._counted_at = float("-inf")
+        self._pruned_at = self._counted_at = self._held_logged_at = float("-inf")
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` (or cancelled: in-flight deliveries stay pending, retried after their lease).
@@ -73,6 +75,7 @@ class Notifier:
         that hangs until its timeout holds one slot, never a whole round of other organisations' deliveries.
         Idle, or after a database error, it asks again every `poll_s`.
         """
+        await self.reseal()
         in_flight: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -93,6 +96,24 @@ class Notifier:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, stopping, return_exceptions=True)
+
+    async def reseal(self) -> None:
+        """Before the first delivery: seal the plaintext secrets of migration 0014 and move secrets to the current
+        key (every replica may; they split the rows). A failure is logged and the worker goes on: a plaintext row
+        still signs, and a row under an older configured key still opens."""
+        if self.webhooks.keyring is None:
+            return
+        try:
+            done = await self.webhooks.reseal()
+        except Exception as exc:  # the database may be away at start; the next start tries again
+            log.warning("sealing webhook secrets failed (%s); the next start tries again", type(exc).__name__)
+            return
+        if done.sealed or done.rekeyed:
+            log.info("webhook secrets: %d plaintext sealed, %d moved to key %r", done.sealed, done.rekeyed,
+                     self.webhooks.keyring.current)
+        if done.left:
+            log.warning("webhook secrets left under keys this process does not seal with: %s (a key that is not in "
+                        "EXPORTER_WEBHOOK_SECRET_KEYS holds their deliveries)", done.left)
 
     async def _claim(self, free: int) -> list[Claimed]:
         if free <= 0:
@@ -145,9 +166,11 @@ class Notifier:
         self.instruments.webhook_deliveries.labels(outcome).inc()
 
     async def deliver(self, claimed: Claimed) -> str:
-        """One attempt; returns its outcome (delivered, failed, dead, blocked) after recording it."""
+        """One attempt; returns its outcome (delivered, failed, dead, blocked, held) after recording it."""
         context = {"event_id": str(claimed.event_id), "subscription_id": str(claimed.subscription_id),
                    "org_id": str(claimed.org_id), "attempt": claimed.attempts}
+        if claimed.secret is None:
+            return await self._hold(claimed, context)
         try:
             error = await self._post(claimed)
         except (Blocked, BadWebhookUrl) as exc:  # the destination is refused: never retried, nothing was sent
@@ -167,6 +190,17 @@ class Notifier:
         log.info("webhook attempt failed (%s); next in %.0f s", error, delay, extra=context)
         return "failed"
 
+    async def _hold(self, claimed: Claimed, context: dict[str, object]) -> str:
+        """Nothing can be signed without the secret: hold the delivery, uncounted, rather than dead-letter an
+        organisation's events for an operator's key mistake. The reason names the key id, never a key."""
+        why = claimed.unsealable or "the signing secret could not be opened"
+        await self.webhooks.hold(claimed, HOLD_S, sanitize(f"held: {why}"))
+        now = time.monotonic()
+        if now - self._held_logged_at >= HOLD_LOG_EVERY_S:
+            self._held_logged_at = now
+            log.error("webhook deliveries held: %s", why, extra=context)
+        return "held"
+
     async def _post(self, claimed: Claimed) -> str | None:
         """POST the signed event; None when delivered, else why not (sanitised, never the URL or secret)."""
         destination(claimed.url, self.policy)  # the policy may have changed since the subscription was made
@@ -174,7 +208,7 @@ class Notifier:
         now = int(self.clock())
         headers = {"Content-Type": "application/json", "User-Agent": "integration-health-webhooks/1",
                    ID_HEADER: str(claimed.event_id), TIMESTAMP_HEADER: str(now),
-                   SIGNATURE_HEADER: signature(claimed.secret, now, body)}
+                   SIGNATURE_HEADER: signature(claimed.secret or "", now, body)}
         try:
             async with asyncio.timeout(self.timeout_s):
                 response = await fetch(self.ctx, "POST", claimed.url, data=body, headers=headers, read_body=False)

@@ -27,14 +27,17 @@ from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases, shard_of
 from exporter.engine.outbox import Outbox
 from exporter.engine.runner import Runner
-from exporter.engine.snapshot import Snapshot
+from exporter.engine.snapshot import Key, Snapshot, key_of
 from exporter.storage.store import TRANSIENT_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
 
-def _key(i: Integration) -> tuple[UUID, str]:
-    return (i.org_id, i.integration_type)
+CHUNK = 256  # results stated and shown between two turns of the event loop
+
+
+def slowness(r: IntegrationResult) -> int:
+    return r.result.latency_ms // 1000
 
 
 class Scheduler:
@@ -65,9 +68,10 @@ class Scheduler:
         self.last_slot: datetime | None = None
         self.cycle_task: asyncio.Task[None] | None = None
 
-    def _last_latency(self, integration: Integration) -> int:
-        last = self.snapshot.results.get((integration.org_id, integration.integration_type))
-        return last.result.latency_ms if last else 0
+    def _slowness(self, integration: Integration) -> int:
+        """Whole seconds the last check took: checks start slowest first by it, in the snapshot's order within."""
+        last = self.snapshot.results.get(key_of(integration))
+        return slowness(last) if last else 0
 
     def _interval(self, integration: Integration) -> int:
         return policy.interval_for(integration, self.interval_s, self.type_intervals)
@@ -95,16 +99,20 @@ class Scheduler:
         finally:
             await windows
         self.snapshot.retain({(i.org_id, i.integration_type) for i in self.integrations})
+        await asyncio.sleep(0)  # each step below walks the fleet: let scrapes and probes in between
         states = self.snapshot.states()
-        modes = {_key(i): "passive" if self.is_passive(i, states.get(_key(i)), slot) else "active"
+        modes = {key_of(i): "passive" if self.is_passive(i, states.get(key_of(i)), slot) else "active"
                  for i in self.integrations}
         self.snapshot.modes = modes
-        passive = [i for i in self.integrations if modes[_key(i)] == "passive"]
-        active = [i for i in self.integrations if modes[_key(i)] == "active"]
+        passive = [i for i in self.integrations if modes[key_of(i)] == "passive"]
+        active = [i for i in self.integrations if modes[key_of(i)] == "active"]
+        await asyncio.sleep(0)
         passive_results = await self.assess_syncs(passive, slot)
         if passive_results:
             await self.publish(passive_results, slot)
+        await asyncio.sleep(0)
         todo = policy.due(active, slot, self.interval_s, self.type_intervals, self._with_evidence(active, slot))
+        await asyncio.sleep(0)
         results = await self.check_active(active, todo, slot) + passive_results
         duration = (self.clock() - started).total_seconds()
         self.instruments.cycle_duration.set(duration)
@@ -123,7 +131,7 @@ class Scheduler:
         """The states that decide what is due, with backoffs ended by a successful sync since the last failure."""
         states = self.snapshot.states()
         for i in active:
-            key, last, sync = _key(i), self.snapshot.results.get(_key(i)), self.snapshot.syncs.get(_key(i))
+            key, last, sync = key_of(i), self.snapshot.results.get(key_of(i)), self.snapshot.syncs.get(key_of(i))
             if last is None or sync is None:
                 continue
             ended = policy.after_evidence(last.state, last.result, sync.last_success, slot, self._interval(i))
@@ -146,17 +154,21 @@ class Scheduler:
         cycle); the integrations left standing keep their last result, flagged with the incident."""
         last = {k: r.result for k, r in self.snapshot.results.items()}
         checking, held = self.vendors.split(active, todo, slot, last, self._interval)
-        checking.sort(key=self._last_latency, reverse=True)  # slowest first: a hang's 10 s overlaps the rest
-        stated = await self._run(checking, slot)
+        # Slowest first, a hang's 10 s overlapping the rest; within a second, in the list's order, which is the
+        # snapshot's too (see _run): the results then come back in the exposition's order, a batch touching few
+        # of its gzip blocks, and the stragglers, first in the snapshot, share its first blocks.
+        checking.sort(key=self._slowness, reverse=True)
+        shown: dict[Key, IntegrationResult | None] = {}
+        stated = await self._run(checking, slot, shown)
         present = {i.integration_type for i in active}
         if recovered := self.vendors.decide(stated, present, slot):
             rest = [i for i in held if i.integration_type in recovered]
             held = [i for i in held if i.integration_type not in recovered]
             log.info("canaries of %s recovered, or its hourly full check is due: checking the other %d now",
                      ", ".join(sorted(recovered)), len(rest))
-            stated += await self._run(rest, slot)
+            stated += await self._run(rest, slot, shown)
             self.vendors.decide(stated, present, slot, full=recovered)
-        published = await self._publish_checked(self.vendors.flag(stated), slot)
+        published = await self._publish_checked(stated, slot, shown)
         if held := [i for i in held if i.integration_type in self.vendors.ongoing]:
             standing = [replace(r, maintenance=self.covered_at(r, slot))  # the flag as of now, not as last checked
                         for r in self.vendors.standing(held, self.snapshot.results, slot, self._interval)]
@@ -168,41 +180,86 @@ class Scheduler:
 
     async def check(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
         """Check these now (whatever an incident would choose), publish to the snapshot, hand to the outbox."""
-        return await self._publish_checked(self.vendors.flag(await self._run(integrations, slot)), slot)
+        shown: dict[Key, IntegrationResult | None] = {}
+        return await self._publish_checked(await self._run(integrations, slot, shown), slot, shown)
 
-    async def _run(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
-        """Check and attach the next backoff state."""
+    async def _run(self, integrations: Sequence[Integration], slot: datetime,
+                   shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
+        """Check and attach the next backoff state; show each batch in the snapshot as its checks finish
+        (`shown` notes what), so /metrics follows the cycle instead of taking all of it at its end."""
         if not integrations:
             return []
-        results = await self.runner.run(integrations)
-        states = self.snapshot.states()
-        by_key = {(i.org_id, i.integration_type): i for i in integrations}
-        stated = []
-        for r in results:
-            key = (r.org_id, r.integration_type)
-            r = replace(r, result=policy.keep_credential_expiry(self._last_result(key), r.result, looked_up=True))
-            if self.in_maintenance(r):  # checked, flagged, but a failure neither counts nor backs off
-                state = maintenance.after_check(states.get(key), r.result, slot, self._interval(by_key[key]))
-                stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state, maintenance=True))
-                continue
-            checked = policy.after_check(states.get(key), r.result, slot, self._interval(by_key[key]), self.rng,
-                                         self.backoff)
-            state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s,
-                                             has_sync_evidence=key in self.snapshot.syncs)
-            if state.passive_until != checked.passive_until:
-                log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
-                            state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
-            stated.append(IntegrationResult(r.org_id, r.integration_type, r.result, state))
+        states = self.snapshot.states()  # before any of these is shown: each key's state before its check
+        by_key = {key_of(i): i for i in integrations}
+        order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
+        stated: list[IntegrationResult] = []
+        new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
+        async for batch in self.runner.batches(integrations):
+            for at in range(0, len(batch), CHUNK):
+                await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
+                done = [self._stated(r, states.get(r.org_id_key()), by_key[r.org_id_key()], slot)
+                        for r in batch[at:at + CHUNK]]
+                self._show([r for r in self.vendors.flag(done) if r.org_id_key() in states], shown)
+                new += (r for r in done if r.org_id_key() not in states)
+                stated += done
+        new.sort(key=lambda r: (-slowness(r), order[r.org_id_key()]))
+        self._show(self.vendors.flag(new), shown)
+        stated.sort(key=lambda r: order[r.org_id_key()])
         return stated
 
-    async def _publish_checked(self, stated: list[IntegrationResult], slot: datetime) -> list[IntegrationResult]:
-        """Publish the checks' results; one not made (the credential store) leaves the last result standing."""
-        not_checked = [r for r in stated if policy.not_checked(r.result) and r.org_id_key() in self.snapshot.results]
-        if not_checked:  # no vendor was asked: the last result stands, only when to try again moves
-            self.instruments.not_checked.labels("credential_unavailable").inc(len(not_checked))
-            self.snapshot.update([replace(self.snapshot.results[r.org_id_key()], state=r.state) for r in not_checked])
-        await self.publish([r for r in stated if r not in not_checked], slot)
-        return stated
+    def _stated(self, r: IntegrationResult, previous: CheckState | None, integration: Integration,
+                slot: datetime) -> IntegrationResult:
+        """A check's result with the state after it (backoff, throttling's passive fallback)."""
+        r = replace(r, result=policy.keep_credential_expiry(self._last_result(r.org_id_key()), r.result,
+                                                            looked_up=True))
+        if self.in_maintenance(r):  # checked, flagged, but a failure neither counts nor backs off
+            state = maintenance.after_check(previous, r.result, slot, self._interval(integration))
+            return IntegrationResult(r.org_id, r.integration_type, r.result, state, maintenance=True)
+        checked = policy.after_check(previous, r.result, slot, self._interval(integration), self.rng, self.backoff)
+        state = policy.throttle_fallback(checked, slot, self.fallback_after, self.passive_cooldown_s,
+                                         has_sync_evidence=r.org_id_key() in self.snapshot.syncs)
+        if state.passive_until != checked.passive_until:
+            log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
+                        state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
+        return IntegrationResult(r.org_id, r.integration_type, r.result, state)
+
+    def _show(self, flagged: Sequence[IntegrationResult], shown: dict[Key, IntegrationResult | None]) -> None:
+        """Show results in the snapshot, flagged with the incidents known so far; one not made (the credential
+        store) leaves the last result standing, only when to try again moves (`shown` notes None)."""
+        fresh, standing = [], []
+        for r in flagged:
+            key, last = r.org_id_key(), self.snapshot.results.get(r.org_id_key())
+            if last is not None and policy.not_checked(r.result):  # no vendor was asked
+                standing.append(replace(last, state=r.state))
+                shown[key] = None
+            else:
+                fresh.append(r)
+                shown[key] = r
+        if standing:
+            self.instruments.not_checked.labels("credential_unavailable").inc(len(standing))
+        self.snapshot.update(standing + fresh)
+
+    async def _publish_checked(self, stated: Sequence[IntegrationResult], slot: datetime,
+                               shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
+        """Publish the checks' results (those made), flagged with the incidents as decided now: count and
+        persist them; show again only those whose flag changed since they were shown."""
+        flagged, published, reflagged = self.vendors.flag(stated), [], []
+        for r in flagged:
+            was = shown[r.org_id_key()]
+            if was is None:
+                continue  # not checked: its last result stands, and so does its last row
+            if was.result.vendor_incident_since == r.result.vendor_incident_since:
+                r = was
+            else:
+                reflagged.append(r)
+            published.append(r)
+        if reflagged:
+            self.snapshot.update(reflagged)
+        await asyncio.sleep(0)  # each step here walks the cycle's results: let the loop in between
+        self.instruments.observe(published)
+        await asyncio.sleep(0)
+        await self.outbox.submit(published, slot)
+        return flagged
 
     async def publish(self, results: list[IntegrationResult], slot: datetime) -> None:
         self.snapshot.update(results)
@@ -217,10 +274,10 @@ class Scheduler:
         except TRANSIENT_ERRORS as exc:
             log.warning("cannot load sync runs (%s); passive integrations keep their status", type(exc).__name__)
             return []
-        now, states, passive_keys = self.clock(), self.snapshot.states(), {_key(i) for i in passive}
+        now, states, passive_keys = self.clock(), self.snapshot.states(), {key_of(i) for i in passive}
         assessments, results = {}, []
         for i in self.integrations:
-            key = _key(i)
+            key = key_of(i)
             self._count_cold_starts(i, runs.get(key, []))
             try:  # a bad schedule fails its own integration only (croniter errors are ValueErrors)
                 sched = syncs.schedule_from_columns(i.sync)
@@ -246,7 +303,7 @@ class Scheduler:
 
     def _passive(self, i: Integration, result: HealthResult, previous: CheckState | None,
                  slot: datetime) -> IntegrationResult:
-        result = policy.keep_credential_expiry(self._last_result(_key(i)), result, looked_up=False)
+        result = policy.keep_credential_expiry(self._last_result(key_of(i)), result, looked_up=False)
         if maintenance.covering(self.snapshot.windows, i.org_id, i.integration_type, result.checked_at):
             return IntegrationResult(i.org_id, i.integration_type, result,
                                      maintenance.after_passive(previous, result, slot, self.interval_s), True)
@@ -255,7 +312,7 @@ class Scheduler:
 
     def _count_cold_starts(self, i: Integration, runs: list[syncs.SyncRun]) -> None:
         """Count each cold start the sync side reported, once (those already there at first sight are not news)."""
-        new, self._cold_counted[_key(i)] = syncs.new_cold_starts(runs, self._cold_counted.get(_key(i)))
+        new, self._cold_counted[key_of(i)] = syncs.new_cold_starts(runs, self._cold_counted.get(key_of(i)))
         self.instruments.count_cold_starts(i.integration_type, "sync_run", new)
 
     def in_maintenance(self, r: IntegrationResult) -> bool:
@@ -280,9 +337,9 @@ class Scheduler:
 
     def _log_new_run(self, i: Integration, run: syncs.SyncRun | None) -> None:
         """Log each run once (scheduled vs actual), when first seen and again when it finishes."""
-        if run is None or self._seen_runs.get(_key(i)) == (run.scheduled_for, run.outcome):
+        if run is None or self._seen_runs.get(key_of(i)) == (run.scheduled_for, run.outcome):
             return
-        self._seen_runs[_key(i)] = (run.scheduled_for, run.outcome)
+        self._seen_runs[key_of(i)] = (run.scheduled_for, run.outcome)
         log.info("sync run %s: scheduled %s, started %s, finished %s, drift %s s", run.outcome,
                  run.scheduled_for.isoformat(), run.started_at.isoformat() if run.started_at else "-",
                  run.finished_at.isoformat() if run.finished_at else "-",
@@ -310,8 +367,9 @@ class Scheduler:
         """Whether this replica checks, exports and stores the organisation (always, without shards)."""
         return self.shards is None or self.shards.owns(org_id)
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Run a cycle for each new slot until `stop` is set; a late start runs once, for the latest slot."""
+    async def run_forever(self, stop: asyncio.Event, *, between: Callable[[], None] | None = None) -> None:
+        """Run a cycle for each new slot until `stop` is set; a late start runs once, for the latest slot.
+        `between`: called after each cycle (the service settles the heap then: engine/heap.py)."""
         due_at = self.clock()  # the first cycle is due now, if its slot has not been checked yet
         while not stop.is_set():
             now = self.clock()
@@ -324,6 +382,8 @@ class Scheduler:
                     self.instruments.cycles.labels("failure").inc()
                     log.exception("cycle failed", extra={"slot": slot.isoformat()})
                     self.last_slot = slot  # do not spin on a failing slot; the next slot tries again
+                if between is not None:
+                    between()
                 continue
             due_at = policy.next_slot(now, self.interval_s)
             wait = max(0.0, (due_at - now).total_seconds())
@@ -344,16 +404,16 @@ class Scheduler:
         slot, total = self.last_slot, self.shards.total
         try:
             mine = [i for i in await self.store.load_integrations() if shard_of(i.org_id, total) in gained]
-            keys = {_key(i) for i in mine}
+            keys = {key_of(i) for i in mine}
             fresh = [r for r in await self.store.last_results() if (r.org_id, r.integration_type) in keys]
         except TRANSIENT_ERRORS as exc:
             log.warning("cannot load the shards taken over (%s); the next cycle checks them", type(exc).__name__)
             return []
         self.snapshot.update(fresh)  # the previous owner's latest states decide what is still due
-        known = {_key(i) for i in self.integrations}
-        self.integrations = [*self.integrations, *(i for i in mine if _key(i) not in known)]
+        known = {key_of(i) for i in self.integrations}
+        self.integrations = [*self.integrations, *(i for i in mine if key_of(i) not in known)]
         states = self.snapshot.states()
-        active = [i for i in mine if not self.is_passive(i, states.get(_key(i)), slot)]
+        active = [i for i in mine if not self.is_passive(i, states.get(key_of(i)), slot)]
         todo = policy.due(active, slot, self.interval_s, self.type_intervals, states)
         log.info("took over %d shards: %d integrations, %d left unchecked in slot %s", len(gained), len(mine),
                  len(todo), slot.isoformat())
@@ -367,6 +427,7 @@ class Scheduler:
         """
         if self.shards is not None:
             results = [r for r in results if self.shards.owns(r.org_id)]
-        self.snapshot.update([policy.assume_next_check(r, self.interval_s) for r in results])
+        restored = sorted(results, key=slowness, reverse=True)  # in the order a first cycle would show them (_run)
+        self.snapshot.update([policy.assume_next_check(r, self.interval_s) for r in restored])
         self.vendors.restore(results)
         self.vendors.export(self.snapshot.results.values())

@@ -4,6 +4,8 @@ Events enter the outbox inside the transaction that records what they announce (
 `enqueue_status_changes`), so a status change and its notification are written together or not at all.
 Replicas share the delivery work with `FOR UPDATE SKIP LOCKED`; a claimed row's next attempt is pushed
 past the request's deadline first, so a replica that dies mid-delivery leaves it to be retried, never lost.
+Signing secrets are sealed here with the operator's keyring (core/sealing), before they reach a row, and
+opened here when a delivery is claimed: no other code sees a sealed or an unsealed secret column.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
 from exporter.core import events
 from exporter.core.events import Event
 from exporter.core.model import HealthStatus
+from exporter.core.sealing import Keyring, Sealed, Unsealable
 
 # The rows of a persisted batch whose confirmed status may move: the newest result differs from what was
 # confirmed (or nothing is yet) and agrees with the result before it (by slot): the two-in-a-row rule's
@@ -69,11 +72,20 @@ SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $
 FROM due, public.webhook_subscription w, public.webhook_secret s
 WHERE d.event_id = due.event_id AND d.subscription_id = due.subscription_id
   AND w.id = d.subscription_id AND s.subscription_id = d.subscription_id
-RETURNING d.event_id, d.subscription_id, d.org_id, d.event_type, d.payload, d.attempts, w.url, s.secret"""
+RETURNING d.event_id, d.subscription_id, d.org_id, d.event_type, d.payload, d.attempts, w.url, s.secret, s.key_id,
+          s.sealed"""
 
 SETTLE = """
 UPDATE public.webhook_delivery
 SET status = $3, next_attempt_at = now() + make_interval(secs => $4), last_error = $5, updated_at = now()
+WHERE event_id = $1 AND subscription_id = $2 AND status = 'pending'"""
+
+# A claimed delivery that cannot be signed (its secret does not open with the configured keys) waits, its
+# attempt not counted: nothing was sent, and an operator's key mistake must not dead-letter anyone's events.
+HOLD = """
+UPDATE public.webhook_delivery
+SET attempts = greatest(0, attempts - 1), next_attempt_at = now() + make_interval(secs => $3), last_error = $4,
+    updated_at = now()
 WHERE event_id = $1 AND subscription_id = $2 AND status = 'pending'"""
 
 COUNT_PENDING = """
@@ -87,16 +99,40 @@ DELETE FROM public.webhook_delivery WHERE ctid = ANY (ARRAY(
     SELECT ctid FROM public.webhook_delivery
     WHERE status <> 'pending' AND updated_at < now() - make_interval(secs => $1) LIMIT $2))"""
 
+# Subscriptions of one organisation are created one at a time: a transaction-level advisory lock on the
+# organisation (two-int key space, apart from the single-key locks of migrations and history pruning; two
+# organisations whose hashes collide merely wait for each other), taken before the count, so concurrent
+# requests cannot each count below the limit and all insert (READ COMMITTED sees only committed rows).
+LOCK_ORG_SUBSCRIPTIONS = "SELECT pg_advisory_xact_lock(1464420683, hashtext($1::uuid::text))"
+
 INSERT_SUBSCRIPTION = """
 WITH sub AS (
-    INSERT INTO public.webhook_subscription (org_id, url, events)
-    SELECT $1, $2, $3
-    WHERE (SELECT count(*) FROM public.webhook_subscription WHERE org_id = $1) < $5
+    INSERT INTO public.webhook_subscription (id, org_id, url, events)
+    SELECT $1, $2, $3, $4
+    WHERE (SELECT count(*) FROM public.webhook_subscription WHERE org_id = $2) < $7
     RETURNING id, org_id, url, events, enabled, created_at
 ), secret AS (
-    INSERT INTO public.webhook_secret (subscription_id, secret) SELECT id, $4 FROM sub
+    INSERT INTO public.webhook_secret (subscription_id, key_id, sealed) SELECT id, $5, $6 FROM sub
 )
 SELECT * FROM sub"""
+
+# Secrets to (re)seal under the current key: plaintext rows from before migration 0021, and rows sealed under
+# another configured key. Locked, so replicas starting together split them; rows that would not open are
+# passed over ($3) so one bad row cannot stall the rest.
+SELECT_TO_SEAL = """
+SELECT subscription_id, secret, key_id, sealed FROM public.webhook_secret
+WHERE (secret IS NOT NULL OR (key_id <> $1 AND key_id = ANY ($2::text[])))
+  AND subscription_id <> ALL ($3::uuid[])
+ORDER BY subscription_id LIMIT $4
+FOR UPDATE SKIP LOCKED"""
+
+UPDATE_SEALED = """
+UPDATE public.webhook_secret s SET secret = NULL, key_id = $1, sealed = u.sealed
+FROM unnest($2::uuid[], $3::bytea[]) AS u(subscription_id, sealed)
+WHERE s.subscription_id = u.subscription_id"""
+
+COUNT_BY_KEY = """
+SELECT coalesce(key_id, '') AS key_id, count(*) AS n FROM public.webhook_secret GROUP BY 1"""
 
 SELECT_SUBSCRIPTIONS = """
 SELECT id, org_id, url, events, enabled, created_at FROM public.webhook_subscription
@@ -117,7 +153,8 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery claimed for one attempt; `secret` is the subscription's signing key (never logged)."""
+    """A delivery claimed for one attempt; `secret` is the subscription's signing key (never logged), None when
+    it would not open, and `unsealable` then says why (naming the key id, never a key or a secret)."""
 
     event_id: UUID
     subscription_id: UUID
@@ -126,7 +163,8 @@ class Claimed:
     payload: Any
     attempts: int
     url: str
-    secret: str = ""
+    secret: str | None = ""
+    unsealable: str | None = None
 
     def __repr__(self) -> str:  # no URL (it may be a capability) and no secret in any log or traceback
         return f"Claimed(event_id={self.event_id}, subscription_id={self.subscription_id}, attempts={self.attempts})"
@@ -170,16 +208,42 @@ async def enqueue_status_changes(conn: asyncpg.Connection, org_ids: Sequence[UUI
     return news
 
 
-class Webhooks:
-    """The webhook tables, as the API and the delivery worker use them (service_role)."""
+@dataclass(frozen=True, slots=True)
+class Resealed:
+    """What `reseal` did: plaintext secrets sealed, secrets moved to the current key, and what is left by key id
+    ('' for plaintext): rows left under a key no longer configured stay unreadable until it is added back."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    sealed: int
+    rekeyed: int
+    left: dict[str, int]
+
+
+class NoKeyring(RuntimeError):
+    """Secrets cannot be sealed or opened: EXPORTER_WEBHOOK_SECRET_KEYS is not set in this process."""
+
+
+class Webhooks:
+    """The webhook tables, as the API and the delivery worker use them (service_role); `keyring` seals and
+    opens the signing secrets (None: this process can neither subscribe nor sign)."""
+
+    def __init__(self, pool: asyncpg.Pool, keyring: Keyring | None = None) -> None:
+        self.pool, self.keyring = pool, keyring
+
+    def _keys(self) -> Keyring:
+        if self.keyring is None:
+            raise NoKeyring("webhook signing secrets need EXPORTER_WEBHOOK_SECRET_KEYS")
+        return self.keyring
 
     async def subscribe(self, org_id: UUID, url: str, event_types: Sequence[str], secret: str,
                         max_per_org: int) -> Subscription | None:
-        """Create a subscription and its secret together; None when the organisation already has `max_per_org`."""
-        row = await self.pool.fetchrow(INSERT_SUBSCRIPTION, org_id, url, list(event_types), secret, max_per_org)
+        """Create a subscription and its sealed secret together; None when the organisation already has
+        `max_per_org` (counted under the organisation's lock, so concurrent requests cannot pass it)."""
+        subscription_id = uuid4()
+        sealed = self._keys().seal(subscription_id, secret)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(LOCK_ORG_SUBSCRIPTIONS, org_id)
+            row = await conn.fetchrow(INSERT_SUBSCRIPTION, subscription_id, org_id, url, list(event_types),
+                                      sealed.key_id, sealed.blob, max_per_org)
         return _subscription(row) if row else None
 
     async def subscriptions(self, org_id: UUID) -> list[Subscription]:
@@ -199,8 +263,48 @@ class Webhooks:
 
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         rows = await self._relaxed(CLAIM_DUE, limit, lease_s)
-        return [Claimed(r["event_id"], r["subscription_id"], r["org_id"], r["event_type"], r["payload"],
-                        r["attempts"], r["url"], r["secret"]) for r in rows]
+        return [self._claimed(r) for r in rows]
+
+    def _claimed(self, r: asyncpg.Record) -> Claimed:
+        """The claimed row with its secret opened (a plaintext row not yet resealed is used as it is)."""
+        secret, why = r["secret"], None
+        if secret is None:
+            try:
+                secret = self._keys().open(r["subscription_id"], Sealed(r["key_id"], r["sealed"]))
+            except (Unsealable, NoKeyring) as exc:
+                why = str(exc)
+        return Claimed(r["event_id"], r["subscription_id"], r["org_id"], r["event_type"], r["payload"],
+                       r["attempts"], r["url"], secret, why)
+
+    async def hold(self, claimed: Claimed, retry_in_s: float, error: str) -> None:
+        """Put back a delivery that could not be signed, its attempt not counted: due again in `retry_in_s`."""
+        await self._relaxed(HOLD, claimed.event_id, claimed.subscription_id, retry_in_s, error)
+
+    async def reseal(self, batch: int = 500) -> Resealed:
+        """Seal the plaintext secrets left by migration 0014 and move secrets sealed under an older configured
+        key to the current one, `batch` rows per transaction; safe to run on every replica at once."""
+        keys, skipped, sealed, rekeyed = self._keys(), [], 0, 0
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(SELECT_TO_SEAL, keys.current, list(keys.ids), skipped, batch)
+                done: list[tuple[UUID, bytes]] = []
+                for r in rows:
+                    try:
+                        plain = r["secret"] or keys.open(r["subscription_id"], Sealed(r["key_id"], r["sealed"]))
+                    except Unsealable:
+                        skipped.append(r["subscription_id"])
+                        continue
+                    done.append((r["subscription_id"], keys.seal(r["subscription_id"], plain).blob))
+                    if r["secret"] is None:
+                        rekeyed += 1
+                    else:
+                        sealed += 1
+                if done:
+                    await conn.execute(UPDATE_SEALED, keys.current, *map(list, zip(*done, strict=True)))
+            if len(rows) < batch:
+                break
+        left = {r["key_id"]: r["n"] for r in await self.pool.fetch(COUNT_BY_KEY) if r["key_id"] != keys.current}
+        return Resealed(sealed, rekeyed, left)
 
     async def settle(self, claimed: Claimed, status: str, retry_in_s: float = 0.0, error: str | None = None) -> None:
         """Record an attempt's outcome: delivered, dead, or pending again in `retry_in_s`."""

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from exporter.engine import heap
 from exporter.engine.leases import ShardLeases
 from exporter.engine.loop_lag import LoopLagProbe
 from exporter.engine.scheduler import Scheduler
@@ -30,10 +31,12 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     services, runtime = app[SERVICES], app[RUNTIME]
     if services.shards:  # renewing first: a slow restore must not let the leases taken at start lapse
         runtime.lease_task = asyncio.create_task(renew_forever(services.shards, services.scheduler))
+    heap.configure()
     restored = await services.store.last_results()
     services.scheduler.restore(restored)
     log.info("restored the last known status of %d integrations", len(restored))
-    runtime.loop_task = asyncio.create_task(services.scheduler.run_forever(runtime.stop))
+    heap.settle()  # what startup built and restored is long-lived: no full collection need walk it again
+    runtime.loop_task = asyncio.create_task(services.scheduler.run_forever(runtime.stop, between=heap.settle))
     retry_task = asyncio.create_task(services.outbox.retry_forever())
     if services.warmer:  # its own task: a cycle never waits for a warm-up, nor a warm-up for a cycle
         runtime.warmup_task = asyncio.create_task(services.warmer.run_forever(runtime.stop))

@@ -27,7 +27,7 @@ from datetime import datetime
 from exporter.core.model import HealthStatus, IntegrationResult
 from exporter.core.syncs import SyncAssessment, SyncState
 from exporter.engine.snapshot import Key, Snapshot
-from exporter.web.textformat import Family, Sample, Source
+from exporter.web.textformat import MISSING, Family, Sample, Source
 
 INTEGRATION = ("org_id", "integration_type")
 STATUSES = tuple(s.value for s in HealthStatus)
@@ -55,6 +55,15 @@ class Checked:
 def checked(snapshot: Snapshot) -> dict[Key, Checked]:
     changes = snapshot.status_changes
     return {k: Checked(r, changes.get(k, 0)) for k, r in snapshot.results.items()}
+
+
+def one_checked(snapshot: Snapshot, key: Key) -> Checked | object:
+    latest = snapshot.results.get(key)
+    return MISSING if latest is None else Checked(latest, snapshot.status_changes.get(key, 0))
+
+
+def maintained(snapshot: Snapshot, key: Key) -> bool | object:
+    return MISSING if key not in snapshot.results else key in snapshot.in_maintenance
 
 
 def integration_labels(key: Key) -> tuple[str, str]:
@@ -113,12 +122,12 @@ RESULTS = Source(checked, INTEGRATION, integration_labels, (
     Family("integration_health_credential_expiry_timestamp_seconds",
            "When the integration's credential expires (vault metadata, or the vendor's own record), where known",
            "gauge", lambda c: timestamp(c.latest.result.credential_expires_at)),
-))
+), entry=one_checked)
 
 MODE = Source(lambda s: s.modes, INTEGRATION, integration_labels, (
     Family("integration_health_mode", "1 for how the integration's health is judged now: "
            "active (pinged) or passive (from its sync runs)", "gauge", lambda m: one_hot(MODES, m), ("mode",)),
-))
+), inputs=lambda s: (s.modes,))
 
 SYNCS = Source(lambda s: s.syncs, INTEGRATION, integration_labels, (
     Family("integration_health_sync_state", "1 for the state of the integration's scheduled syncs", "gauge",
@@ -134,7 +143,7 @@ SYNCS = Source(lambda s: s.syncs, INTEGRATION, integration_labels, (
            lambda a: value(a.lateness_s)),
     Family("integration_health_sync_invocation_latency_seconds",
            "How long the sync function took to answer, as the latest run reported it", "gauge", _invocation),
-))
+), inputs=lambda s: (s.syncs,))
 
 WARMUPS = Source(lambda s: s.warmups, INTEGRATION, integration_labels, (
     Family("integration_health_sync_warmup_latency_seconds",
@@ -142,13 +151,13 @@ WARMUPS = Source(lambda s: s.warmups, INTEGRATION, integration_labels, (
            lambda w: [] if w.latency_s is None else value(w.latency_s)),
     Family("integration_health_sync_warmup_consecutive_failures",
            "Warm-ups before scheduled syncs that failed in a row", "gauge", lambda w: value(w.consecutive_failures)),
-))
+), inputs=lambda s: (s.warmups,))
 
 # 1 while a maintenance window covers the integration (Snapshot.judge_maintenance, at each scrape), else 0:
 # one series per integration with a result, as integration_health_status (alert rules use `unless` on it).
 MAINTENANCE = Source(lambda s: {k: k in s.in_maintenance for k in s.results}, INTEGRATION, integration_labels, (
     Family("integration_health_maintenance", "1 while a maintenance window covers the integration (its alerts are "
            "silenced), else 0", "gauge", lambda covered: value(1.0 if covered else 0.0)),
-))
+), inputs=lambda s: (s.in_maintenance,), entry=maintained)
 
 SOURCES = (RESULTS, MODE, SYNCS, WARMUPS, MAINTENANCE)

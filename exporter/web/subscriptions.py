@@ -2,7 +2,8 @@
 
 The URL is judged by the egress policy here, after DNS, so a forbidden destination is refused when it is
 subscribed, not only when a delivery would reach for it (the connector judges every connection again).
-The signing secret is generated here and returned once, in the 201; nothing returns it afterwards.
+The signing secret is generated here and returned once, in the 201; nothing returns it afterwards (the
+row holds it sealed under the operator's key, storage/webhooks).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ async def post_webhook(request: web.Request) -> web.Response:
         return error_json(400, f"invalid subscription: url: {exc}")
     except (OSError, TimeoutError):
         return error_json(400, "invalid subscription: url: the host name does not resolve")
+    if webhooks.keyring is None:
+        raise web.HTTPServiceUnavailable(reason="webhooks need EXPORTER_WEBHOOK_SECRET_KEYS; this process has none")
     limit = request.app[SETTINGS].webhooks_per_org
     secret = new_secret()
     created = await webhooks.subscribe(org_id, asked.url, [k.value for k in kinds], secret, limit)

@@ -61,15 +61,29 @@ class Family:
         return f"# HELP {self.name} {text}\n# TYPE {self.name} {self.type}\n".encode()
 
 
+MISSING = object()  # Source.entry's answer for a key the source has no entry for
+
+
+def _no_inputs(_: Any) -> tuple[()]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Source:
     """Families rendered from one mapping of the snapshot (key -> immutable entry). A key's lines are
-    formatted again only when its entry changes (compared with ==, so entries must be values)."""
+    formatted again only when its entry changes (compared with ==, so entries must be values).
+
+    What tells a renderer that nothing else changed: `inputs`, the snapshot's objects the rows are made of
+    (compared by identity: they are replaced, never mutated). A source with `entry` (one key's entry, or
+    MISSING) also follows the snapshot's journal of changed result keys: while its inputs stand, only those
+    keys are read again. A source without it is read again whole when an input was replaced."""
 
     rows: Callable[[Any], Mapping[Hashable, Any]]
     labels: tuple[str, ...]  # the key's label names, e.g. ("org_id", "integration_type")
     key_labels: Callable[[Any], tuple[str, ...]]  # the key's label values, in that order
     families: tuple[Family, ...]
+    inputs: Callable[[Any], tuple[Any, ...]] = _no_inputs
+    entry: Callable[[Any, Hashable], Any] | None = None
     _formats: tuple[_Format, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

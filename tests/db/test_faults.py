@@ -25,6 +25,7 @@ from exporter.storage.migrate import migrate
 from exporter.web.api import SERVICES
 from tests.conftest import _bin_dir
 from tests.helpers import (
+    WEBHOOK_KEYS,
     add_http,
     assert_secret_absent,
     gauges,
@@ -167,7 +168,8 @@ async def test_sigkill_mid_cycle_then_restart_runs_the_missed_slot_once(own_pg, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")} | {
         "DATABASE_URL": dsn, "EXPORTER_CHECK_INTERVAL": "86400", "EXPORTER_CHECK_TIMEOUT_SECONDS": "2",
         "EXPORTER_CREDENTIAL_PROVIDER": "none", "EXPORTER_API_ENABLED": "false", "EXPORTER_EGRESS_ALLOW": "127.0.0.1",
-        "EXPORTER_LEASE_TTL_SECONDS": "10"}  # long enough that the successor starts before they lapse
+        "EXPORTER_LEASE_TTL_SECONDS": "10",  # long enough that the successor starts before they lapse
+        "EXPORTER_WEBHOOK_SECRET_KEYS": WEBHOOK_KEYS}
     logs = []
 
     async def start() -> asyncio.subprocess.Process:

@@ -15,7 +15,7 @@ import pytest
 from exporter.demo.embedded_pg import free_port
 from exporter.demo.simulator import Mode
 from exporter.web.api import SERVICES
-from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until
+from tests.helpers import AUTH, WEBHOOK_KEYS, add_http, gauges, settings_for, wait_until
 
 # A fixed wall clock for the tests whose slot depends on the time of day (settings_for: one slot a day).
 NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -133,7 +133,8 @@ async def test_sigterm_mid_cycle_loses_no_result_and_exits_0(db_dsn, admin, sim)
     await add_http(admin, org, "ok", base, kind="fiken")
     env = {**os.environ, "DATABASE_URL": db_dsn, "EXPORTER_PORT": str(free_port()), "EXPORTER_CHECK_INTERVAL": "86400",
            "EXPORTER_CHECK_TIMEOUT_SECONDS": "3", "EXPORTER_CREDENTIAL_PROVIDER": "none",
-           "EXPORTER_API_ENABLED": "false", "EXPORTER_EGRESS_ALLOW": "127.0.0.1"}
+           "EXPORTER_API_ENABLED": "false", "EXPORTER_EGRESS_ALLOW": "127.0.0.1",
+           "EXPORTER_WEBHOOK_SECRET_KEYS": WEBHOOK_KEYS}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "exporter", "serve", env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     await wait_until(lambda: state.requests.get("slow"), what="the hanging check to start")

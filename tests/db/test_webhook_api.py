@@ -3,13 +3,18 @@ only, the operator's any; the secret is shown once; forbidden destinations are r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from uuid import UUID
 
 import pytest
 
+from exporter.core.sealing import Keyring, Sealed
+from exporter.core.webhooks import new_secret
+from exporter.storage.store import create_pool
+from exporter.storage.webhooks import Webhooks
 from exporter.web.api import SERVICES
-from tests.helpers import AUTH, JWT_SECRET, app_token, bearer, settings_for, wait_until
+from tests.helpers import AUTH, JWT_SECRET, WEBHOOK_KEYS, app_token, bearer, settings_for, wait_until
 from tests.support.listener import Listener
 
 ORG_A = UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
@@ -48,7 +53,9 @@ async def test_an_org_admin_subscribes_sees_and_deletes_its_own_webhooks(db_dsn,
     assert created["secret"].startswith("whsec_") and len(created["secret"]) >= 40
     assert (created["org_id"], created["url"], created["events"], created["enabled"]) == (
         str(ORG_A), HOOK, ["integration.status_changed"], True)
-    assert await admin.fetchval("SELECT secret FROM webhook_secret") == created["secret"]
+    row, keys = await admin.fetchrow("SELECT secret, key_id, sealed FROM webhook_secret"), Keyring.parse(WEBHOOK_KEYS)
+    assert row["secret"] is None and row["key_id"] == keys.current  # sealed, not stored
+    assert keys.open(UUID(created["id"]), Sealed(row["key_id"], row["sealed"])) == created["secret"]
     listed = await (await client.get(f"/api/v1/orgs/{ORG_A}/webhooks", headers=ADMIN_A)).json()
     assert listed["webhooks"] == [{k: v for k, v in created.items() if k != "secret"}]  # never the secret again
     resp = await client.delete(f"/api/v1/orgs/{ORG_A}/webhooks/{created['id']}", headers=ADMIN_A)
@@ -130,3 +137,28 @@ async def test_a_bad_subscription_id_is_a_400_and_an_unknown_one_a_404(db_dsn, s
     assert (await client.delete(f"/api/v1/orgs/{ORG_A}/webhooks/nope", headers=ADMIN_A)).status == 400
     resp = await client.delete(f"/api/v1/orgs/{ORG_A}/webhooks/{ORG_B}", headers=ADMIN_A)
     assert resp.status == 404
+
+
+async def test_concurrent_subscriptions_never_pass_the_organisations_limit(db_dsn, service_client, no_dns) -> None:
+    """20 requests at once against a limit of 5: exactly 5 are created, the other 15 get 409."""
+    client = await start(service_client, db_dsn, webhooks_per_org=5)
+    statuses = await asyncio.gather(*(create(client, ORG_A, ADMIN_A, url=f"{HOOK}/{n}") for n in range(20)))
+    assert sorted(r.status for r in statuses) == [201] * 5 + [409] * 15
+    listed = await (await client.get(f"/api/v1/orgs/{ORG_A}/webhooks", headers=ADMIN_A)).json()
+    assert len(listed["webhooks"]) == 5
+
+
+async def test_concurrent_subscribes_on_their_own_connections_are_serialised_per_organisation(db_dsn, admin) -> None:
+    """The storage call itself, 20 at once per organisation on 40 connections (more than the service's pool
+    would give): the count and the insert happen under the organisation's lock, so no two see the same count."""
+    pool = await create_pool(db_dsn, role="service_role", min_size=40, max_size=40)
+    try:
+        webhooks = Webhooks(pool, Keyring.parse(WEBHOOK_KEYS))
+        created = await asyncio.gather(*(webhooks.subscribe(org, f"{HOOK}/{n}", ["vendor.incident"], new_secret(), 5)
+                                         for n in range(20) for org in (ORG_A, ORG_B)))
+    finally:
+        await pool.close()
+    assert sum(c is not None for c in created) == 10
+    counts = await admin.fetch("SELECT org_id, count(*) AS n FROM webhook_subscription GROUP BY 1 ORDER BY 1")
+    assert [(r["org_id"], r["n"]) for r in counts] == [(ORG_A, 5), (ORG_B, 5)]
+    assert await admin.fetchval("SELECT count(*) FROM webhook_secret") == 10

@@ -21,6 +21,7 @@ from exporter.adapters.transport import make_session
 from exporter.core.egress import EgressPolicy
 from exporter.core.events import EventType, VendorIncident, make_event
 from exporter.core.model import HealthStatus, IntegrationResult, make_result
+from exporter.core.sealing import Keyring
 from exporter.core.webhooks import RetrySchedule, new_secret
 from exporter.demo.simulator import Mode
 from exporter.engine.instruments import Instruments
@@ -28,7 +29,7 @@ from exporter.engine.notifier import Notifier
 from exporter.storage.store import Store, create_pool
 from exporter.storage.webhooks import Webhooks, enqueue
 from exporter.web.api import SERVICES
-from tests.helpers import AUTH, add_http, gauges, settings_for, wait_until, wait_until_async
+from tests.helpers import AUTH, WEBHOOK_KEYS, add_http, gauges, settings_for, wait_until, wait_until_async
 from tests.support.fakes import loopback_session
 from tests.support.listener import Listener, install_guard
 from tests.support.receiver import Receiver, verify
@@ -37,6 +38,7 @@ ORG = UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
 T = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNREACHABLE
 FAST = RetrySchedule(max_attempts=4, min_s=0.01, max_s=0.05)
+KEYRING = Keyring.parse(WEBHOOK_KEYS)
 
 
 def result(status: HealthStatus, n: int, kind: str = "http") -> IntegrationResult:
@@ -58,7 +60,7 @@ async def subscribe(webhooks: Webhooks, url: str, org: UUID = ORG) -> str:
 
 @pytest.fixture
 async def webhooks(store: Store) -> Webhooks:
-    return Webhooks(store.pool)
+    return Webhooks(store.pool, KEYRING)
 
 
 @pytest.fixture
@@ -188,7 +190,7 @@ async def test_a_delivery_is_signed_and_carries_its_idempotency_key(store, webho
     assert headers["X-Integration-Health-Signature"].startswith(f"t={headers['Webhook-Timestamp']},v1=")
     assert json.loads(request["body"])["data"]["status"] == "unreachable"
     assert (row["status"], row["attempts"], row["last_error"]) == ("delivered", 1, None)
-    assert outcomes(n) == {"delivered": 1, "failed": 0, "dead": 0, "blocked": 0}
+    assert outcomes(n) == {"delivered": 1, "failed": 0, "dead": 0, "blocked": 0, "held": 0}
     assert r.secret not in json.dumps([dict(x) for x in await admin.fetch("SELECT * FROM webhook_delivery")],
                                       default=str)
 
@@ -204,7 +206,7 @@ async def test_500s_are_retried_and_the_receiver_accepts_the_event_once(store, w
     assert (row["status"], row["attempts"]) == ("delivered", 3)
     assert [q["headers"]["Webhook-Id"] for q in r.requests] == [str(row["event_id"])] * 3  # the same key each time
     assert (list(r.accepted), r.duplicates) == ([str(row["event_id"])], 0)
-    assert outcomes(n) == {"delivered": 1, "failed": 2, "dead": 0, "blocked": 0}
+    assert outcomes(n) == {"delivered": 1, "failed": 2, "dead": 0, "blocked": 0, "held": 0}
     # at-least-once: a delivery whose outcome was lost (the exporter died before recording it) is sent again,
     # and the receiver's dedupe by Webhook-Id keeps it one event
     await admin.execute("UPDATE webhook_delivery SET status = 'pending', next_attempt_at = now()")
@@ -224,7 +226,7 @@ async def test_a_receiver_that_keeps_failing_is_dead_lettered_after_the_last_att
     assert len(r.requests) == FAST.max_attempts
     await n.run_once()
     assert len(r.requests) == FAST.max_attempts  # a dead letter is not tried again
-    assert outcomes(n) == {"delivered": 0, "failed": FAST.max_attempts - 1, "dead": 1, "blocked": 0}
+    assert outcomes(n) == {"delivered": 0, "failed": FAST.max_attempts - 1, "dead": 1, "blocked": 0, "held": 0}
     assert n.instruments.webhook_pending._value.get() == 0
 
 
@@ -254,7 +256,7 @@ async def test_replicas_share_the_outbox_and_send_each_delivery_once(store, webh
     other_pool = await create_pool(db_dsn, role="service_role", max_size=4)
     try:
         replicas = [notifier_for(webhooks, session, batch=7),
-                    notifier_for(Webhooks(other_pool), session, batch=7)]
+                    notifier_for(Webhooks(other_pool, KEYRING), session, batch=7)]
 
         async def idle() -> bool:
             claimed = await asyncio.gather(*(n.run_once() for n in replicas))
@@ -274,7 +276,7 @@ async def test_nothing_is_lost_when_the_exporter_dies_mid_delivery(store, webhoo
     await persist(store, U, U)
     pool = await create_pool(db_dsn, role="service_role", max_size=2)
     async with loopback_session() as s1:
-        first = notifier_for(Webhooks(pool), s1, timeout_s=60, lease_margin_s=0.0)
+        first = notifier_for(Webhooks(pool, KEYRING), s1, timeout_s=60, lease_margin_s=0.0)
         first.lease_s = 0.5  # the lease a dead process leaves behind
         task = asyncio.create_task(first.run_once())
         await r.arrived.wait()
@@ -289,7 +291,7 @@ async def test_nothing_is_lost_when_the_exporter_dies_mid_delivery(store, webhoo
     pool = await create_pool(db_dsn, role="service_role", max_size=2)
     try:
         async with loopback_session() as s2:
-            await drain(notifier_for(Webhooks(pool), s2), admin)
+            await drain(notifier_for(Webhooks(pool, KEYRING), s2), admin)
     finally:
         await pool.close()
     [row] = await deliveries(admin)

@@ -24,6 +24,7 @@ from exporter.demo.embedded_pg import free_port
 from exporter.demo.simulator import Mode, SimState
 from exporter.demo.simulator import create_app as create_simulator
 from tests.conftest import require_tool
+from tests.helpers import WEBHOOK_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 5
@@ -119,7 +120,8 @@ async def running_stack(db_dsn: str, tmp_path: Path, webhook: str, env: dict[str
         "EXPORTER_ALLOW_FAST_INTERVAL": "true",
         "EXPORTER_CHECK_TIMEOUT_SECONDS": "2", "EXPORTER_API_TOKEN": "e2e-token-0123456789",
         "EXPORTER_EGRESS_ALLOW": "127.0.0.1",  # the simulator, on loopback
-        "EXPORTER_METRICS_TOKEN": METRICS_TOKEN, "EXPORTER_HTTP_HEADER_TIMEOUT_SECONDS": "2", **env})
+        "EXPORTER_METRICS_TOKEN": METRICS_TOKEN, "EXPORTER_HTTP_HEADER_TIMEOUT_SECONDS": "2",
+        "EXPORTER_WEBHOOK_SECRET_KEYS": WEBHOOK_KEYS, **env})
     (tmp_path / "metrics_token").write_text(METRICS_TOKEN + "\n")  # as a mounted secret: Prometheus trims it
     for rule_file in RULE_FILES:  # all of them, as deploy/prometheus.yml loads alerts/*.rules.yml
         (tmp_path / rule_file.name).write_text(fast_rules(rule_file.read_text()))

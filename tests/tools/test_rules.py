@@ -157,3 +157,14 @@ def test_every_per_integration_alert_is_silenced_by_a_maintenance_window() -> No
     alerts = [r for g in rules["groups"] if g["name"] in PER_INTEGRATION_GROUPS for r in g["rules"] if "alert" in r]
     assert len(alerts) >= 12
     assert [a["alert"] for a in alerts if MAINTENANCE_CLAUSE not in " ".join(a["expr"].split())] == []
+
+
+@pytest.mark.parametrize("alert", ["IntegrationHealthWebhooksDeadLettered", "IntegrationHealthWebhooksHeld"])
+def test_webhook_alerts_are_one_operator_alert_not_one_per_organisation(alert: str) -> None:
+    """Summed over everything (no organisation's labels to page per org), routed to the operator's receiver."""
+    [rule] = [r for r in alerting_rules("integration-health.rules.yml") if r["alert"] == alert]
+    assert rule["expr"].startswith("sum(") and " by " not in rule["expr"]
+    severity = rule["labels"]["severity"]
+    proc = run(require_tool("amtool", "prometheus-alertmanager"), "config", "routes", "test",
+               "--config.file=alertmanager.yml", f"alertname={alert}", f"severity={severity}")
+    assert proc.returncode == 0 and proc.stdout.strip() == severity, proc.stdout + proc.stderr

@@ -23,7 +23,7 @@ from exporter.core.syncs import SyncAssessment, SyncRun, SyncState
 from exporter.core.warmups import WarmupOutcome, WarmupRecord
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
-from exporter.web.families import MODES
+from exporter.web.families import MODES, SOURCES
 from exporter.web.metrics import Exposition, Fleet
 from tests.conftest import require_tool
 from tests.support.reference_exposition import reference_fleet
@@ -106,9 +106,9 @@ async def test_off_loop_render_reads_a_copy_so_changes_during_it_wait_for_the_ne
     expected = sample_metrics()[0].render()
     refresh = metrics.fleet.refresh
 
-    def change_mid_render(frozen):  # what the loop may do while the thread renders
+    def change_mid_render(frozen, changed=None):  # what the loop may do while the thread renders
         snapshot.retain(set())
-        return refresh(frozen)
+        return refresh(frozen, changed)
 
     monkeypatch.setattr(metrics.fleet, "refresh", change_mid_render)
     first = await metrics.render_off_loop()
@@ -207,7 +207,8 @@ async def test_the_fleet_is_refreshed_in_a_thread_soon_after_a_change_so_the_scr
     metrics, snapshot, results = fleet_of(4, block_keys=2)
     threads = []
     refresh = metrics.fleet.refresh
-    metrics.fleet.refresh = lambda frozen: threads.append(threading.current_thread()) or refresh(frozen)
+    metrics.fleet.refresh = lambda frozen, changed: threads.append(threading.current_thread()) or refresh(frozen,
+                                                                                                          changed)
     keeper = asyncio.create_task(metrics.keep_fresh(interval_s=0.001))
     try:
         snapshot.update([replace(results[0], result=make_result(HealthStatus.DEGRADED, 9, T + timedelta(minutes=1)))])
@@ -228,7 +229,7 @@ async def test_a_failing_refresh_is_logged_and_the_keeper_lives_on(caplog) -> No
     metrics, snapshot, results = fleet_of(2, block_keys=2)
     failures = []
 
-    def refresh(frozen):
+    def refresh(frozen, changed=None):
         failures.append(frozen.version)
         raise ValueError("a family that cannot read its entry")
 
@@ -270,3 +271,27 @@ def test_a_window_ends_at_its_time_between_cycles_though_the_snapshot_did_not_ch
     now[0] = XLEDGER_UPGRADE.ends_at  # the end is exclusive; no cycle, no new result
     assert maintenance_gauge(metrics.render().decode())[("aaaaaaaa", "xledger")] == "0.0"
     assert metrics.fleet.rendered == rendered + 1, "only the key whose flag changed is formatted again"
+
+
+def test_a_batch_of_results_is_patched_in_without_reading_the_whole_fleet() -> None:
+    reads: list[str] = []
+    sources = [replace(s, rows=lambda snap, s=s: reads.append(s.families[0].name) or s.rows(snap)) for s in SOURCES]
+    snapshot = Snapshot()
+    results = [IntegrationResult(UUID(int=i), "http", make_result(HealthStatus.HEALTHY, 40, T)) for i in range(10)]
+    snapshot.update(results)
+    snapshot.modes = {r.org_id_key(): "active" for r in results}
+    metrics = Exposition(Instruments(CollectorRegistry(), "0.1.0"), snapshot, Fleet(sources, block_keys=3))
+    metrics.render(compressed=True)
+    reads.clear()
+    formatted = metrics.fleet.rendered
+    later = T + timedelta(minutes=15)
+    snapshot.update([replace(results[4], result=make_result(HealthStatus.UNREACHABLE, 9, later)),
+                     replace(results[7], result=make_result(HealthStatus.HEALTHY, 41, later))])
+    text = metrics.render()
+    assert reads == [], "a batch of results reads its keys only"
+    assert metrics.fleet.rendered == formatted + 2
+    assert text.split(b"# HELP integration_health_checks_total")[0] == reference_fleet(snapshot)
+    assert gzip.decompress(metrics.render(compressed=True)) == text
+    snapshot.retain({r.org_id_key() for r in results[1:]})
+    assert b'org_id="00000000-0000-0000-0000-000000000000"' not in metrics.render()
+    assert "integration_health_status" in reads, "a key gone moves the rest: everything is compared"

@@ -218,3 +218,47 @@ class _ConnKey:
 ])
 def test_exceptions_map_to_status_reason_and_message(exc, status, reason, message) -> None:
     assert describe_exception(exc) == (status, reason, message)
+
+
+async def test_batches_yield_each_result_once_as_its_check_finishes_not_when_the_slowest_does(ctx) -> None:
+    rec = Recorder()
+    runner = runner_for(ctx, {"http": rec.sleeper("slow", 0.6), "xledger": rec.sleeper("fast", 0.0)})
+    batches = []
+    async for batch in runner.batches([integration("http"), integration("xledger", {})], every_s=0.05):
+        batches.append(([r.integration_type for r in batch], set(rec.spans)))
+    assert batches == [(["xledger"], {"fast"}), (["http"], {"fast", "slow"})], \
+        "the fast result came while the slow check still ran"
+
+
+async def test_a_bug_in_a_check_fails_the_batches_as_it_fails_run(ctx, monkeypatch) -> None:
+    runner = runner_for(ctx, {"http": Recorder().sleeper("fast", 0.0)})
+
+    async def broken(integration: Integration) -> HealthResult:
+        raise RuntimeError("a bug, not a vendor's failure")
+
+    monkeypatch.setattr(runner, "_run_one", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        async for _ in runner.batches([integration("http")]):
+            pass
+
+
+async def test_batches_keep_at_most_a_window_of_checks_alive_and_still_check_them_all(ctx) -> None:
+    alive, most = 0, 0
+
+    class Counting:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            nonlocal alive, most
+            alive += 1
+            most = max(most, alive)
+            await asyncio.sleep(0.001)
+            alive -= 1
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    runner = runner_for(ctx, {"http": Counting}, window=3)
+    orgs = [UUID(int=n) for n in range(10)]
+    seen = [r.org_id async for batch in runner.batches([Integration(o, "http", HTTP_CONFIG) for o in orgs])
+            for r in batch]
+    assert sorted(seen) == orgs and most == 3

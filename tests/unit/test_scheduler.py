@@ -4,6 +4,7 @@ counted for the flapping alert."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -281,3 +282,25 @@ def test_a_5xx_retry_after_obeys_the_unreachable_cap_and_a_429_its_own() -> None
     throttled = make_result(HealthStatus.DEGRADED, 0, SLOT, "429", Reason.RATE_LIMITED, retry_after_s=day)
     assert after_check(None, down, SLOT, 900, rng=lambda: 0.0).next_check_at == SLOT + timedelta(hours=1)
     assert after_check(None, throttled, SLOT, 900, rng=lambda: 0.0).next_check_at == SLOT + timedelta(days=1)
+
+
+async def test_the_snapshot_shows_results_as_checks_finish_before_the_cycle_ends(sim) -> None:
+    state, base = sim
+    fast, stuck = UUID(int=1), UUID(int=2)
+    store = MemoryStore([Integration(fast, "http", {"url": f"{base}/http/ok", "method": "GET"}),
+                         Integration(stuck, "http", {"url": f"{base}/http/stuck", "method": "GET"})])
+    settings = settings_for("postgresql://unused", check_interval=900)  # checks time out after 2 s
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        first = await services.scheduler.run_cycle(SLOT, SLOT)
+        state.modes["stuck"] = Mode("hang")
+        at = SLOT + timedelta(minutes=15)
+        cycle = asyncio.create_task(services.scheduler.run_cycle(at, at))
+        while services.snapshot.results[(fast, "http")] in first:
+            await asyncio.sleep(0.01)
+        assert not cycle.done() and services.snapshot.results[(stuck, "http")] in first, "the hang still runs"
+        assert all(r in first for r in store.status.values()), "persisted at the end of the cycle"
+        results = await cycle
+    assert services.snapshot.results[(fast, "http")] in results
+    assert services.snapshot.results[(stuck, "http")].result.reason == Reason.TIMEOUT
+    assert all(r in results for r in store.status.values())
