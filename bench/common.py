@@ -29,3 +29,43 @@ def print_table(rows: Sequence[tuple[str, str, str]], value_header: str = "media
     print(f"\n{'figure'.ljust(width)}  {value_header:>{value_width}}  target / note")
     for name, value, note in rows:
         print(f"{name.ljust(width)}  {value:>{value_width}}  {note}")
+
+
+SEED_HISTORY = """
+INSERT INTO public.health_check_history (org_id, integration_type, slot, status, latency_ms, checked_at)
+SELECT c.org_id, c.integration_type, s.slot, 'healthy', 50, s.slot + interval '1 second'
+FROM generate_series($1::timestamptz - $2 * interval '15 minutes', $1::timestamptz - interval '15 minutes',
+                     interval '15 minutes') s(slot)
+CROSS JOIN public.integration_config c
+ORDER BY s.slot"""  # in slot order, as a live service appends them: one cycle's rows together in the heap
+
+# What the triggers would have left beside those rows: each key's count (migration 0023), and a status row
+# per integration from its newest slot, confirmed, so the next persist updates rows as a running service does.
+SEED_COUNTS = """
+INSERT INTO public.health_check_history_count (org_id, integration_type, row_count)
+SELECT org_id, integration_type, count(*) FROM public.health_check_history GROUP BY 1, 2
+ON CONFLICT (org_id, integration_type) DO UPDATE SET row_count = EXCLUDED.row_count"""
+SEED_STATUS = """
+INSERT INTO public.integration_health_status (org_id, integration_type, status, latency_ms, checked_at,
+                                              confirmed_status)
+SELECT org_id, integration_type, status, latency_ms, checked_at, status
+FROM public.health_check_history WHERE slot = $1::timestamptz - interval '15 minutes'
+ON CONFLICT (org_id, integration_type) DO NOTHING"""
+
+
+async def seed_history(conn, before, slots: int = 96) -> tuple[int, float]:
+    """Fill health_check_history with `slots` 15-minute slots before `before` for every configured integration
+    (24 h by default: the table a service has after a day), with the pruning trigger off (the rows are the
+    newest 96 of each key anyway), then the counts and status rows the triggers and the service would have
+    written, then VACUUM ANALYZE as autovacuum would. Returns (history rows, seconds)."""
+    import time
+
+    start = time.perf_counter()
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")  # no trigger: nothing to prune
+        status = await conn.execute(SEED_HISTORY, before, slots)
+    await conn.execute(SEED_COUNTS)
+    await conn.execute(SEED_STATUS, before)
+    for table in ("health_check_history", "health_check_history_count", "integration_health_status"):
+        await conn.execute(f"VACUUM ANALYZE public.{table}")
+    return int(status.split()[-1]), time.perf_counter() - start

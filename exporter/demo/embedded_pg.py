@@ -55,6 +55,7 @@ class LocalPostgres:
     bin_dir: Path
     port: int = 0
     fast: bool = False  # no fsync: for tests and benchmarks, never for data you keep
+    settings: tuple[str, ...] = ()  # more `name=value` server settings (benchmarks size shared_buffers, say)
 
     @property
     def dsn(self) -> str:
@@ -82,6 +83,7 @@ class LocalPostgres:
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
         if self.fast:
             options += "".join(f" -c {s}" for s in FAST_SETTINGS)
+        options += "".join(f" -c {s}" for s in self.settings)
         log = self.data_dir / "server.log"
         self._pg("pg_ctl", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(log), "-o", options,
                  "start", user=user, log=log)
