@@ -81,8 +81,10 @@ class VendorWatch:
 
     def awaits_decision(self, r: IntegrationResult) -> bool:
         """Whether a result must wait for the slot's decision to be shown: an infrastructure failure may be
-        part of an outage the slot has yet to declare (without rules none is ever declared)."""
-        return self.rules is not None and incidents.is_infra_failure(r.result)
+        part of an outage the slot has yet to declare (never for a type the rules leave out, or without rules)."""
+        rules = self.rules
+        return (rules is not None and (rules.types is None or r.integration_type in rules.types)
+                and incidents.is_infra_failure(r.result))
 
     def flag(self, results: Sequence[IntegrationResult]) -> list[IntegrationResult]:
         """Mark the infrastructure failures of a type in an incident with its start; the rest are their own."""

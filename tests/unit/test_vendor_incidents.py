@@ -240,7 +240,7 @@ async def test_an_outage_shows_no_infrastructure_failure_mid_cycle_before_its_in
                                                                                                   monkeypatch) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
-    settings = settings_for("postgresql://unused", check_interval=900)
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
     async with loopback_session() as session:
         services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
         scheduler = services.scheduler
