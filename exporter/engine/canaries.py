@@ -79,6 +79,13 @@ class VendorWatch:
                         self.ongoing[kind].isoformat(), extra={"integration_type": kind, "slot": slot.isoformat()})
         self.ongoing = now
 
+    def awaits_decision(self, r: IntegrationResult) -> bool:
+        """Whether a result must wait for the slot's decision to be shown: an infrastructure failure may be
+        part of an outage the slot has yet to declare (never for a type the rules leave out, or without rules)."""
+        rules = self.rules
+        return (rules is not None and (rules.types is None or r.integration_type in rules.types)
+                and incidents.is_infra_failure(r.result))
+
     def flag(self, results: Sequence[IntegrationResult]) -> list[IntegrationResult]:
         """Mark the infrastructure failures of a type in an incident with its start; the rest are their own."""
         out = []
@@ -111,10 +118,15 @@ class VendorWatch:
         for r in results:  # one pass over the fleet, not one per type
             if not r.maintenance:
                 by_type.setdefault(r.integration_type, []).append(r)
+        self.export_incidents()
         for kind in self.instruments.known_types:
-            self.instruments.vendor_incident.labels(kind).set(1 if kind in self.ongoing else 0)
             self.instruments.vendor_failing_ratio.labels(kind).set(
                 incidents.failing_ratio(by_type.get(kind, []), kind))
+
+    def export_incidents(self) -> None:
+        """Set the incident gauges, which inhibit the per-organisation alerts of a type in an incident."""
+        for kind in self.instruments.known_types:
+            self.instruments.vendor_incident.labels(kind).set(1 if kind in self.ongoing else 0)
 
     def restore(self, results: Iterable[IntegrationResult]) -> None:
         if self.rules is not None:

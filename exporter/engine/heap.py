@@ -18,10 +18,12 @@ def configure() -> None:
 
 
 def settle() -> None:
-    """Collect the young generations (what is left of recent cyclic garbage), then freeze what survived, so no
-    full collection walks it again: after startup and after each cycle.
+    """Collect all cyclic garbage among what is not frozen yet, then freeze what survived, so no full
+    collection walks it again: after startup and after each cycle.
 
-    A frozen object is still freed the moment nothing refers to it (reference counting); only cyclic garbage
-    among frozen objects would stay, and a steady cycle leaves none, so what a cycle replaces goes as before."""
-    gc.collect(1)
+    The collection is a full one, since garbage that survived two young collections has aged into the oldest
+    generation, and freezing it would keep it for good; it walks only what the last cycle left unfrozen, not
+    the frozen heap. A frozen object is still freed the moment nothing refers to it (reference counting);
+    only cyclic garbage among frozen objects stays, and objects are frozen only after a full collection."""
+    gc.collect()
     gc.freeze()

@@ -54,7 +54,8 @@ class Runner:
                       every_s: float = 0.25) -> AsyncIterator[list[IntegrationResult]]:
         """Check all concurrently, as `run`, but yield the results in batches as checks finish, at most one
         batch per `every_s` (the first at once), so a cycle can show them while slower checks still run.
-        Every result comes once; leaving early cancels the checks still running.
+        Every result comes once; leaving early cancels the checks still running and waits for them to end:
+        close it when done with it (`contextlib.aclosing`), or an early exit leaves them to the garbage collector.
 
         At most `window` checks are tasks at a time, the next started as one finishes: creating 10,000 tasks
         in one go held the event loop ~100 ms, and all but the limiter's few would only have waited."""
@@ -92,9 +93,11 @@ class Runner:
                 batch, done[:] = done[:], []
                 left, last = left - len(batch), loop.time()
                 yield batch
-        finally:
-            for task in list(tasks):
+        finally:  # left early (the consumer failed or stopped): no check goes on, none is left unawaited
+            running = list(tasks)
+            for task in running:
                 task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _run_one(self, integration: Integration) -> HealthResult:
         try:

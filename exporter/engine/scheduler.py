@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -168,6 +169,7 @@ class Scheduler:
                      ", ".join(sorted(recovered)), len(rest))
             stated += await self._run(rest, slot, shown)
             self.vendors.decide(stated, present, slot, full=recovered)
+        self.vendors.export_incidents()  # before the failures it inhibits are shown, not a scrape after
         published = await self._publish_checked(stated, slot, shown)
         if held := [i for i in held if i.integration_type in self.vendors.ongoing]:
             standing = [replace(r, maintenance=self.covered_at(r, slot))  # the flag as of now, not as last checked
@@ -186,30 +188,37 @@ class Scheduler:
     async def _run(self, integrations: Sequence[Integration], slot: datetime,
                    shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
         """Check and attach the next backoff state; show each batch in the snapshot as its checks finish
-        (`shown` notes what), so /metrics follows the cycle instead of taking all of it at its end."""
+        (`shown` notes what), so /metrics follows the cycle instead of taking all of it at its end.
+
+        Infrastructure failures wait for _publish_checked, where the slot's incidents are decided: shown
+        before, unflagged, a vendor's outage would page every organisation until the incident inhibits it.
+        Each result's state follows the one shown when it comes (a run-now meanwhile counts too)."""
         if not integrations:
             return []
-        states = self.snapshot.states()  # before any of these is shown: each key's state before its check
         by_key = {key_of(i): i for i in integrations}
         order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
+        known = {key for key in by_key if key in self.snapshot.results}
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
-        async for batch in self.runner.batches(integrations):
-            for at in range(0, len(batch), CHUNK):
-                await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
-                done = [self._stated(r, states.get(r.org_id_key()), by_key[r.org_id_key()], slot)
-                        for r in batch[at:at + CHUNK]]
-                self._show([r for r in self.vendors.flag(done) if r.org_id_key() in states], shown)
-                new += (r for r in done if r.org_id_key() not in states)
-                stated += done
+        async with contextlib.aclosing(self.runner.batches(integrations)) as batches:  # a failure here stops them
+            async for batch in batches:
+                for at in range(0, len(batch), CHUNK):
+                    await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
+                    done = [self._stated(r, by_key[r.org_id_key()], slot) for r in batch[at:at + CHUNK]]
+                    now = [r for r in done if not self.vendors.awaits_decision(r)]
+                    self._show([r for r in self.vendors.flag(now) if r.org_id_key() in known], shown)
+                    new += (r for r in now if r.org_id_key() not in known)
+                    stated += done
         new.sort(key=lambda r: (-slowness(r), order[r.org_id_key()]))
         self._show(self.vendors.flag(new), shown)
         stated.sort(key=lambda r: order[r.org_id_key()])
         return stated
 
-    def _stated(self, r: IntegrationResult, previous: CheckState | None, integration: Integration,
-                slot: datetime) -> IntegrationResult:
-        """A check's result with the state after it (backoff, throttling's passive fallback)."""
+    def _stated(self, r: IntegrationResult, integration: Integration, slot: datetime) -> IntegrationResult:
+        """A check's result with the state after it (backoff, throttling's passive fallback), from the state
+        shown now: not the one before the check, which a run-now meanwhile may have moved on."""
+        last = self.snapshot.results.get(r.org_id_key())
+        previous = last.state if last else None
         r = replace(r, result=policy.keep_credential_expiry(self._last_result(r.org_id_key()), r.result,
                                                             looked_up=True))
         if self.in_maintenance(r):  # checked, flagged, but a failure neither counts nor backs off
@@ -242,8 +251,9 @@ class Scheduler:
     async def _publish_checked(self, stated: Sequence[IntegrationResult], slot: datetime,
                                shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
         """Publish the checks' results (those made), flagged with the incidents as decided now: count and
-        persist them; show again only those whose flag changed since they were shown."""
+        persist them; show those held back for the decision (_run), and again those whose flag changed."""
         flagged, published, reflagged = self.vendors.flag(stated), [], []
+        self._show([r for r in flagged if r.org_id_key() not in shown], shown)
         for r in flagged:
             was = shown[r.org_id_key()]
             if was is None:

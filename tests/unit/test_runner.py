@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from uuid import UUID
@@ -262,3 +263,24 @@ async def test_batches_keep_at_most_a_window_of_checks_alive_and_still_check_the
     seen = [r.org_id async for batch in runner.batches([Integration(o, "http", HTTP_CONFIG) for o in orgs])
             for r in batch]
     assert sorted(seen) == orgs and most == 3
+
+
+async def test_closing_the_batches_early_cancels_the_checks_still_running_and_waits_for_them(ctx, monkeypatch) -> None:
+    runner, ended = runner_for(ctx, {"http": Recorder().sleeper("fast", 0.0)}), []
+    forever = asyncio.Event()
+
+    async def run_one(i: Integration) -> HealthResult:
+        if i.org_id != ORG:
+            try:
+                await forever.wait()
+            finally:
+                ended.append(i.org_id)
+        return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    monkeypatch.setattr(runner, "_run_one", run_one)
+    hanging = Integration(UUID(int=2), "http", HTTP_CONFIG)
+    with pytest.raises(LookupError):
+        async with contextlib.aclosing(runner.batches([integration("http"), hanging])) as batches:
+            async for _ in batches:
+                raise LookupError("the consumer failed")
+    assert ended == [hanging.org_id], "the hanging check ended before the batches did"

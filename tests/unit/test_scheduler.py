@@ -19,7 +19,7 @@ from exporter.demo.simulator import Mode
 from exporter.engine.snapshot import Snapshot
 from exporter.services import Services, build_services
 from exporter.settings import Settings
-from tests.helpers import settings_for
+from tests.helpers import settings_for, wait_until
 from tests.support.fakes import loopback_session
 from tests.support.memory_store import MemoryStore
 
@@ -118,11 +118,11 @@ class Vendor:
 class Day:
     """The service on a fake clock; `cycle(minute)` runs that slot's cycle."""
 
-    def __init__(self, **settings) -> None:
+    def __init__(self, vendor: type[Vendor] = Vendor, **settings) -> None:
         self.now = T
         self.store = MemoryStore([Integration(ORG, "http", {"url": "https://vendor.example/health"},
                                               sync={"cron": "0 * * * *"})])
-        self.vendor = Vendor(lambda: self.now)
+        self.vendor = vendor(lambda: self.now)
         self.services: Services = build_services(
             Settings(database_url="memory://", credential_provider="none", **settings), store=self.store,
             session=None, specs={"http": AdapterSpec(HttpConfig, self.vendor)}, clock=lambda: self.now,
@@ -296,11 +296,67 @@ async def test_the_snapshot_shows_results_as_checks_finish_before_the_cycle_ends
         state.modes["stuck"] = Mode("hang")
         at = SLOT + timedelta(minutes=15)
         cycle = asyncio.create_task(services.scheduler.run_cycle(at, at))
-        while services.snapshot.results[(fast, "http")] in first:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: services.snapshot.results[(fast, "http")] not in first, what="the fast result")
         assert not cycle.done() and services.snapshot.results[(stuck, "http")] in first, "the hang still runs"
         assert all(r in first for r in store.status.values()), "persisted at the end of the cycle"
         results = await cycle
     assert services.snapshot.results[(fast, "http")] in results
     assert services.snapshot.results[(stuck, "http")].result.reason == Reason.TIMEOUT
     assert all(r in results for r in store.status.values())
+
+
+class Held(Vendor):
+    """A scripted vendor whose next check waits until released (`entered` says it began)."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.entered, self.release, self.holding = asyncio.Event(), asyncio.Event(), False
+
+    async def check(self, org_id, config):
+        if self.holding:
+            self.holding = False
+            self.entered.set()
+            await self.release.wait()
+        return await super().check(org_id, config)
+
+
+async def test_a_run_now_while_the_cycle_checks_the_same_integration_loses_no_failure() -> None:
+    day = Day(Held)
+    vendor = day.vendor
+    assert isinstance(vendor, Held)
+    await failing_since(day, [0])
+    vendor.holding = True
+    day.now = at(15)
+    cycle = asyncio.create_task(day.services.scheduler.run_cycle(day.now, day.now))
+    await asyncio.wait_for(vendor.entered.wait(), 30)  # the cycle's check began from 1 failure
+    await day.services.scheduler.run_health_checks(ORG)
+    assert day.services.snapshot.results[KEY].state.consecutive_failures == 2
+    vendor.release.set()
+    await cycle
+    assert day.services.snapshot.results[KEY].state.consecutive_failures == 3, "the run-now's failure counts"
+    assert day.store.status[KEY].state.consecutive_failures == 3
+
+
+async def test_a_cycle_that_fails_while_checks_run_stops_them_before_it_ends(monkeypatch) -> None:
+    day = Day()
+    other = UUID(int=7)
+    day.store.integrations.append(Integration(other, "http", {"url": "https://vendor.example/health"}))
+    scheduler, ended = day.services.scheduler, []
+    forever = asyncio.Event()
+
+    async def run_one(integration: Integration):
+        if integration.org_id == other:
+            try:
+                await forever.wait()
+            finally:
+                ended.append("hanging check")
+        return make_result(HealthStatus.HEALTHY, 1, day.now)
+
+    def broken(*args):
+        raise RuntimeError("a bug while stating a result")
+
+    monkeypatch.setattr(scheduler.runner, "_run_one", run_one)
+    monkeypatch.setattr(scheduler, "_stated", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await scheduler.run_cycle(at(0), at(0))
+    assert ended == ["hanging check"], "cancelled and awaited, not left running"

@@ -3,13 +3,17 @@ checked while one lasts, everything the moment they recover, and one organisatio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from exporter.core.incidents import INFRA_REASONS
 from exporter.core.model import HealthStatus, Integration
 from exporter.demo.simulator import Mode
 from exporter.services import build_services
-from tests.helpers import settings_for
+from exporter.web.metrics import Exposition
+from tests.helpers import gauges, settings_for
 from tests.support.fakes import loopback_session
 from tests.support.memory_store import MemoryStore
 
@@ -210,3 +214,50 @@ async def test_a_maintenance_window_over_every_organisation_is_no_vendor_outage(
         assert services.scheduler.vendors.ongoing == {}
         assert gauge(services, "integration_health_vendor_incident") == 0
         assert gauge(services, "integration_health_vendor_failing_ratio") == 0
+
+
+def paused_after_checks(runner, reached: asyncio.Event, resume: asyncio.Event):
+    """The runner's batches, then a pause before they end: the cycle has shown all it shows mid-cycle."""
+    real = runner.batches
+
+    async def batches(integrations, **kwargs):
+        async with contextlib.aclosing(real(integrations, **kwargs)) as inner:
+            async for batch in inner:
+                yield batch
+        reached.set()
+        await resume.wait()
+    return batches
+
+
+def infra_failures_shown(text: str) -> set[str]:
+    """Organisations whose exposition says they fail for a reason every organisation would share."""
+    reasons = {r.value for r in INFRA_REASONS}
+    return {dict(labels)["org_id"] for labels, v in gauges(text).get("integration_health_failure_reason", {}).items()
+            if v == 1 and dict(labels)["reason"] in reasons}
+
+
+async def test_an_outage_shows_no_infrastructure_failure_mid_cycle_before_its_incident_is_declared(sim,
+                                                                                                  monkeypatch) -> None:
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        scheduler = services.scheduler
+        exposition = Exposition(services.instruments, services.snapshot, clock=lambda: slot(1))
+        first = await scheduler.run_cycle(slot(0), slot(0))
+        reached, resume = asyncio.Event(), asyncio.Event()
+        monkeypatch.setattr(scheduler.runner, "batches", paused_after_checks(scheduler.runner, reached, resume))
+        state.modes["vendor"] = Mode("server_error")
+        cycle = asyncio.create_task(scheduler.run_cycle(slot(1), slot(1)))
+        await asyncio.wait_for(reached.wait(), 30)
+        text = exposition.render().decode()
+        assert gauges(text)["integration_health_vendor_incident"][(("integration_type", "http"),)] == 0
+        assert infra_failures_shown(text) == set(), "an unflagged outage would page every organisation"
+        assert services.snapshot.results[(LONER, "http")] not in first, "the healthy still show as they come"
+        resume.set()
+        await cycle
+        text = exposition.render().decode()
+    assert gauges(text)["integration_health_vendor_incident"][(("integration_type", "http"),)] == 1
+    assert infra_failures_shown(text) == {str(o) for o in ORGS}
+    assert all(services.snapshot.results[(o, "http")].result.vendor_incident_since == slot(1) for o in ORGS)
