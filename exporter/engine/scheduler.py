@@ -64,6 +64,7 @@ class Scheduler:
         self.interval_s, self.type_intervals, self.clock, self.rng = interval_s, type_intervals or {}, clock, rng
         self.on_cycle = on_cycle
         self.vendors = VendorWatch(incidents, instruments)  # vendor-wide incidents and their canaries
+        self._awaiting: dict[Key, IntegrationResult] = {}  # stated, held back for the slot's incident decision
         self.integrations: list[Integration] = []
         self.loaded = False  # whether the integration list was ever loaded (else a restart's restored status stands)
         self.last_slot: datetime | None = None
@@ -205,7 +206,12 @@ class Scheduler:
                 for at in range(0, len(batch), CHUNK):
                     await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
                     done = [self._stated(r, by_key[r.org_id_key()], slot) for r in batch[at:at + CHUNK]]
-                    now = [r for r in done if not self.vendors.awaits_decision(r)]
+                    now = []
+                    for r in done:
+                        if self.vendors.awaits_decision(r):
+                            self._awaiting[r.org_id_key()] = r  # not shown yet, but what comes next follows it
+                        else:
+                            now.append(r)
                     self._show([r for r in self.vendors.flag(now) if r.org_id_key() in known], shown)
                     new += (r for r in now if r.org_id_key() not in known)
                     stated += done
@@ -217,7 +223,7 @@ class Scheduler:
     def _stated(self, r: IntegrationResult, integration: Integration, slot: datetime) -> IntegrationResult:
         """A check's result with the state after it (backoff, throttling's passive fallback), from the state
         shown now: not the one before the check, which a run-now meanwhile may have moved on."""
-        last = self.snapshot.results.get(r.org_id_key())
+        last = self._latest(r.org_id_key())
         previous = last.state if last else None
         r = replace(r, result=policy.keep_credential_expiry(self._last_result(r.org_id_key()), r.result,
                                                             looked_up=True))
@@ -231,6 +237,14 @@ class Scheduler:
             log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
                         state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
         return IntegrationResult(r.org_id, r.integration_type, r.result, state)
+
+    def _latest(self, key: Key) -> IntegrationResult | None:
+        """The newest result of `key`, shown or held back for the slot's incident decision: the state a next
+        result follows (a run-now during the cycle must count the cycle's failure that is not shown yet)."""
+        shown, waiting = self.snapshot.results.get(key), self._awaiting.get(key)
+        if waiting is None or (shown is not None and shown.result.checked_at >= waiting.result.checked_at):
+            return shown
+        return waiting
 
     def _show(self, flagged: Sequence[IntegrationResult], shown: dict[Key, IntegrationResult | None]) -> None:
         """Show results in the snapshot, flagged with the incidents known so far; one not made (the credential
@@ -254,6 +268,10 @@ class Scheduler:
         persist them; show those held back for the decision (_run), and again those whose flag changed."""
         flagged, published, reflagged = self.vendors.flag(stated), [], []
         self._show([r for r in flagged if r.org_id_key() not in shown], shown)
+        for r in flagged:  # shown now: forget what was held back for them (unless a newer one waits)
+            waiting = self._awaiting.get(r.org_id_key())
+            if waiting is not None and waiting.result.checked_at <= r.result.checked_at:
+                del self._awaiting[r.org_id_key()]
         for r in flagged:
             was = shown[r.org_id_key()]
             if was is None:

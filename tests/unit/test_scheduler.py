@@ -5,6 +5,7 @@ counted for the flapping alert."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -334,6 +335,35 @@ async def test_a_run_now_while_the_cycle_checks_the_same_integration_loses_no_fa
     vendor.release.set()
     await cycle
     assert day.services.snapshot.results[KEY].state.consecutive_failures == 3, "the run-now's failure counts"
+    assert day.store.status[KEY].state.consecutive_failures == 3
+
+
+async def test_a_run_now_counts_the_cycles_failure_held_back_for_the_incident_decision() -> None:
+    """A vendor type's infrastructure failure is shown only with the slot's incident decision; a "test
+    connection" in between must still follow it, or two failures count as one (final review)."""
+    day = Day(vendor_incident_types=frozenset({"http"}))
+    await failing_since(day, [0])
+    scheduler = day.services.scheduler
+    real, reached, resume = scheduler.runner.batches, asyncio.Event(), asyncio.Event()
+
+    async def paused(integrations, **kwargs):  # the cycle stops after its last batch, before the decision
+        async with contextlib.aclosing(real(integrations, **kwargs)) as inner:
+            async for batch in inner:
+                yield batch
+        reached.set()
+        await resume.wait()
+    scheduler.runner.batches = paused
+    day.now = at(15)
+    cycle = asyncio.create_task(scheduler.run_cycle(day.now, day.now))
+    await asyncio.wait_for(reached.wait(), 30)
+    scheduler.runner.batches = real
+    assert day.services.snapshot.results[KEY].state.consecutive_failures == 1, "held back, not shown"
+    day.now = at(15) + timedelta(seconds=30)
+    await scheduler.run_health_checks(ORG)
+    assert day.services.snapshot.results[KEY].state.consecutive_failures == 3
+    resume.set()
+    await cycle
+    assert day.services.snapshot.results[KEY].state.consecutive_failures == 3
     assert day.store.status[KEY].state.consecutive_failures == 3
 
 
