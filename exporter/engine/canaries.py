@@ -129,6 +129,10 @@ class VendorWatch:
             self.instruments.vendor_incident.labels(kind).set(1 if kind in self.ongoing else 0)
 
     def restore(self, results: Iterable[IntegrationResult]) -> None:
+        """Incidents going on when the process stopped, of the types the rules still judge (an http incident
+        stored before http was left out must not page again at start)."""
         if self.rules is not None:
-            self.ongoing = incidents.restored(results)
+            types = self.rules.types
+            self.ongoing = {kind: since for kind, since in incidents.restored(results).items()
+                            if types is None or kind in types}
 

@@ -113,6 +113,23 @@ async def test_the_incident_survives_a_restart_with_its_start(sim) -> None:
     assert len(checked) == 3 and after.scheduler.vendors.ongoing == {"http": slot(0)}
 
 
+async def test_an_incident_stored_for_a_type_no_longer_judged_is_not_restored(sim) -> None:
+    """Rows flagged with an http incident before http was left out of the vendor types: the upgraded service
+    neither raises the vendor gauge at start (a false IntegrationVendorOutage page) nor holds anyone (final review)."""
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        before = build_services(settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR),
+                                store=store, session=session)  # type: ignore[arg-type]
+        await before.scheduler.run_cycle(slot(0), slot(0))
+        assert any(r.result.vendor_incident_since for r in store.status.values())
+        after = build_services(settings_for("postgresql://unused", check_interval=900), store=store,
+                               session=session)  # type: ignore[arg-type]
+        after.scheduler.restore(await store.last_results())
+        assert after.scheduler.vendors.ongoing == {} and gauge(after, "integration_health_vendor_incident") in (None, 0)
+
+
 async def test_one_organisations_rejected_credentials_while_the_vendor_is_healthy_stay_its_own(sim) -> None:
     state, base = sim
     store = MemoryStore(fleet(base))
