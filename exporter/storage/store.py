@@ -310,17 +310,26 @@ class Store:
     async def persist(self, results: Sequence[IntegrationResult], slot: datetime | None) -> None:
         """Upsert status and append history for `slot` (None: status rows only, for results that stand
         unchecked), and enqueue the webhook events of confirmed status changes and of the rows' flag moves
-        (vendor incident, maintenance window, credential expiry), atomically; raise PersistError when it cannot."""
+        (vendor incident, maintenance window, credential expiry) in the same transaction, the events behind a
+        savepoint (events that cannot be written are logged, never the results' loss); raise PersistError
+        when it cannot."""
         if not results:
             return
         columns = _batch(results)
 
         async def write(c: asyncpg.Connection) -> None:
-            async with c.transaction():  # the notifications of a change are written with it, or neither
+            async with c.transaction():  # the notifications of a change are written with it
                 before = await announcements.flags(c, columns[0], columns[1])
                 await c.execute(PERSIST_RESULTS, *columns[:12], slot, *columns[12:])
-                await webhooks.enqueue_status_changes(c, columns[0], columns[1])
-                await announcements.enqueue_news(c, before, columns[0], columns[1])
+                try:
+                    async with c.transaction():  # a savepoint: a failing announcement never costs the results
+                        await webhooks.enqueue_status_changes(c, columns[0], columns[1])
+                        await announcements.enqueue_news(c, before, columns[0], columns[1])
+                except TRANSIENT_ERRORS:
+                    raise  # the connection or the database: the whole batch is retried
+                except Exception:  # a bug or a bad value in an event: status and history are written without
+                    log.exception("webhook events of %d results could not be written; the results are stored "
+                                  "without them", len(results))
 
         try:
             await self._with_retry(write)
