@@ -9,8 +9,10 @@
 -- (a bulk load with triggers off, say) is brought back to 96 over its next inserts, never in one long
 -- statement inside a persist.
 --
--- The count follows every INSERT, DELETE and TRUNCATE through triggers. Loading rows with triggers off
--- (session_replication_role = replica) bypasses it; recount afterwards with
+-- The count follows every INSERT, DELETE and TRUNCATE through triggers. Loading or deleting rows with
+-- triggers off (session_replication_role = replica), restoring the history table without this one, or
+-- updating a row's org_id/integration_type bypasses it. A count too low only keeps extra rows; a count too
+-- HIGH makes every later prune delete rows from the newest 96 for good. After any of these, recount with
 --   INSERT INTO public.health_check_history_count (org_id, integration_type, row_count)
 --   SELECT org_id, integration_type, count(*) FROM public.health_check_history GROUP BY 1, 2
 --   ON CONFLICT (org_id, integration_type) DO UPDATE SET row_count = EXCLUDED.row_count;
