@@ -1,7 +1,32 @@
+"""Database tests: marked `db` (CI runs them again on the system PostgreSQL), and the webhook fixtures they share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
 import pytest
+
+from tests.support.fakes import loopback_session
+from tests.support.receiver import Receiver
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/tests/db/" in str(item.path):
             item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture
+async def receiver(aiohttp_server) -> tuple[Receiver, str]:
+    """A loopback webhook receiver (it verifies signatures and records requests) and its URL."""
+    r = Receiver()
+    server = await aiohttp_server(r.app(), access_log=None)
+    return r, str(server.make_url("/hook"))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session that enforces the egress policy and allows the loopback receiver."""
+    async with loopback_session() as s:
+        yield s

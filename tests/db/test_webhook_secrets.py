@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -27,8 +26,6 @@ from exporter.storage.store import Store
 from exporter.storage.webhooks import Resealed, Webhooks, enqueue
 from exporter.web.api import SERVICES
 from tests.helpers import AUTH, WEBHOOK_KEYS, settings_for, wait_until, wait_until_async
-from tests.support.fakes import loopback_session
-from tests.support.receiver import Receiver
 
 ORG = UUID("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
 T = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -38,19 +35,6 @@ ROTATED = Keyring.parse(f"{NEW_KEY},{WEBHOOK_KEYS}")  # test-2 seals, both open
 NEW_ONLY = Keyring.parse(NEW_KEY)
 IMPOSTOR = Keyring.parse("test-1:" + base64.b64encode(bytes(range(200, 232))).decode())  # same id, another key
 FEW = RetrySchedule(max_attempts=2, min_s=0.01, max_s=0.05)
-
-
-@pytest.fixture
-async def receiver(aiohttp_server) -> tuple[Receiver, str]:
-    r = Receiver()
-    server = await aiohttp_server(r.app(), access_log=None)
-    return r, str(server.make_url("/hook"))
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with loopback_session() as s:
-        yield s
 
 
 def notifier(pool: asyncpg.Pool, keys: Keyring | None, session: aiohttp.ClientSession) -> Notifier:

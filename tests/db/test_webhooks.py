@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -61,19 +60,6 @@ async def subscribe(webhooks: Webhooks, url: str, org: UUID = ORG) -> str:
 @pytest.fixture
 async def webhooks(store: Store) -> Webhooks:
     return Webhooks(store.pool, KEYRING)
-
-
-@pytest.fixture
-async def receiver(aiohttp_server) -> tuple[Receiver, str]:
-    r = Receiver()
-    server = await aiohttp_server(r.app(), access_log=None)
-    return r, str(server.make_url("/hook"))
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with loopback_session() as s:
-        yield s
 
 
 def notifier_for(webhooks: Webhooks, session: aiohttp.ClientSession, **options) -> Notifier:
