@@ -106,7 +106,7 @@ class Notifier:
             return
         try:
             done = await self.webhooks.reseal()
-        except Exception as exc:  # the database may be away at start; the next start tries again
+        except Exception as exc:  # the database may be away: the next hourly housekeeping tries again
             log.warning("sealing webhook secrets failed (%s); tried again within the hour", type(exc).__name__)
             return
         if done.sealed or done.rekeyed:
