@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -147,6 +147,12 @@ class CredentialProvider(Protocol):
     async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
         """When the secret `ref` names for `org_id` expires, from the store's metadata (never the secret);
         None when unknown. Never raises for a missing or malformed expiry."""
+        ...
+
+    async def prefetch(self, keys: Collection[tuple[UUID, str]]) -> None:
+        """Read these (org_id, ref) pairs ahead, secrets and expiries, in as few round trips to the store as it
+        can, so the gets and expiries that follow are answered from memory; providers without a cache do
+        nothing. Never raises: a pair it could not read is read by get as before."""
         ...
 
 

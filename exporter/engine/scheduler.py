@@ -52,7 +52,9 @@ class Scheduler:
                  passive_types: Collection[str] = (), fallback_after: int = 3, passive_cooldown_s: int = 86400,
                  shards: ShardLeases | None = None, load_timeout_s: float = 15.0,
                  backoff: policy.BackoffCaps = policy.DEFAULT_BACKOFF,
-                 incidents: IncidentRules | None = IncidentRules()) -> None:
+                 incidents: IncidentRules | None = IncidentRules(),
+                 before_checks: Callable[[Sequence[Integration]], Awaitable[None]] | None = None) -> None:
+        self.before_checks = before_checks  # given what is about to be checked (services: credentials read ahead)
         self.shards = shards  # None: this replica checks every organisation
         self.load_timeout_s = load_timeout_s
         self.backoff = backoff
@@ -196,6 +198,8 @@ class Scheduler:
         Each result's state follows the one shown when it comes (a run-now meanwhile counts too)."""
         if not integrations:
             return []
+        if self.before_checks is not None:
+            await self.before_checks(integrations)
         by_key = {key_of(i): i for i in integrations}
         order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
         known = {key for key in by_key if key in self.snapshot.results}

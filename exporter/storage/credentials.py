@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import SecretStr
@@ -34,6 +35,32 @@ from exporter.core.model import (
 log = logging.getLogger(__name__)
 
 EXPIRY_SUFFIX = ".expires_at"  # the directory convention: `<dir>/<org_id>/<ref>.expires_at` holds an ISO timestamp
+
+Key = tuple[UUID, str]  # (org_id, credential_ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One pair as the store answered it in a batch: the secret (None: refused, as get would refuse it) and
+    when it expires (None: unknown)."""
+
+    secret: SecretStr | None
+    expires_at: datetime | None = None
+
+
+REFUSED = Stored(None)
+
+
+@runtime_checkable
+class ReadsMany(Protocol):
+    """A store that answers many pairs in one round trip (CachedCredentials.prefetch reads through it)."""
+
+    batch_size: int  # pairs per read_many call at most
+
+    async def read_many(self, keys: Sequence[Key]) -> dict[Key, Stored]:
+        """Every pair of `keys` (at most batch_size), each judged alone by the ownership rule; raises
+        CredentialUnavailable when the store could not be asked."""
+        ...
 
 
 def read_expiry(org_id: UUID, ref: str, value: str | None) -> datetime | None:
@@ -77,23 +104,44 @@ class DirectoryCredentials:
             return None
         return read_expiry(org_id, ref, value)
 
+    batch_size = 10_000  # files: no round trip to save, only the same answers as get and expiry
+
+    async def read_many(self, keys: Sequence[Key]) -> dict[Key, Stored]:
+        found = {}
+        for org_id, ref in keys:
+            try:
+                secret: SecretStr | None = await self.get(org_id, ref)
+            except CredentialError:
+                secret = None
+            found[org_id, ref] = REFUSED if secret is None else Stored(secret, await self.expiry(org_id, ref))
+        return found
+
+    async def prefetch(self, keys: Collection[Key]) -> None:
+        """Nothing is cached here."""
+
 
 # The one way the service reads the vault: migrations/0011_org_credentials.sql defines the function (SECURITY
 # DEFINER), which returns only a secret named `<org_id>/<ref>`, or the one with id `ref` if it carries that prefix.
 VAULT_LOOKUP = "SELECT public.integration_health_credential($1, $2)"
 # Its companion (migrations/0018_credential_expiry.sql): the same secret's `expires_at=` value, never the secret.
 VAULT_EXPIRY = "SELECT public.integration_health_credential_expiry($1, $2)"
+# Both for many pairs at once, by the same rule (migrations/0024_credential_batch.sql; at most 10,000 a call).
+VAULT_BATCH = "SELECT org_id, ref, secret, expires_at FROM public.integration_health_credentials($1::uuid[], $2::text[])"
+VAULT_BATCH_MAX = 10_000
 
 
 class SupabaseVaultCredentials:
     """Secrets from Supabase Vault through `public.integration_health_credential(org_id, ref)`.
 
-    The service's role needs EXECUTE on that function only (migrations grant it to service_role), never
-    SELECT on vault.decrypted_secrets.
+    The service's role needs EXECUTE on those functions only (migrations grant it to service_role), never
+    SELECT on vault.decrypted_secrets. A cycle's pairs are read `batch_size` at a time (read_many), each
+    call one round trip that answers in well under the cache's read timeout.
     """
 
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
+    def __init__(self, pool: Any, batch_size: int = 2_000) -> None:
+        if not 0 < batch_size <= VAULT_BATCH_MAX:
+            raise ValueError(f"batch_size must be between 1 and {VAULT_BATCH_MAX}")
+        self._pool, self.batch_size = pool, batch_size
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         if not is_plain_ref(ref):  # refused before the database sees it (NUL bytes, megabyte strings)
@@ -120,6 +168,27 @@ class SupabaseVaultCredentials:
             raise CredentialUnavailable(f"vault lookup failed: {type(exc).__name__}") from None
         return read_expiry(org_id, ref, value)
 
+    async def read_many(self, keys: Sequence[Key]) -> dict[Key, Stored]:
+        if len(keys) > self.batch_size:
+            raise ValueError(f"at most {self.batch_size} pairs per read")
+        found = dict.fromkeys(keys, REFUSED)  # what the function does not answer, it refused
+        asked = [(org_id, ref) for org_id, ref in found if is_plain_ref(ref)]  # the rest never reach SQL
+        if not asked:
+            return found
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(VAULT_BATCH, [o for o, _ in asked], [r for _, r in asked])
+        except Exception as exc:  # as get: the error's type, never a value
+            raise CredentialUnavailable(f"vault lookup failed: {type(exc).__name__}") from None
+        for row in rows:
+            key = (row["org_id"], row["ref"])
+            if key in found and row["secret"] is not None:  # only what was asked: never a pair it did not send
+                found[key] = Stored(SecretStr(row["secret"]), read_expiry(key[0], key[1], row["expires_at"]))
+        return found
+
+    async def prefetch(self, keys: Collection[Key]) -> None:
+        """Nothing is cached here."""
+
 
 class CachedCredentials:
     """Cache another provider's answers by (org_id, ref) for `ttl` seconds, so rotated secrets are picked up
@@ -127,6 +196,9 @@ class CachedCredentials:
 
     While the vault itself is unavailable (CredentialUnavailable), the last secret read is used for up to
     `stale_s` more: a vault or database outage must not turn into failed checks and credential alerts.
+
+    `prefetch` reads a cycle's pairs before its checks start, in batches when the store can (ReadsMany): each
+    check then finds its secret and expiry here instead of asking the store twice on its own.
     """
 
     def __init__(self, inner: CredentialProvider, ttl: float = 300.0, stale_s: float = 3600.0,
@@ -137,14 +209,18 @@ class CachedCredentials:
             raise ValueError("stale_s must be >= 0")
         self._inner, self._ttl, self._stale_s, self._now = inner, ttl, stale_s, monotonic
         self._read_timeout_s = read_timeout_s
-        self._cache: dict[tuple[UUID, str], tuple[float, SecretStr]] = {}
-        self._expiries: dict[tuple[UUID, str], tuple[float, datetime | None]] = {}
+        # None: refused when prefetched, answered once (get itself caches no refusal)
+        self._cache: dict[Key, tuple[float, SecretStr | None]] = {}
+        self._expiries: dict[Key, tuple[float, datetime | None]] = {}
         self._outage = False  # logged once per outage, not once per check
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         key = (org_id, ref)
         hit = self._cache.get(key)
         if hit and self._now() < hit[0]:
+            if hit[1] is None:  # once: a secret added since is read on the next get, whatever the TTL
+                del self._cache[key]
+                raise CredentialError(CREDENTIAL_REFUSED)
             return hit[1]
         try:
             try:  # a store that stops answering must fail fast, within the check's deadline, as unavailable
@@ -153,18 +229,24 @@ class CachedCredentials:
             except TimeoutError:
                 raise CredentialUnavailable(f"no answer within {self._read_timeout_s:g} s") from None
         except CredentialUnavailable as exc:
-            if not self._outage:
-                log.warning("the credential store is unavailable (%s): using the secrets last read for up to "
-                            "%.0f s more", exc, self._stale_s)
-                self._outage = True
-            if hit and self._now() < hit[0] + self._stale_s:
+            self._unavailable(exc)
+            if hit and hit[1] is not None and self._now() < hit[0] + self._stale_s:
                 return hit[1]
             raise
+        self._available()
+        self._cache[key] = (self._now() + self._ttl, secret)
+        return secret
+
+    def _unavailable(self, exc: Exception) -> None:
+        if not self._outage:
+            log.warning("the credential store is unavailable (%s): using the secrets last read for up to "
+                        "%.0f s more", exc, self._stale_s)
+            self._outage = True
+
+    def _available(self) -> None:
         if self._outage:
             log.info("the credential store answers again")
             self._outage = False
-        self._cache[key] = (self._now() + self._ttl, secret)
-        return secret
 
     async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
         """The inner provider's answer, kept as long as a secret; while the store is unavailable, the last
@@ -185,3 +267,30 @@ class CachedCredentials:
         self._cache.pop((org_id, ref), None)
         self._expiries.pop((org_id, ref), None)
         self._inner.forget(org_id, ref)
+
+    async def prefetch(self, keys: Collection[Key]) -> None:
+        """Read the pairs not cached, or with less than half the TTL left, `batch_size` a time, each batch
+        within the read timeout; every pair then stays cached for at least ttl/2 (a cycle's checks take
+        far less). A batch that fails is an outage as for get: logged once, the last secrets keep serving,
+        the batches after it are not tried (each check asks on its own, as before)."""
+        if not isinstance(self._inner, ReadsMany) or self._ttl == 0:
+            return  # nothing to batch, or nothing kept: each check asks the store itself
+        soon = self._now() + self._ttl / 2
+        todo = [key for key in dict.fromkeys(keys) if self._cache.get(key, (0.0,))[0] < soon
+                or self._expiries.get(key, (0.0,))[0] < soon]
+        size = self._inner.batch_size
+        for at in range(0, len(todo), size):
+            try:
+                try:
+                    async with asyncio.timeout(self._read_timeout_s):
+                        found = await self._inner.read_many(todo[at:at + size])
+                except TimeoutError:
+                    raise CredentialUnavailable(f"no answer within {self._read_timeout_s:g} s") from None
+            except CredentialUnavailable as exc:
+                self._unavailable(exc)
+                return
+            self._available()
+            until = self._now() + self._ttl
+            for key, stored in found.items():
+                self._cache[key] = (until, stored.secret)
+                self._expiries[key] = (until, stored.expires_at)

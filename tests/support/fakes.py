@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -36,6 +36,7 @@ class StaticCredentials:
         self.reads = 0
         self.forgotten: list[tuple[UUID, str]] = []
         self.expiries: dict[str, datetime] = {}
+        self.prefetched: list[list[tuple[UUID, str]]] = []  # each prefetch's pairs, in order
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         self.reads += 1
@@ -54,6 +55,10 @@ class StaticCredentials:
     async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
         """What `expiries` says for `ref` (the store's metadata), None when unknown."""
         return self.expiries.get(ref)
+
+    async def prefetch(self, keys: Collection[tuple[UUID, str]]) -> None:
+        """Nothing is cached here; the pairs are noted."""
+        self.prefetched.append(list(keys))
 
 
 def runner_for(ctx: AdapterContext, checks: Mapping[str, Callable[[AdapterContext], HealthCheck]] | None = None,
