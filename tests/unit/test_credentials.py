@@ -1,18 +1,32 @@
 """Credential providers: one directory per organisation, refusals that all read the same, a cache keyed by
 organisation and reference that forgets on demand."""
 
+import asyncio
+import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 from pydantic import SecretStr
 
-from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, CredentialUnavailable, secret_name
-from exporter.storage.credentials import CachedCredentials, DirectoryCredentials
-from tests.support.fakes import StaticCredentials
+from exporter.core.model import (
+    CREDENTIAL_REFUSED,
+    CredentialError,
+    CredentialUnavailable,
+    Integration,
+    Reason,
+    secret_name,
+)
+from exporter.services import build_services
+from exporter.storage.credentials import REFUSED, CachedCredentials, DirectoryCredentials, Stored
+from tests.helpers import settings_for
+from tests.support.fakes import StaticCredentials, loopback_session
+from tests.support.memory_store import MemoryStore
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
+SLOT = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 def plant(root: Path, org: UUID, ref: str, secret: str) -> None:
@@ -130,3 +144,149 @@ async def test_an_unavailable_store_serves_the_last_secret_for_a_bounded_time_th
     with pytest.raises(CredentialUnavailable):
         await cached.get(org, "a")
     assert inner.reads == 4, "the store is asked each time: it is used again as soon as it answers"
+
+
+class Batched:
+    """A store that answers many pairs a call (ReadsMany), counting calls; `down` makes it unavailable, `hang`
+    makes it never answer. Secrets are `secret-of-<ref>` for the refs it holds, each expiring at END."""
+
+    def __init__(self, refs: set[str], batch_size: int = 2) -> None:
+        self.refs, self.batch_size = refs, batch_size
+        self.batches: list[list[tuple[UUID, str]]] = []
+        self.reads = 0
+        self.down = self.hang = False
+
+    async def read_many(self, keys):
+        self.batches.append(list(keys))
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.down:
+            raise CredentialUnavailable("vault lookup failed: ConnectionRefusedError")
+        return {k: Stored(SecretStr(f"secret-of-{k[1]}"), END) if k[1] in self.refs else REFUSED for k in keys}
+
+    async def get(self, org_id, ref) -> SecretStr:
+        self.reads += 1
+        if self.down:
+            raise CredentialUnavailable("vault lookup failed: ConnectionRefusedError")
+        if ref not in self.refs:
+            raise CredentialError(CREDENTIAL_REFUSED)
+        return SecretStr(f"secret-of-{ref}")
+
+    async def expiry(self, org_id, ref):
+        self.reads += 1
+        return END if ref in self.refs else None
+
+    def forget(self, org_id, ref) -> None:
+        pass
+
+
+END = datetime(2027, 5, 1, tzinfo=UTC)
+
+
+async def test_a_prefetch_reads_in_batches_and_the_checks_then_read_nothing() -> None:
+    inner = Batched({"a", "b", "c"})
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    keys = [(ORG_A, "a"), (ORG_A, "b"), (ORG_B, "c"), (ORG_A, "a")]  # a duplicate is read once
+    await cached.prefetch(keys)
+    assert inner.batches == [[(ORG_A, "a"), (ORG_A, "b")], [(ORG_B, "c")]]
+    for org, ref in keys:
+        assert (await cached.get(org, ref)).get_secret_value() == f"secret-of-{ref}"
+        assert await cached.expiry(org, ref) == END
+    assert inner.reads == 0
+
+
+async def test_a_prefetch_rereads_only_what_has_less_than_half_its_ttl_left() -> None:
+    now = [0.0]
+    inner = Batched({"a", "b"})
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: now[0])
+    await cached.prefetch([(ORG_A, "a")])
+    now[0] = 100.0
+    await cached.get(ORG_A, "b")  # a single read (a run-now): its expiry is not cached yet
+    await cached.prefetch([(ORG_A, "a"), (ORG_A, "b")])
+    assert inner.batches[1:] == [[(ORG_A, "b")]], "a: 200 s of 300 left; b: no expiry cached"
+    now[0] = 151.0
+    await cached.prefetch([(ORG_A, "a"), (ORG_A, "b")])
+    assert inner.batches[2:] == [[(ORG_A, "a")]], "a: 149 s left; b: read at 100, 249 s left"
+
+
+async def test_a_prefetched_refusal_is_answered_once_then_the_store_is_asked_again() -> None:
+    """A secret added after the prefetch counts on the next get (a run-now after the admin fixed it)."""
+    inner = Batched({"a"})
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    await cached.prefetch([(ORG_A, "missing")])
+    with pytest.raises(CredentialError, match=CREDENTIAL_REFUSED):
+        await cached.get(ORG_A, "missing")
+    assert inner.reads == 0
+    inner.refs.add("missing")
+    assert (await cached.get(ORG_A, "missing")).get_secret_value() == "secret-of-missing"
+    assert inner.reads == 1
+
+
+async def test_forget_after_a_prefetch_makes_the_next_get_read_the_store() -> None:
+    inner = Batched({"a"})
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    await cached.prefetch([(ORG_A, "a")])
+    cached.forget(ORG_A, "a")  # the vendor refused it
+    await cached.get(ORG_A, "a")
+    assert inner.reads == 1
+
+
+@pytest.mark.parametrize("failure", ["down", "hang"])
+async def test_a_failing_batch_is_an_outage_the_last_secrets_serve_and_later_batches_wait(failure, caplog) -> None:
+    now = [0.0]
+    inner = Batched({"a", "b", "c"}, batch_size=1)
+    cached = CachedCredentials(inner, ttl=300, stale_s=3600, monotonic=lambda: now[0], read_timeout_s=0.05)
+    await cached.prefetch([(ORG_A, "a")])
+    setattr(inner, failure, True)
+    inner.down = True  # the single reads after it fail too
+    now[0] = 1000.0
+    with caplog.at_level(logging.WARNING):
+        await cached.prefetch([(ORG_A, "a"), (ORG_A, "b"), (ORG_A, "c")])
+        await cached.prefetch([(ORG_A, "a")])
+    assert len(inner.batches) == 3, "one failed batch each time; the rest not tried"
+    assert caplog.text.count("the credential store is unavailable") == 1
+    assert (await cached.get(ORG_A, "a")).get_secret_value() == "secret-of-a"
+    assert await cached.expiry(ORG_A, "a") == END
+    with pytest.raises(CredentialUnavailable):
+        await cached.get(ORG_A, "b")
+
+
+async def test_without_batches_or_a_ttl_a_prefetch_reads_nothing() -> None:
+    inner = Batched({"a"})
+    await CachedCredentials(inner, ttl=0).prefetch([(ORG_A, "a")])
+    await CachedCredentials(StaticCredentials({"a": "x"}), ttl=300).prefetch([(ORG_A, "a")])
+    assert inner.batches == []
+
+
+async def test_the_directory_reads_many_as_it_reads_one(tmp_path: Path) -> None:
+    plant(tmp_path, ORG_A, "xledger", "tok-A")
+    (tmp_path / str(ORG_A) / "xledger.expires_at").write_text("2027-05-01")
+    found = await DirectoryCredentials(tmp_path).read_many([(ORG_A, "xledger"), (ORG_B, "xledger"), (ORG_A, "../x")])
+    assert found[ORG_A, "xledger"].secret.get_secret_value() == "tok-A"
+    assert found[ORG_A, "xledger"].expires_at == END
+    assert found[ORG_B, "xledger"] == found[ORG_A, "../x"] == REFUSED
+
+
+async def test_a_cycle_reads_its_credentials_ahead_in_batches_and_no_check_asks_alone(sim) -> None:
+    """The wiring (services.credentials_ahead): before the checks start, one prefetch of the pairs about to be
+    checked; the checks' secrets and expiries then come from the cache. A refused one is still forgotten."""
+    _, base = sim
+    orgs = [UUID(int=n) for n in range(1, 6)]
+    store = MemoryStore([Integration(org, "http", {"url": f"{base}/http/t{n}", "method": "GET", "auth": "bearer"},
+                                     "a" if n < 4 else "missing") for n, org in enumerate(orgs)]
+                        + [Integration(ORG_A, "http", {"url": f"{base}/http/plain", "method": "GET"})])
+    inner = Batched({"a"})
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    async with loopback_session() as session:
+        services = build_services(settings_for("postgresql://unused", check_interval=900), store=store,
+                                  session=session, credentials=cached)  # type: ignore[arg-type]
+        results = await services.scheduler.run_cycle(SLOT, SLOT)
+    assert sorted(inner.batches) == sorted([[(orgs[0], "a"), (orgs[1], "a")], [(orgs[2], "a"), (orgs[3], "a")],
+                                            [(orgs[4], "missing")]])
+    assert inner.reads == 0, "no check asked the store on its own"
+    assert {r.org_id: r.result.credential_expires_at for r in results if r.org_id in orgs[:4]} == \
+        dict.fromkeys(orgs[:4], END)
+    assert {r.org_id: r.result.reason for r in results}[orgs[4]] == Reason.AUTH
+    with pytest.raises(CredentialError):
+        await cached.get(orgs[4], "missing")
+    assert inner.reads == 1, "the refusal was forgotten: the next check reads the store again"
