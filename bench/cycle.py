@@ -45,8 +45,9 @@ from exporter.demo.seed import install_vault_stand_in  # noqa: E402
 from exporter.demo.simulator import FAKES  # noqa: E402
 from exporter.engine import heap  # noqa: E402
 from exporter.engine.loop_lag import LoopLagProbe  # noqa: E402
-from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
+from exporter.services import build_services, egress_policy  # noqa: E402
 from exporter.settings import Settings  # noqa: E402
+from exporter.storage.credentials import CachedCredentials, SupabaseVaultCredentials  # noqa: E402
 from exporter.storage.migrate import migrate  # noqa: E402
 from exporter.storage.store import (
     Store,  # noqa: E402
@@ -89,6 +90,17 @@ async def set_modes(port: int, tenants: list[str]) -> None:
         for t in tenants:
             async with session.put(f"http://127.0.0.1:{port}/_sim/tenants/{t}", json={"mode": "hang"}) as resp:
                 assert resp.status == 200
+
+
+class CountingPool:
+    """The credential provider's pool, counting the connections it takes: the provider makes one query on each."""
+
+    def __init__(self, pool) -> None:
+        self.pool, self.queries = pool, 0
+
+    def acquire(self):
+        self.queries += 1
+        return self.pool.acquire()
 
 
 class GcPauses:
@@ -166,7 +178,8 @@ def print_holders(before, after, top: int = 12) -> None:
 
 
 async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False,
-               settle_heap: bool = True, history_slots: int = 0, trace_memory: bool = False) -> None:
+               settle_heap: bool = True, history_slots: int = 0, trace_memory: bool = False,
+               prefetch: bool = True) -> None:
     load_before = load()
     server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir(), settings=BENCH_PG)
     dsn = server.start()
@@ -198,8 +211,15 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
             tracemalloc.start()
             traced_before = tracemalloc.take_snapshot()
         async with make_session(policy=await egress_policy(settings), limit=settings.max_concurrency) as session:
-            services = build_services(settings, store=Store(pool), session=session,
-                                      credentials=credential_provider(settings, pool))
+            vault = CountingPool(pool)
+            since = [0.0]  # the cycles run back to back; the credential cache sees them 15 minutes apart
+            credentials = CachedCredentials(SupabaseVaultCredentials(vault), ttl=settings.credential_cache_seconds,
+                                            stale_s=settings.credential_stale_seconds,
+                                            monotonic=lambda: time.monotonic() + since[0])
+            services = build_services(settings, store=Store(pool), session=session, credentials=credentials)
+            if not prefetch:  # as before migration 0024: each check reads its secret and expiry alone
+                services.scheduler.before_checks = None
+            queries: list[int] = []
             persist_times: list[float] = []
             original = services.store.persist
 
@@ -229,9 +249,11 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 heap.settle()
 
             async def cycle_and_scrape(at: datetime):
-                cpu0, wall0 = time.process_time(), time.perf_counter()
+                since[0] = (at - slot).total_seconds()
+                cpu0, wall0, queried = time.process_time(), time.perf_counter(), vault.queries
                 results = await services.scheduler.run_cycle(at, at)
                 walls.append(time.perf_counter() - wall0)
+                queries.append(vault.queries - queried)
                 cpus.append((time.process_time() - cpu0) / len(results) * 1000)
                 if settle_heap:  # as the service does after each cycle (engine/heap.py); --no-settle to compare
                     heap.settle()
@@ -245,7 +267,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 plains.append((await timed(exposition.render_off_loop()))[0])
                 print(f"  cycle {i + 1}: {walls[-1]:.2f} s wall, {cpus[-1]:.3f} CPU-ms/check, "
                       f"{len(results)} checked, persist {persist_times[-1] * 1000:.0f} ms, first /metrics "
-                      f"{first:.0f} ms, longest event-loop lag {lags[-1]:.0f} ms", flush=True)
+                      f"{first:.0f} ms, longest event-loop lag {lags[-1]:.0f} ms, {queries[-1]} credential "
+                      f"queries", flush=True)
             keeper.cancel()
             rss_now, rss_service = memory_mb()  # peak while cycles ran and were scraped: the service's own figure
             if trace_memory:
@@ -275,6 +298,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
         ("cycle wall time", f"{statistics.median(walls):.2f} s", "goal ≤ 11 s at 10,000 (10 s timeout + ≤ 1 s), ≤ 60 s at 100,000"),
         ("exporter CPU per check (whole process: checks, classification, metrics, persistence)",
          f"{statistics.median(cpus):.3f} ms", ""),
+        ("credential store queries per cycle (secrets and expiries)", f"{statistics.median(queries):,.0f}",
+         "read ahead in batches (migration 0024)" if prefetch else "--no-prefetch: each check reads its own"),
         ("persist one cycle (upsert + history + prune)", f"{statistics.median(persist_times) * 1000:.0f} ms", "goal ≤ 4 s at 100,000 into 9.6 M history rows"),
         ("peak RSS during the cycles and their scrapes (the service's figure)", f"{rss_service:.0f} MB",
          f"goal ≤ 200 MB at 10,000, ≤ 1 GB at 100,000; {rss_base:.0f} MB before the service started, "
@@ -319,6 +344,8 @@ if __name__ == "__main__":
     parser.add_argument("--history-slots", type=int, default=0,
                         help="seed this many 15-minute slots of history per integration first (96: a day, the "
                              "table a service has; at 100,000 integrations 9.6 M rows)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="no credential read-ahead: each check reads its secret and expiry alone, to compare")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also print the lines holding the most memory after the cycles (slow)")
     args = parser.parse_args()
@@ -326,7 +353,7 @@ if __name__ == "__main__":
         logging.basicConfig(level=logging.WARNING)
     print(f"event loop: {args.loop}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     run = main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, not args.no_settle,
-               args.history_slots, args.tracemalloc)
+               args.history_slots, args.tracemalloc, not args.no_prefetch)
     if args.loop == "uvloop":
         import uvloop
 
