@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -275,9 +276,9 @@ class CachedCredentials:
         the batches after it are not tried (each check asks on its own, as before)."""
         if not isinstance(self._inner, ReadsMany) or self._ttl == 0:
             return  # nothing to batch, or nothing kept: each check asks the store itself
-        soon = self._now() + self._ttl / 2
-        todo = [key for key in dict.fromkeys(keys) if self._cache.get(key, (0.0,))[0] < soon
-                or self._expiries.get(key, (0.0,))[0] < soon]
+        soon, never = self._now() + self._ttl / 2, (-math.inf,)
+        todo = [key for key in dict.fromkeys(keys) if self._cache.get(key, never)[0] < soon
+                or self._expiries.get(key, never)[0] < soon]
         size = self._inner.batch_size
         for at in range(0, len(todo), size):
             try:
