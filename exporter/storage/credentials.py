@@ -127,12 +127,14 @@ VAULT_LOOKUP = "SELECT public.integration_health_credential($1, $2)"
 # Its companion (migrations/0018_credential_expiry.sql): the same secret's `expires_at=` value, never the secret.
 VAULT_EXPIRY = "SELECT public.integration_health_credential_expiry($1, $2)"
 # Both for many pairs at once, by the same rule (migrations/0024_credential_batch.sql; at most 10,000 a call).
-VAULT_BATCH = "SELECT org_id, ref, secret, expires_at FROM public.integration_health_credentials($1::uuid[], $2::text[])"
+VAULT_BATCH = ("SELECT org_id, ref, secret, expires_at "
+               "FROM public.integration_health_credentials($1::uuid[], $2::text[])")
 VAULT_BATCH_MAX = 10_000
 
 
 class SupabaseVaultCredentials:
-    """Secrets from Supabase Vault through `public.integration_health_credential(org_id, ref)`.
+    """Secrets from Supabase Vault through `public.integration_health_credential(org_id, ref)`, and a cycle's
+    in batches through `public.integration_health_credentials(org_ids, refs)`.
 
     The service's role needs EXECUTE on those functions only (migrations grant it to service_role), never
     SELECT on vault.decrypted_secrets. A cycle's pairs are read `batch_size` at a time (read_many), each
