@@ -63,7 +63,10 @@ BEGIN
         SELECT * FROM by_id
     )
     SELECT z.o, z.r, d.decrypted_secret,
-           substring(s.description FROM '(?:^|[\s;,])expires_at=([^\s;,]{1,64})')
+           -- 0018's pattern, answered alike: no token, no regex; `+` then 64 characters, not `{1,64}`, which
+           -- PostgreSQL's regex engine runs about 8 times slower (it was most of a batch's time)
+           CASE WHEN strpos(s.description, 'expires_at=') > 0
+                THEN left(substring(s.description FROM '(?:^|[\s;,])expires_at=([^\s;,]+)'), 64) END
     FROM resolved AS z
     JOIN vault.secrets AS s ON s.id = z.id
     JOIN vault.decrypted_secrets AS d ON d.id = z.id;

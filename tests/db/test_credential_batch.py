@@ -73,6 +73,18 @@ async def test_each_pair_gets_what_the_single_pair_functions_answer(admin, vault
     assert single[ORG_A, "xledger"] == ("PLANTED-A-xledger", "2027-05-01T00:00:00Z")
 
 
+@pytest.mark.parametrize("description", ["", "no token", "expires_at=2027-05-01", "x expires_at=" + "9" * 100,
+                                         "xexpires_at=2027", "expires_at=;expires_at=abc", "a,expires_at=b;c",
+                                         "tab\texpires_at=2028-01-01T00:00:00Z\tend", "expires_at=", "EXPIRES_AT=1"])
+async def test_the_expiry_value_is_the_one_the_single_pair_function_finds(admin, vault_pool, description) -> None:
+    await plant(admin)
+    await admin.execute("UPDATE vault.secrets SET description = $1 WHERE name = $2", description,
+                        secret_name(ORG_A, "fiken"))
+    async with vault_pool.acquire() as conn:
+        rows = await batch(conn, [(ORG_A, "fiken")])
+        assert [r["expires_at"] for r in rows] == [await conn.fetchval(EXPIRY, ORG_A, "fiken")]
+
+
 async def test_another_orgs_references_return_none_of_its_secrets_in_any_column(admin, vault_pool) -> None:
     """Org B asks for everything of A's it can name, beside its own, with duplicates: only its own comes back."""
     ids = await plant(admin)
