@@ -290,3 +290,21 @@ async def test_a_cycle_reads_its_credentials_ahead_in_batches_and_no_check_asks_
     with pytest.raises(CredentialError):
         await cached.get(orgs[4], "missing")
     assert inner.reads == 1, "the refusal was forgotten: the next check reads the store again"
+
+
+async def test_a_read_ahead_that_breaks_fails_no_cycle_the_checks_read_their_own(sim, caplog) -> None:
+    class Broken(StaticCredentials):
+        async def prefetch(self, keys) -> None:
+            raise RuntimeError("a bug in a provider")
+
+    _, base = sim
+    store = MemoryStore([Integration(ORG_A, "http", {"url": f"{base}/http/t", "method": "GET", "auth": "bearer"}, "a")])
+    credentials = Broken({"a": "token"})
+    async with loopback_session() as session:
+        services = build_services(settings_for("postgresql://unused", check_interval=900), store=store,
+                                  session=session, credentials=credentials)  # type: ignore[arg-type]
+        with caplog.at_level(logging.ERROR):
+            results = await services.scheduler.run_cycle(SLOT, SLOT)
+    assert [r.result.status.value for r in results] == ["healthy"]
+    assert credentials.reads == 1
+    assert "reading the cycle's credentials ahead failed" in caplog.text
