@@ -105,20 +105,9 @@ class DirectoryCredentials:
             return None
         return read_expiry(org_id, ref, value)
 
-    batch_size = 10_000  # files: no round trip to save, only the same answers as get and expiry
-
-    async def read_many(self, keys: Sequence[Key]) -> dict[Key, Stored]:
-        found = {}
-        for org_id, ref in keys:
-            try:
-                secret: SecretStr | None = await self.get(org_id, ref)
-            except CredentialError:
-                secret = None
-            found[org_id, ref] = REFUSED if secret is None else Stored(secret, await self.expiry(org_id, ref))
-        return found
-
     async def prefetch(self, keys: Collection[Key]) -> None:
-        """Nothing is cached here."""
+        """Nothing is cached here, and nothing read ahead (no ReadsMany): a file costs no round trip, and a
+        cycle's files read in one go would hold the event loop; each check reads its own."""
 
 
 # The one way the service reads the vault: migrations/0011_org_credentials.sql defines the function (SECURITY

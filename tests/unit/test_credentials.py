@@ -258,13 +258,13 @@ async def test_without_batches_or_a_ttl_a_prefetch_reads_nothing() -> None:
     assert inner.batches == []
 
 
-async def test_the_directory_reads_many_as_it_reads_one(tmp_path: Path) -> None:
-    plant(tmp_path, ORG_A, "xledger", "tok-A")
-    (tmp_path / str(ORG_A) / "xledger.expires_at").write_text("2027-05-01")
-    found = await DirectoryCredentials(tmp_path).read_many([(ORG_A, "xledger"), (ORG_B, "xledger"), (ORG_A, "../x")])
-    assert found[ORG_A, "xledger"].secret.get_secret_value() == "tok-A"
-    assert found[ORG_A, "xledger"].expires_at == END
-    assert found[ORG_B, "xledger"] == found[ORG_A, "../x"] == REFUSED
+async def test_a_directory_is_not_read_ahead_each_check_reads_its_file(tmp_path: Path) -> None:
+    """Files cost no round trip, and a cycle's read in one go would hold the event loop."""
+    plant(tmp_path, ORG_A, "xledger", "old")
+    cached = CachedCredentials(DirectoryCredentials(tmp_path), ttl=300, monotonic=lambda: 0.0)
+    await cached.prefetch([(ORG_A, "xledger")])
+    plant(tmp_path, ORG_A, "xledger", "new")
+    assert (await cached.get(ORG_A, "xledger")).get_secret_value() == "new"
 
 
 async def test_a_cycle_reads_its_credentials_ahead_in_batches_and_no_check_asks_alone(sim) -> None:
