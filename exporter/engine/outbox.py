@@ -38,6 +38,7 @@ class Outbox:
         self.store, self.instruments, self.max_results = store, instruments, max_results
         self.retry_min_s, self.retry_max_s, self.submit_timeout_s = retry_min_s, retry_max_s, submit_timeout_s
         self._batches: deque[Batch] = deque()
+        self._writing: set[asyncio.Future[bool]] = set()  # writes still running after submit stopped waiting
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -48,19 +49,21 @@ class Outbox:
     async def submit(self, results: Sequence[IntegrationResult], slot: datetime | None) -> bool:
         """Queue a batch and try to write everything queued; True when the queue is empty afterwards.
 
-        The try is bounded: a database that stops answering must not hold up the cycle that submitted;
-        what is left waits for the background retries."""
+        The wait is bounded: a database that stops answering must not hold up the cycle that submitted. The
+        write itself is not cut at that bound: a slow but healthy one (100,000 results under load) finishes
+        in the background instead of being rolled back and started over; one that hangs is ended by the
+        store's command timeout and retried. Either way the results stay queued until they are written."""
         if results:
             self._batches.append(Batch(results, slot))
             self._enforce_bound()
+        writing = asyncio.ensure_future(self.flush())
         try:
-            async with asyncio.timeout(self.submit_timeout_s):
-                return await self.flush()
+            return await asyncio.wait_for(asyncio.shield(writing), self.submit_timeout_s)
         except TimeoutError:
-            self.instruments.persist_errors.inc()
-            log.warning("database write did not finish within %.0f s; %d results kept for retry",
+            self._writing.add(writing)  # held until done: the loop keeps only weak references to tasks
+            writing.add_done_callback(self._writing.discard)
+            log.warning("database write still running after %.0f s; the cycle goes on, %d results wait for it",
                         self.submit_timeout_s, self.pending)
-            self._wake.set()
             return False
 
     async def flush(self) -> bool:
@@ -77,7 +80,8 @@ class Outbox:
                     log.warning("database write failed; %d results kept for retry: %s", self.pending, why)
                     self._wake.set()
                     return False
-                self._batches.popleft()
+                if self._batches and self._batches[0] is batch:  # the bound may have dropped it meanwhile
+                    self._batches.popleft()
             self.instruments.persist_queue.set(0)
             return True
 

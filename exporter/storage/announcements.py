@@ -3,8 +3,9 @@ organisation, a maintenance window starting or ending for it, a credential neari
 
 Each is a move of a flag on a status row, so the persist's transaction reads the rows' flags before it
 writes (`before`) and again after (`enqueue_news`), and core/events decides which moves are news. Only the
-rows of organisations with an enabled subscription to one of these kinds are read: for everyone else the
-outbox would take nothing, and a fleet without subscribers pays two empty index probes per batch.
+rows of organisations with an enabled subscription to one of these kinds are read (`watched`, one probe of
+the subscriptions by the batch's organisations): for everyone else the outbox would take nothing, and a
+fleet without subscribers pays one index probe per batch and reads no flags.
 Event ids are uuid5 of what happened (core/events.make_event), so a retried batch or a second replica
 writing the same move adds no row to the outbox.
 """
@@ -25,13 +26,16 @@ KINDS = [EventType.VENDOR_INCIDENT.value, EventType.MAINTENANCE_WINDOW.value, Ev
 
 Key = tuple[UUID, str]
 
+# Of these organisations, those with an enabled subscription to one of the kinds.
+SELECT_SUBSCRIBED = """
+SELECT DISTINCT org_id FROM public.webhook_subscription
+WHERE org_id = ANY ($1::uuid[]) AND enabled AND events && $2::text[]"""
+
 SELECT_FLAGS = """
 SELECT s.org_id, s.integration_type, s.checked_at, s.maintenance, s.vendor_incident_since, s.credential_expires_at
 FROM public.integration_health_status s
 JOIN unnest($1::uuid[], $2::text[]) AS k(org_id, integration_type)
-  ON s.org_id = k.org_id AND s.integration_type = k.integration_type
-WHERE EXISTS (SELECT 1 FROM public.webhook_subscription w
-              WHERE w.org_id = s.org_id AND w.enabled AND w.events && $3::text[])"""
+  ON s.org_id = k.org_id AND s.integration_type = k.integration_type"""
 
 # The windows that may have started or ended for these organisations between the two readings: their own
 # and the global ones, ended or not (a window deleted while in force is gone: `window_deleted` ended it).
@@ -49,10 +53,20 @@ WHERE s.maintenance AND ($1::uuid IS NULL OR s.org_id = $1) AND ($2::text IS NUL
               WHERE w.org_id = s.org_id AND w.enabled AND $3 = ANY (w.events))"""
 
 
+async def watched(conn: asyncpg.Connection, org_ids: Sequence[UUID], integration_types: Sequence[str]
+                  ) -> tuple[list[UUID], list[str]]:
+    """The keys among these whose organisation subscribes to one of the kinds: the ones whose flags are read."""
+    subscribed = {r["org_id"] for r in await conn.fetch(SELECT_SUBSCRIBED, list(set(org_ids)), KINDS)}
+    keys = [(o, k) for o, k in zip(org_ids, integration_types, strict=True) if o in subscribed]
+    return [o for o, _ in keys], [k for _, k in keys]
+
+
 async def flags(conn: asyncpg.Connection, org_ids: Sequence[UUID], integration_types: Sequence[str]
                 ) -> dict[Key, Flags]:
-    """The flags of these status rows whose organisation subscribes to one of the kinds, by (org, type)."""
-    rows = await conn.fetch(SELECT_FLAGS, list(org_ids), list(integration_types), KINDS)
+    """The flags of these status rows (of `watched` keys), by (org, type); none read for no keys."""
+    if not org_ids:
+        return {}
+    rows = await conn.fetch(SELECT_FLAGS, list(org_ids), list(integration_types))
     return {(r["org_id"], r["integration_type"]): Flags(r["checked_at"], r["maintenance"], r["vendor_incident_since"],
                                                         r["credential_expires_at"]) for r in rows}
 
@@ -70,8 +84,9 @@ async def _windows(conn: asyncpg.Connection, before: Mapping[Key, Flags], after:
 
 async def enqueue_news(conn: asyncpg.Connection, before: Mapping[Key, Flags], org_ids: Sequence[UUID],
                        integration_types: Sequence[str]) -> list[events.Event]:
-    """After a batch is stored, in its transaction: read the flags again, enqueue the events of their moves
-    since `before` (one per id: an org-wide window moves several rows of one organisation). Returns them."""
+    """After a batch is stored, in its transaction: read the flags of its `watched` keys again, enqueue the events
+    of their moves since `before` (one per id: an org-wide window moves several rows of one organisation).
+    Returns them."""
     after = await flags(conn, org_ids, integration_types)
     if not after:
         return []

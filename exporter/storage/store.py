@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -164,6 +165,11 @@ RETURNING {WINDOW_COLUMNS}"""
 DELETE_WINDOW = f"DELETE FROM public.maintenance_window WHERE id = $1 RETURNING {WINDOW_COLUMNS}"
 MAX_WINDOWS = 1000  # a list bounded in memory and in a response; real fleets have a handful at a time
 
+# Keys per persisted chunk, each written in its own transaction: asyncpg encodes a statement's arrays on the
+# event loop in one piece (~10 µs per key for the 15 columns and the event reads), so a chunk stalls the loop
+# for ~20 ms whatever the batch, and a transient error retries one chunk, not a whole cycle.
+PERSIST_CHUNK = 2_000
+
 # Errors worth retrying: the server or the network went away for a moment, or a transaction lost a race.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -197,7 +203,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 CONNECT_TIMEOUT_S = 10.0
-COMMAND_TIMEOUT_S = 30.0  # a persist of 10,000 results takes ~1 s; a half-open connection would wait ~15 min
+COMMAND_TIMEOUT_S = 30.0  # a persist's chunk takes ~0.1 s; a half-open connection would wait ~15 min
 ACQUIRE_TIMEOUT_S = 10.0
 
 
@@ -215,14 +221,18 @@ async def create_pool(dsn: str, *, role: str | None = "service_role", min_size: 
                                      init=_init_connection, timeout=CONNECT_TIMEOUT_S, command_timeout=command_timeout)
 
 
-def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
-    """Columns for unnest, one entry per (org, type): the latest result wins if a key repeats."""
+def _latest(results: Sequence[IntegrationResult]) -> list[IntegrationResult]:
+    """One result per (org, type): the latest wins if a key repeats."""
     latest: dict[tuple[UUID, str], IntegrationResult] = {}
     for r in results:
         key = (r.org_id, r.integration_type)
         if key not in latest or latest[key].result.checked_at <= r.result.checked_at:
             latest[key] = r
-    rows = list(latest.values())
+    return list(latest.values())
+
+
+def _columns(rows: Sequence[IntegrationResult]) -> list[list[Any]]:
+    """Columns for unnest, in PERSIST_RESULTS's order (the slot, $13, apart)."""
     return [
         [r.org_id for r in rows],
         [r.integration_type for r in rows],
@@ -240,6 +250,12 @@ def _batch(results: Sequence[IntegrationResult]) -> list[list[Any]]:
         [r.result.vendor_incident_since for r in rows],
         [r.result.credential_expires_at for r in rows],
     ]
+
+
+def _chunks(results: Sequence[IntegrationResult], size: int) -> list[list[list[Any]]]:
+    """The batch as column chunks of at most `size` keys each (pure data: safe to build in a thread)."""
+    rows = _latest(results)
+    return [_columns(rows[i:i + size]) for i in range(0, len(rows), size)]
 
 
 def _sync_columns(r: asyncpg.Record) -> dict[str, Any] | None:
@@ -312,29 +328,43 @@ class Store:
         unchecked), and enqueue the webhook events of confirmed status changes and of the rows' flag moves
         (vendor incident, maintenance window, credential expiry) in the same transaction, the events behind a
         savepoint (events that cannot be written are logged, never the results' loss); raise PersistError
-        when it cannot."""
+        when it cannot.
+
+        A large batch is written in chunks of PERSIST_CHUNK keys, one transaction each (a key's status, history
+        and events always together), its columns built in a thread: the event loop only encodes one chunk at a
+        time. When a chunk fails, the chunks before it stay written; the caller writes the whole batch again,
+        which changes nothing for those (the newest result per key wins, a slot's history row is unique, an
+        event is announced once)."""
         if not results:
             return
-        columns = _batch(results)
+        if len(results) > PERSIST_CHUNK:
+            chunks = await asyncio.to_thread(_chunks, results, PERSIST_CHUNK)
+        else:
+            chunks = _chunks(results, PERSIST_CHUNK)
+        for done, columns in enumerate(chunks):
+            try:
+                await self._with_retry(lambda c, columns=columns: self._write(c, columns, slot))
+            except TRANSIENT_ERRORS as exc:
+                written = f" ({done * PERSIST_CHUNK} of them written)" if done else ""
+                raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}"
+                                   f"{written}") from exc
 
-        async def write(c: asyncpg.Connection) -> None:
-            async with c.transaction():  # the notifications of a change are written with it
-                before = await announcements.flags(c, columns[0], columns[1])
-                await c.execute(PERSIST_RESULTS, *columns[:12], slot, *columns[12:])
-                try:
-                    async with c.transaction():  # a savepoint: a failing announcement never costs the results
-                        await webhooks.enqueue_status_changes(c, columns[0], columns[1])
-                        await announcements.enqueue_news(c, before, columns[0], columns[1])
-                except TRANSIENT_ERRORS:
-                    raise  # the connection or the database: the whole batch is retried
-                except Exception:  # a bug or a bad value in an event: status and history are written without
-                    log.exception("webhook events of %d results could not be written; the results are stored "
-                                  "without them", len(results))
-
-        try:
-            await self._with_retry(write)
-        except TRANSIENT_ERRORS as exc:
-            raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}") from exc
+    async def _write(self, c: asyncpg.Connection, columns: list[list[Any]], slot: datetime | None) -> None:
+        """One chunk in one transaction: the flags of subscribed organisations' rows before, the rows, then
+        their events behind a savepoint."""
+        async with c.transaction():  # the notifications of a change are written with it
+            watched = await announcements.watched(c, columns[0], columns[1])
+            before = await announcements.flags(c, *watched)
+            await c.execute(PERSIST_RESULTS, *columns[:12], slot, *columns[12:])
+            try:
+                async with c.transaction():  # a savepoint: a failing announcement never costs the results
+                    await webhooks.enqueue_status_changes(c, columns[0], columns[1])
+                    await announcements.enqueue_news(c, before, *watched)
+            except TRANSIENT_ERRORS:
+                raise  # the connection or the database: the whole chunk is retried
+            except Exception:  # a bug or a bad value in an event: status and history are written without
+                log.exception("webhook events of %d results could not be written; the results are stored "
+                              "without them", len(columns[0]))
 
     async def status(self, org_id: UUID | None = None) -> list[asyncpg.Record]:
         return await self._with_retry(lambda c: c.fetch(SELECT_STATUS, org_id))
