@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -68,3 +69,47 @@ async def test_a_result_the_database_refuses_is_dropped_alone_and_the_rest_is_wr
     later = [IntegrationResult(uuid4(), "http", HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
                                                               checked_at=SLOT))]
     assert await outbox.submit(later, SLOT) is True and store.written[-1] == later[0]
+
+
+class SlowStore:
+    """Writes once `release` is set, as a healthy database under load does: slowly, but it lands."""
+
+    def __init__(self) -> None:
+        self.release, self.started, self.written, self.cancelled = asyncio.Event(), 0, [], 0
+
+    async def persist(self, results, slot) -> None:
+        self.started += 1
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.written.extend(results)
+
+
+def batch(n: int) -> list[IntegrationResult]:
+    return [IntegrationResult(uuid4(), "http", HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
+                                                            checked_at=SLOT)) for _ in range(n)]
+
+
+async def test_a_write_slower_than_the_submit_bound_is_not_cut_and_finishes_in_the_background() -> None:
+    store = SlowStore()
+    outbox = Outbox(store, Instruments(CollectorRegistry(), "test"), submit_timeout_s=0.01)  # type: ignore[arg-type]
+    results = batch(3)
+    assert await outbox.submit(results, SLOT) is False, "the cycle stops waiting at the bound"
+    assert outbox.pending == 3
+    store.release.set()
+    assert await outbox.flush() is True  # waits for the write in progress, then finds nothing left
+    assert (store.started, store.cancelled, store.written, outbox.pending) == (1, 0, results, 0)
+
+
+async def test_a_batch_submitted_while_a_slow_write_runs_is_kept_even_when_the_bound_drops_the_older_one() -> None:
+    store = SlowStore()
+    outbox = Outbox(store, Instruments(CollectorRegistry(), "test"), max_results=3,  # type: ignore[arg-type]
+                    submit_timeout_s=0.01)
+    first, second = batch(3), batch(3)
+    assert await outbox.submit(first, SLOT) is False
+    assert await outbox.submit(second, SLOT) is False  # over the bound: the oldest (in flight) is dropped
+    store.release.set()
+    assert await outbox.flush() is True
+    assert store.written[-3:] == second and outbox.pending == 0, "the newer batch was written, not lost"

@@ -1,0 +1,135 @@
+"""A large batch is persisted in chunks, one transaction each (store.PERSIST_CHUNK keys), and migration 0025
+leaves room on the status table's pages: what a persist writes is the same as in one piece, a chunk that
+fails leaves the earlier ones written and the batch written again changes nothing for them, and the prune
+keeps each key's newest 96 history rows with its count right, on a database migrated with data in it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from exporter.core.events import EventType
+from exporter.core.model import HealthStatus, IntegrationResult, make_result
+from exporter.storage import store as store_module
+from exporter.storage.migrate import load_migrations, migrate
+from exporter.storage.store import PersistError, Store, create_pool
+from tests.db.test_store import FlakyPool, fast_retrying
+
+T0 = datetime(2026, 11, 24, tzinfo=UTC)
+SLOT = timedelta(minutes=15)
+H, U = HealthStatus.HEALTHY, HealthStatus.UNREACHABLE
+KINDS = ["http", "xledger", "tripletex"]
+
+
+def result(org: UUID, kind: str, status: HealthStatus, at: datetime, latency: int = 10) -> IntegrationResult:
+    return IntegrationResult(org, kind, make_result(status, latency, at, None if status == H else "HTTP 503"))
+
+
+@pytest.fixture
+def chunk_of_4(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(store_module, "PERSIST_CHUNK", 4)
+    return 4
+
+
+async def test_a_batch_of_many_chunks_writes_every_key_and_the_latest_result_of_a_repeated_key(
+        store: Store, admin, chunk_of_4) -> None:
+    orgs = [uuid4() for _ in range(5)]
+    batch = [result(o, k, H, T0) for o in orgs for k in KINDS]  # 15 keys: 4 chunks
+    late = result(orgs[0], "http", U, T0 + timedelta(seconds=30))
+    early = result(orgs[4], "tripletex", U, T0 - timedelta(seconds=30))
+    await store.persist([late, *batch, early], T0)  # a repeat of a key in another chunk's place: the latest wins
+    rows = await admin.fetch("SELECT org_id, integration_type, status FROM integration_health_status")
+    assert len(rows) == 15
+    assert {(r["org_id"], r["integration_type"]): r["status"] for r in rows if r["status"] != "healthy"} == {
+        (orgs[0], "http"): "unreachable"}
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0) == 15
+
+
+async def test_each_chunk_announces_its_own_status_changes_and_flag_moves(store: Store, admin, chunk_of_4) -> None:
+    orgs = [uuid4() for _ in range(5)]
+    for org in orgs[::2]:  # three subscribed organisations, two not
+        await admin.execute("INSERT INTO webhook_subscription (org_id, url, events) VALUES ($1, $2, $3)", org,
+                            "https://hooks.example.com/in", [t.value for t in EventType])
+    for n, status in enumerate([H, H, U, U]):
+        await store.persist([result(o, k, status, T0 + n * SLOT) for o in orgs for k in KINDS], T0 + n * SLOT)
+    rows = await admin.fetch("SELECT org_id, payload->'data'->>'integration_type' AS kind, event_type "
+                             "FROM webhook_delivery")
+    assert sorted((r["org_id"], r["kind"]) for r in rows) == sorted((o, k) for o in orgs[::2] for k in KINDS)
+    assert {r["event_type"] for r in rows} == {"integration.status_changed"}
+    expiring = T0 + timedelta(days=10)  # a flag move, read only for the subscribed organisations' rows
+    batch = [result(o, k, U, T0 + 4 * SLOT) for o in orgs for k in KINDS]
+    batch = [IntegrationResult(r.org_id, r.integration_type, r.result.model_copy(
+        update={"credential_expires_at": expiring})) for r in batch]
+    await store.persist(batch, T0 + 4 * SLOT)
+    expiry = await admin.fetch("SELECT org_id FROM webhook_delivery WHERE event_type = 'credential.expiring'")
+    assert sorted(r["org_id"] for r in expiry) == sorted(o for o in orgs[::2] for _ in KINDS)
+
+
+async def test_a_failing_chunk_leaves_the_earlier_ones_written_and_the_batch_written_again_changes_nothing_for_them(
+        store: Store, admin, chunk_of_4) -> None:
+    orgs = [uuid4() for _ in range(4)]
+    for org in orgs:
+        await admin.execute("INSERT INTO webhook_subscription (org_id, url, events) VALUES ($1, $2, $3)", org,
+                            "https://hooks.example.com/in", [t.value for t in EventType])
+    for n, status in enumerate([H, H, U]):
+        await store.persist([result(o, k, status, T0 + n * SLOT) for o in orgs for k in KINDS], T0 + n * SLOT)
+    confirming = [result(o, k, U, T0 + 3 * SLOT) for o in orgs for k in KINDS]  # 12 keys: 3 chunks
+
+    class SecondChunkRefused(FlakyPool):
+        """Lets the first chunk through, then refuses every connection."""
+
+        def acquire(self, **options):
+            self.calls += 1
+            if self.calls > 1:
+                raise ConnectionRefusedError(111, "Connection refused")
+            return self.pool.acquire(**options)
+
+    with pytest.raises(PersistError, match=r"could not persist 12 results: ConnectionRefusedError.*4 of them written"):
+        await Store(SecondChunkRefused(store.pool, failures=0), retrying=fast_retrying(2)).persist(confirming,
+                                                                                                   T0 + 3 * SLOT)
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0 + 3 * SLOT) == 4
+    assert await admin.fetchval("SELECT count(*) FROM webhook_delivery") == 4  # the first chunk's changes
+    await store.persist(confirming, T0 + 3 * SLOT)  # the outbox writes the whole batch again
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0 + 3 * SLOT) == 12
+    assert await admin.fetchval("SELECT count(*) FROM webhook_delivery") == 12, "each change announced once"
+    assert await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE status = 'unreachable' "
+                                "AND confirmed_status = 'unreachable'") == 12
+
+
+async def test_0025_on_a_database_with_history_keeps_the_newest_96_rows_per_key_and_the_counts_right(
+        empty_db_dsn: str, chunk_of_4) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        await migrate(conn, [m for m in load_migrations() if m.name < "0025"])
+        orgs = [uuid4() for _ in range(3)]
+        for org in orgs:  # a day of history and a status row per key, written by the triggers of 0023
+            await conn.execute("""
+                INSERT INTO health_check_history (org_id, integration_type, slot, status, latency_ms, checked_at)
+                SELECT $1, k, $2::timestamptz - g * interval '15 minutes', 'healthy', 1, $2
+                FROM unnest($3::text[]) k, generate_series(1, 100) g""", org, T0, KINDS)
+            await conn.execute("""
+                INSERT INTO integration_health_status (org_id, integration_type, status, checked_at)
+                SELECT $1, k, 'healthy', $2::timestamptz - interval '15 minutes' FROM unnest($3::text[]) k""", org, T0, KINDS)
+        assert await migrate(conn) == [m.name for m in load_migrations() if m.name >= "0025"]
+        assert "fillfactor=50" in await conn.fetchval(
+            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'public.integration_health_status'::regclass")
+        pool = await create_pool(empty_db_dsn)
+        try:
+            store = Store(pool)
+            for n in range(4):
+                await store.persist([result(o, k, H, T0 + n * SLOT) for o in orgs for k in KINDS], T0 + n * SLOT)
+        finally:
+            await pool.close()
+        held = await conn.fetch("""
+            SELECT h.org_id, h.integration_type, count(*) AS n, min(h.slot) AS oldest, c.row_count
+            FROM health_check_history h JOIN health_check_history_count c USING (org_id, integration_type)
+            GROUP BY h.org_id, h.integration_type, c.row_count""")
+        assert len(held) == 9
+        assert {(r["n"], r["oldest"], r["row_count"]) for r in held} == {(96, T0 - 92 * SLOT, 96)}
+        assert await conn.fetchval("SELECT count(*) FROM integration_health_status WHERE checked_at = $1",
+                                   T0 + 3 * SLOT) == 9
+    finally:
+        await conn.close()
