@@ -1,4 +1,5 @@
-"""Postgres I/O: load integrations, persist results (status upsert + history) in one set-based statement."""
+"""Postgres I/O: load integrations, persist results (status upsert + history) in set-based statements, a chunk of
+keys per transaction."""
 
 from __future__ import annotations
 
