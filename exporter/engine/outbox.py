@@ -38,7 +38,7 @@ class Outbox:
         self.store, self.instruments, self.max_results = store, instruments, max_results
         self.retry_min_s, self.retry_max_s, self.submit_timeout_s = retry_min_s, retry_max_s, submit_timeout_s
         self._batches: deque[Batch] = deque()
-        self._writing: set[asyncio.Future[bool]] = set()  # writes still running after submit stopped waiting
+        self._writing: set[asyncio.Future[bool]] = set()  # the loop keeps only weak references to tasks
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -57,11 +57,11 @@ class Outbox:
             self._batches.append(Batch(results, slot))
             self._enforce_bound()
         writing = asyncio.ensure_future(self.flush())
+        self._writing.add(writing)  # held until done, even if the submitter stops waiting or is cancelled
+        writing.add_done_callback(self._writing.discard)
         try:
             return await asyncio.wait_for(asyncio.shield(writing), self.submit_timeout_s)
         except TimeoutError:
-            self._writing.add(writing)  # held until done: the loop keeps only weak references to tasks
-            writing.add_done_callback(self._writing.discard)
             log.warning("database write still running after %.0f s; the cycle goes on, %d results wait for it",
                         self.submit_timeout_s, self.pending)
             return False
