@@ -101,7 +101,8 @@ async def at_scale(conn: asyncpg.Connection, store: Store, runs: int, scale: int
 
     # 5. the same with every organisation subscribed to the flagged kinds: the first persist announces an
     #    expiring credential on each of the 10,000 rows, the next ones nothing (their flags read twice)
-    await conn.execute("INSERT INTO webhook_subscription (org_id, url, events) SELECT o, 'https://hooks.example.com/x', "
+    await conn.execute("INSERT INTO webhook_subscription (org_id, url, events) "
+                       "SELECT o, 'https://hooks.example.com/x', "
                        "'{vendor.incident,maintenance.window,credential.expiring}' FROM unnest($1::uuid[]) o", orgs)
     expiring = T0 + timedelta(days=20)
 

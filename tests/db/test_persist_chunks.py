@@ -112,10 +112,11 @@ async def test_0025_on_a_database_with_history_keeps_the_newest_96_rows_per_key_
                 FROM unnest($3::text[]) k, generate_series(1, 100) g""", org, T0, KINDS)
             await conn.execute("""
                 INSERT INTO integration_health_status (org_id, integration_type, status, checked_at)
-                SELECT $1, k, 'healthy', $2::timestamptz - interval '15 minutes' FROM unnest($3::text[]) k""", org, T0, KINDS)
+                SELECT $1, k, 'healthy', $2::timestamptz - interval '15 minutes' FROM unnest($3::text[]) k""",
+                               org, T0, KINDS)
         assert await migrate(conn) == [m.name for m in load_migrations() if m.name >= "0025"]
-        assert "fillfactor=50" in await conn.fetchval(
-            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'public.integration_health_status'::regclass")
+        assert "fillfactor=50" in await conn.fetchval("SELECT array_to_string(reloptions, ',') FROM pg_class "
+                                                      "WHERE oid = 'public.integration_health_status'::regclass")
         pool = await create_pool(empty_db_dsn)
         try:
             store = Store(pool)
