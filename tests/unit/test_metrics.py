@@ -295,3 +295,80 @@ def test_a_batch_of_results_is_patched_in_without_reading_the_whole_fleet() -> N
     snapshot.retain({r.org_id_key() for r in results[1:]})
     assert b'org_id="00000000-0000-0000-0000-000000000000"' not in metrics.render()
     assert "integration_health_status" in reads, "a key gone moves the rest: everything is compared"
+
+
+def test_a_removal_moves_the_other_keys_lines_without_formatting_them_again(monkeypatch) -> None:
+    metrics, snapshot, results = fleet_of(10, block_keys=3)
+    formatted = metrics.fleet.rendered
+    snapshot.retain({r.org_id_key() for r in results if r is not results[1]})
+    text = metrics.render()
+    assert metrics.fleet.rendered == formatted, "the keys kept were copied out of the old blocks"
+    assert text.split(b"# HELP integration_health_checks_total")[0] == reference_fleet(snapshot)
+    assert gzip.decompress(metrics.render(compressed=True)) == text
+
+
+def test_a_block_whose_lines_come_out_the_same_is_not_compressed_again(monkeypatch) -> None:
+    metrics, snapshot, results = fleet_of(4, block_keys=2)
+    compressed = []
+    monkeypatch.setattr(gzip, "compress", lambda data, **kw: compressed.append(data) or zlib_gzip(data))
+    snapshot.update([replace(results[0], result=results[0].result.model_copy())])  # a new result, equal lines
+    metrics.render(compressed=True)
+    assert len(compressed) == 1, "the instruments' member only"
+
+
+def test_a_failed_refresh_leaves_nothing_half_patched_for_the_next_one(monkeypatch) -> None:
+    metrics, snapshot, results = fleet_of(6, block_keys=2)
+    later = T + timedelta(minutes=15)
+    snapshot.update([replace(r, result=make_result(HealthStatus.DEGRADED, 9, later)) for r in results[:3]])
+    monkeypatch.setattr(gzip, "compress", lambda data, **kw: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(MemoryError):
+        metrics.render()
+    monkeypatch.undo()
+    text = metrics.render()
+    assert text.split(b"# HELP integration_health_checks_total")[0] == reference_fleet(snapshot)
+
+
+class HeldRefresh:
+    """A fleet refresh that waits in its thread until the test lets it go."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.refresh, self.started, self.go = fleet.refresh, threading.Event(), threading.Event()
+        fleet.refresh = self  # type: ignore[method-assign]
+
+    def __call__(self, frozen: Snapshot, changed=None) -> None:
+        self.started.set()
+        self.go.wait(10)
+        self.refresh(frozen, changed)
+
+
+async def test_a_scrape_during_a_long_refresh_is_served_the_last_body_while_it_is_recent_enough() -> None:
+    now = [1000.0]
+    metrics, snapshot, results = fleet_of(4, block_keys=2)
+    metrics.monotonic, metrics.wait_s, metrics.max_behind_s = lambda: now[0], 0.01, 15.0
+    before = await metrics.render_off_loop()  # the body is known current at 1000.0
+    held = HeldRefresh(metrics.fleet)
+    snapshot.update([replace(results[0], result=make_result(HealthStatus.DEGRADED, 9, T + timedelta(minutes=1)))])
+    now[0] += 15.0
+    assert await metrics.render_off_loop() == before, "the refresh is under way: the last body, 15 s behind"
+    assert held.started.is_set()
+    now[0] += 0.1
+    late = asyncio.create_task(metrics.render_off_loop())
+    await asyncio.sleep(0.05)
+    assert not late.done(), "more than 15 s behind: the scrape waits for the refresh"
+    held.go.set()
+    assert b'status="degraded"} 1.0' in await late
+
+
+async def test_a_scrape_cancelled_while_it_waits_leaves_the_refresh_running_for_the_next() -> None:
+    metrics, snapshot, results = fleet_of(2, block_keys=2)
+    held = HeldRefresh(metrics.fleet)
+    snapshot.update([replace(results[1], result=make_result(HealthStatus.DEGRADED, 9, T + timedelta(minutes=1)))])
+    metrics.max_behind_s = -1.0  # never serve a body behind the snapshot
+    scrape = asyncio.create_task(metrics.render_off_loop(compressed=True))
+    await asyncio.to_thread(held.started.wait, 10)
+    scrape.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await scrape
+    held.go.set()
+    body = await metrics.render_off_loop()
+    assert b'status="degraded"} 1.0' in body and metrics.fleet.rendered == 7, "one refresh, not two"
