@@ -288,11 +288,12 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
             sizes = (len(gzip.decompress(body)), len(body))
             unchanged = [(await timed(exposition.render_off_loop(compressed=True)))[0] for _ in range(11)]
             unchanged_plain = [(await timed(exposition.render_off_loop()))[0] for _ in range(11)]
-            whole, whole_stalls = [], []
+            whole, shown, whole_stalls = [], [], []
             for _ in range(3):  # worst case: a scrape the moment a cycle published, every integration changed
                 services.snapshot.update([replace(r, result=r.result.model_copy()) for r in results])
                 async with StallMeter() as stall:
                     whole.append((await timed(exposition.render_off_loop(compressed=True)))[0])
+                    shown.append(whole[-1] + (await timed(exposition.refresh_off_loop()))[0])  # the refresh done
                 whole_stalls.append(stall.longest)
             start = time.perf_counter()
             reference_fleet(services.snapshot)
@@ -323,9 +324,11 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
          f"goal ≤ 100 ms; {sizes[0] / 1024:.0f} KiB, {sizes[1] / 1024:.0f} KiB gzipped"),
         ("  of which, in the background: the refresh after a cycle publishes (a thread, during persistence)",
          f"{statistics.median(big):.0f} ms" if big else "-", f"{len(big)} such refreshes"),
-        ("/metrics render the moment a cycle published (every integration formatted again, gzip)",
-         f"{statistics.median(whole):.0f} ms", ""),
-        ("longest event-loop stall during that render (it runs in a thread)", f"{statistics.median(whole_stalls):.0f} ms",
+        ("/metrics scrape the moment a cycle published (every integration formatted again, gzip)",
+         f"{statistics.median(whole):.0f} ms", f"a scrape waits ≤ {exposition.wait_s:g} s for the refresh, then is "
+         f"served the last body if ≤ {exposition.max_behind_s:g} s behind"),
+        ("  until the body shows that cycle (the refresh, in a thread)", f"{statistics.median(shown):.0f} ms", ""),
+        ("longest event-loop stall during that scrape and refresh", f"{statistics.median(whole_stalls):.0f} ms",
          "goal ≤ 50 ms"),
         ("/metrics render when nothing changed (gzip, plain)",
          f"{statistics.median(unchanged):.2f}, {statistics.median(unchanged_plain):.2f} ms", ""),

@@ -1,5 +1,5 @@
-"""The /metrics exposition: the per-integration families, kept rendered and re-rendered only where the
-snapshot changed, then the service's instruments (rendered by prometheus_client on each scrape).
+"""The /metrics exposition: the per-integration families, kept rendered (compressed) and re-rendered only
+where the snapshot changed, then the service's instruments (rendered by prometheus_client on each scrape).
 
 The families are the table in exporter/web/families.py; sample output is in its docstring.
 """

@@ -1,7 +1,8 @@
 """Prometheus text format written by hand, byte for byte what prometheus_client's generate_latest writes.
 
 Why by hand: generate_latest builds a Sample per series and formats every one on every render (~0.8 s
-for 10,000 integrations); the exposition instead keeps each key's lines and formats only what changed.
+for 10,000 integrations); the exposition instead keeps each key's lines (compressed) and formats only
+what changed.
 tests/unit/test_exposition.py proves the bytes equal generate_latest's for the same snapshot.
 """
 
