@@ -24,7 +24,8 @@ from exporter.core.warmups import WarmupOutcome, WarmupRecord
 from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
 from exporter.web.families import MODES, SOURCES
-from exporter.web.metrics import Exposition, Fleet
+from exporter.web.fleet import Fleet
+from exporter.web.metrics import Exposition
 from tests.conftest import require_tool
 from tests.support.reference_exposition import reference_fleet
 
