@@ -145,7 +145,13 @@ class Fleet:
 
     def _patched(self, block: Block, lines: dict[int, bytes], header: bytes) -> Block:
         """`block` with the lines at some positions replaced; the same block when none differs."""
-        plain = zlib.decompress(block.member, GZIP_WBITS)[len(header):]
+        if len(lines) == len(block.lengths):  # every key's lines: the old text matters only if it is the same
+            new = [lines[at] for at in range(len(lines))]
+            text = header + b"".join(new)
+            if len(text) == block.size and zlib.crc32(text) == _crc(block.member) and text == _text(block):
+                return block
+            return self._compressed(text, array("I", map(len, new)))
+        plain = _text(block)[len(header):]
         ends, lengths = list(accumulate(block.lengths)), block.lengths
         pieces, done, differs = [], 0, False
         for at in sorted(lines):
@@ -162,9 +168,19 @@ class Fleet:
         return self._block(header, pieces, lengths)
 
     def _block(self, header: bytes, lines: list[bytes], lengths: array[int] | None = None) -> Block:
-        text = header + b"".join(lines)
-        lengths = array("I", map(len, lines)) if lengths is None else lengths
+        return self._compressed(header + b"".join(lines), array("I", map(len, lines)) if lengths is None else lengths)
+
+    def _compressed(self, text: bytes, lengths: array[int]) -> Block:
         return Block(gzip.compress(text, compresslevel=self.compresslevel, mtime=0), lengths, len(text))
+
+
+def _text(block: Block) -> bytes:
+    return zlib.decompress(block.member, GZIP_WBITS)
+
+
+def _crc(member: bytes) -> int:
+    """The CRC-32 of a gzip member's text, from its trailer (RFC 1952): a cheap first test of equal text."""
+    return int.from_bytes(member[-8:-4], "little")
 
 
 class _OldLines:
@@ -185,7 +201,7 @@ class _OldLines:
         cached = self._plain.get((f, b))
         if cached is None:
             block = self.blocks[f][b]
-            text = zlib.decompress(block.member, GZIP_WBITS)[len(self.headers[f]) if b == 0 else 0:]
+            text = _text(block)[len(self.headers[f]) if b == 0 else 0:]
             cached = self._plain[f, b] = text, [0, *accumulate(block.lengths)]
         text, ends = cached
         return text[ends[at]:ends[at + 1]]
