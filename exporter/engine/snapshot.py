@@ -101,14 +101,21 @@ class Snapshot:
     def changed_since(self, version: int | None) -> set[Key] | None:
         """The keys whose result or status-change count changed after `version`; None when the journal no
         longer reaches back that far, a key was forgotten since, or `version` is None: compare everything."""
+        batches = self.changes_since(version)
+        return None if batches is None else set().union(*batches)
+
+    def changes_since(self, version: int | None) -> list[Collection[Key]] | None:
+        """As changed_since, but the journal's batches of keys as they are (never mutated once noted): cheap
+        to take on the event loop, while their union (hashing every key, 100,000 after a cycle) is left to
+        whoever reads them, in a thread."""
         if version is None or version < self._forgotten or version < self._removed:
             return None
-        changed: set[Key] = set()
+        batches = []
         for at, keys in reversed(self._journal):
             if at <= version:
                 break
-            changed.update(keys)
-        return changed
+            batches.append(keys)
+        return batches
 
     def copy(self) -> Snapshot:
         """A shallow copy (results are immutable) that a renderer in another thread can read safely. The

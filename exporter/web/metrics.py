@@ -11,14 +11,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from prometheus_client import generate_latest
 
 from exporter.core.model import utcnow
 from exporter.engine.instruments import Instruments
-from exporter.engine.snapshot import Snapshot
+from exporter.engine.snapshot import Key, Snapshot
 from exporter.web.fleet import Fleet, Published, assemble
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,14 @@ class Exposition:
     async def _refresh(self) -> float:
         start, copied_at = time.perf_counter(), self.monotonic()
         version, frozen = self.snapshot.version, self.snapshot.copy()
-        changed, self._version = self.snapshot.changed_since(self._version), None
-        await asyncio.to_thread(self.fleet.refresh, frozen, changed)
+        batches, self._version = self.snapshot.changes_since(self._version), None
+        await asyncio.to_thread(self._refresh_from, frozen, batches)
         self._version = self._shown = version
         self._fresh_at = max(self._fresh_at, copied_at)  # what was published after the copy is not in it
         return time.perf_counter() - start
+
+    def _refresh_from(self, frozen: Snapshot, batches: list[Collection[Key]] | None) -> None:
+        self.fleet.refresh(frozen, None if batches is None else set().union(*batches))
 
     async def keep_fresh(self, interval_s: float = 0.1, busy_share: float = 0.25) -> None:
         """Refresh soon after the snapshot changes (a cycle publishes its results in batches as checks

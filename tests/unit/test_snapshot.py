@@ -61,6 +61,18 @@ def test_the_journal_names_the_keys_changed_since_a_version() -> None:
     assert snapshot.changed_since(None) is None, "a renderer that never rendered compares everything"
 
 
+def test_the_journal_hands_out_its_batches_unjoined_for_a_thread_to_join() -> None:
+    snapshot = Snapshot()
+    snapshot.update([result(A), result(B)])
+    seen = snapshot.version
+    snapshot.update([result(B, 15)])
+    snapshot.update([result(C, 15), result(B, 30)])
+    batches = snapshot.changes_since(seen)
+    assert sorted(map(sorted, batches)) == [[B], sorted([B, C])]
+    assert set().union(*batches) == snapshot.changed_since(seen) == {B, C}
+    assert snapshot.changes_since(None) is None
+
+
 def test_a_forgotten_key_or_a_journal_that_no_longer_reaches_back_means_compare_everything() -> None:
     snapshot = Snapshot()
     snapshot.update([result(A), result(B)])
