@@ -112,7 +112,8 @@ class Exposition:
         finish), so the next scrape finds the work done. Runs until cancelled.
 
         A refresh costs its batch (formatting, compressing the blocks it touched), so after one that took
-        long the next waits longer: refreshing takes at most about `busy_share` of a core from the checks."""
+        long the next waits longer: refreshing takes at most about `busy_share` of a core from the checks,
+        unless waiting that long would leave the body more than `max_behind_s` behind (see `pause`)."""
         while True:
             try:
                 took = await self.refresh_off_loop()
@@ -120,7 +121,7 @@ class Exposition:
                 log.exception("refreshing the /metrics exposition failed")
                 await asyncio.sleep(60)
                 continue
-            await asyncio.sleep(max(interval_s, took / busy_share - took))
+            await asyncio.sleep(pause(took, interval_s, busy_share, self.max_behind_s))
 
     def stale(self, at: datetime) -> bool:
         """Whether the fleet part is behind the snapshot at `at` (a maintenance window began or ended too)."""
@@ -132,6 +133,15 @@ class Exposition:
             self._fresh_at = self.monotonic()
             return False
         return True
+
+
+def pause(took: float, interval_s: float, busy_share: float, max_behind_s: float) -> float:
+    """Seconds to wait after a refresh that took `took` before the next: long enough that refreshing takes
+    about `busy_share` of a core, but short enough that the body stays within `max_behind_s` of the
+    snapshot through the wait and the next refresh (behind by `took` when done, and again by the next's);
+    never shorter than `took`, so the refreshes take at most half a core from the checks (past that, a
+    scrape may find the body too far behind and wait for a refresh)."""
+    return max(interval_s, min(took / busy_share - took, max(took, max_behind_s - 2 * took)))
 
 
 def _retrieved(task: asyncio.Task[float]) -> None:

@@ -25,7 +25,7 @@ from exporter.engine.instruments import Instruments
 from exporter.engine.snapshot import Snapshot
 from exporter.web.families import MODES, SOURCES
 from exporter.web.fleet import Fleet
-from exporter.web.metrics import Exposition
+from exporter.web.metrics import Exposition, pause
 from tests.conftest import require_tool
 from tests.support.reference_exposition import reference_fleet
 
@@ -374,3 +374,10 @@ async def test_a_scrape_cancelled_while_it_waits_leaves_the_refresh_running_for_
     held.go.set()
     body = await metrics.render_off_loop()
     assert b'status="degraded"} 1.0' in body and metrics.fleet.rendered == 7, "one refresh, not two"
+
+
+def test_the_keeper_rests_after_a_long_refresh_but_not_so_long_that_the_body_falls_too_far_behind() -> None:
+    assert pause(0.0, 0.1, 0.25, 15.0) == 0.1, "nothing to do: poll"
+    assert pause(1.0, 0.1, 0.25, 15.0) == 3.0, "a quarter of a core"
+    assert pause(4.0, 0.1, 0.25, 15.0) == 7.0, "not 12 s: 4 + 7 + the next 4 s is 15 s behind at most"
+    assert pause(9.0, 0.1, 0.25, 15.0) == 9.0, "never more than half a core, however far behind"
