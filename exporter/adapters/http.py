@@ -78,8 +78,8 @@ class HttpCheck:
             resp = await fetch(self.ctx, method, url, headers=headers, **options)
             total_ms += resp.latency_ms
             location = resp.headers.get("Location")
-            if resp.status not in REDIRECT_CODES or not location:
-                return dataclasses.replace(resp, latency_ms=total_ms)
+            if resp.status not in REDIRECT_CODES or not location:  # the whole way's time (one hop: its own)
+                return resp if total_ms == resp.latency_ms else dataclasses.replace(resp, latency_ms=total_ms)
             here, there = URL(url), URL(url).join(URL(location))
             if headers and there.origin() != here.origin():
                 raise RedirectNotFollowed(f"redirect to another host ({there.host}) not followed with credentials",

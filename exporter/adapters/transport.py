@@ -17,7 +17,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from exporter.core.egress import Blocked, EgressPolicy, IPAddress, literal_address
+from exporter.core.egress import Blocked, EgressPolicy, IPAddress, VendorHosts, literal_address
 
 if TYPE_CHECKING:
     from exporter.adapters.base import AdapterContext
@@ -68,12 +68,44 @@ class EgressConnector(aiohttp.TCPConnector):
     def __init__(self, *, policy: EgressPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy = policy
+        self.permitted = PermittedCache()
 
     async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[Any]:
-        self.policy.check_host(host, port)
+        self.permitted.check(("host", host, port), self.policy.check_host, host, port)
         resolved = await super()._resolve_host(host, port, traces=traces)
-        self.policy.check_addresses(host, port, [r["host"] for r in resolved])
+        addresses = tuple(r["host"] for r in resolved)  # in the key: another answer for the name is judged anew
+        self.permitted.check(("addresses", host, port, addresses), self.policy.check_addresses, host, port, addresses)
         return resolved
+
+    def check_request(self, target: URL, vendor: VendorHosts) -> None:
+        """The policy's check_request for a vendor type's request, remembered once it permitted the same
+        scheme, host, port and vendor (the decision depends on nothing else)."""
+        scheme, host, port = target.scheme, target.raw_host or "", target.explicit_port
+        self.permitted.check(("request", scheme, host, port, id(vendor)), self.policy.check_request, scheme, host,
+                             port, vendor, pin=vendor)
+
+
+class PermittedCache:
+    """The egress decisions that permitted, by their whole input, so a connection or request to the same
+    place does not judge it again (per check, that was a fifth of a fresh connection's own work).
+
+    Only what the policy permitted is kept, and the policy is immutable, so a hit is the policy's own answer
+    for exactly that input: a refused destination is judged (and refused) every time, and a name that
+    resolves to other addresses is judged on them (the addresses are part of the key: DNS rebinding gets no
+    pass). Bounded: at `limit` entries it starts again empty."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit, self.permitted = limit, dict[tuple[Any, ...], object]()
+
+    def check(self, key: tuple[Any, ...], judge: Callable[..., None], *args: Any, pin: object = None) -> None:
+        """Run `judge(*args)` (which raises Blocked to refuse) unless it permitted this `key` before. `pin`:
+        an object the key names by its id, kept alive with the entry so no other object can take that id."""
+        if key in self.permitted:
+            return
+        judge(*args)
+        if len(self.permitted) >= self.limit:
+            self.permitted.clear()
+        self.permitted[key] = pin
 
 
 class CertRecordingConnector(EgressConnector):
@@ -126,12 +158,13 @@ async def fetch(ctx: "AdapterContext", method: str, url: str, *, read_body: bool
     connector = ctx.session.connector
     if not isinstance(connector, EgressConnector):
         raise Blocked("this HTTP session enforces no egress policy: build it with transport.make_session")
+    target: str | URL = url
     if ctx.vendor is not None:  # a vendor type: its own hosts, https (the generic type skips the URL parse)
-        target = URL(url)
-        connector.policy.check_request(target.scheme, target.raw_host or "", target.explicit_port, ctx.vendor)
+        target = URL(url)  # parsed once: aiohttp takes the URL as it is, and it is the one judged
+        connector.check_request(target, ctx.vendor)
     start = ctx.monotonic()
     headers = {"Accept-Encoding": ACCEPT_ENCODING, **(kwargs.pop("headers", None) or {})}
-    async with ctx.session.request(method, url, allow_redirects=False, auto_decompress=False, headers=headers,
+    async with ctx.session.request(method, target, allow_redirects=False, auto_decompress=False, headers=headers,
                                    **kwargs) as resp:
         body = await _read_capped(resp) if read_body and method != "HEAD" else b""
         expires = None

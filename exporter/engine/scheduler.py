@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 CHUNK = 256  # results stated and shown between two turns of the event loop
 
 
+def same_as_before(before: Sequence[Integration], loaded: list[Integration]) -> list[Integration]:
+    """The loaded rows, each unchanged one as the object already held: the new copy dies at once, by reference
+    counting, instead of surviving the cycle for the full collection after it to walk (engine/heap.py)."""
+    if not before:
+        return loaded
+    held = {key_of(i): i for i in before}
+    return [i if (old := held.get(key_of(i))) is None or old != i else old for i in loaded]
+
+
 def slowness(r: IntegrationResult) -> int:
     return r.result.latency_ms // 1000
 
@@ -94,7 +103,7 @@ class Scheduler:
             if self.shards is not None:
                 await self.shards.maintain()
                 loaded = [i for i in loaded if self.shards.owns(i.org_id)]
-            self.integrations, self.loaded = loaded, True
+            self.integrations, self.loaded = same_as_before(self.integrations, loaded), True
         except TRANSIENT_ERRORS as exc:
             if not self.loaded:  # nothing known to check yet: fail the cycle, keep the restored gauges
                 raise

@@ -1,0 +1,100 @@
+"""The connector remembers the egress decisions that permitted (transport.PermittedCache), and only those:
+a refused destination is refused every time, and a name that resolves to other addresses is judged again."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from exporter.adapters.base import AdapterContext
+from exporter.adapters.transport import CertRecordingConnector, PermittedCache, fetch
+from exporter.core.egress import Blocked, EgressPolicy, VendorHosts
+from tests.support.listener import Listener
+
+ALLOW_LOOPBACK_V4 = EgressPolicy.from_allow(["127.0.0.1"])
+
+
+class SwitchableResolver(AbstractResolver):
+    """Answers every name with `addresses`, which a test changes between requests (a DNS rebinding)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses, self.asked = addresses, 0
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        self.asked += 1
+        return [{"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST} for a in self.addresses]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def listener():
+    server = await Listener().start()
+    yield server
+    await server.close()
+
+
+async def test_a_name_rebound_to_a_refused_address_is_refused_after_it_was_permitted(listener) -> None:
+    resolver = SwitchableResolver(["127.0.0.1"])
+    connector = CertRecordingConnector(policy=ALLOW_LOOPBACK_V4, resolver=resolver, use_dns_cache=False,
+                                       force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ctx = AdapterContext(session=session)
+        url = f"http://rebinding.example:{listener.port}/"
+        assert (await fetch(ctx, "GET", url)).status == 200
+        resolver.addresses = ["127.0.0.1", "10.0.0.5"]  # the same name now also names an internal address
+        for _ in range(2):  # refused, and the refusal is not remembered as a pass either
+            with pytest.raises(Blocked, match="rebinding.example"):
+                await fetch(ctx, "GET", url)
+        resolver.addresses = ["127.0.0.1"]
+        assert (await fetch(ctx, "GET", url)).status == 200
+    assert (listener.connections, resolver.asked) == (2, 4)
+
+
+async def test_a_refused_literal_address_is_refused_on_every_request(listener) -> None:
+    connector = CertRecordingConnector(policy=EgressPolicy(), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ctx = AdapterContext(session=session)
+        for _ in range(3):
+            with pytest.raises(Blocked, match="loopback"):
+                await fetch(ctx, "GET", f"http://127.0.0.1:{listener.port}/")
+    assert listener.connections == 0
+    assert connector.permitted.permitted == {}
+
+
+async def test_a_vendor_request_permitted_for_one_host_does_not_open_another(listener) -> None:
+    vendor = VendorHosts(("api.vendor.example",))
+    connector = CertRecordingConnector(policy=EgressPolicy())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ctx = AdapterContext(session=session, vendor=vendor)
+        connector.check_request(URL("https://api.vendor.example/v1"), vendor)
+        for url in ("https://other.example/v1", "http://api.vendor.example/v1", "https://api.vendor.example:8443/"):
+            with pytest.raises(Blocked):
+                await fetch(ctx, "GET", url)
+        with pytest.raises(Blocked):  # another vendor's hosts are its own, whatever this one was permitted
+            connector.check_request(URL("https://api.vendor.example/v1"), VendorHosts(("x.example",)))
+
+
+def test_the_cache_keeps_only_passes_and_starts_again_when_full() -> None:
+    cache, judged = PermittedCache(limit=2), []
+
+    def judge(name: str) -> None:
+        judged.append(name)
+        if name == "refused":
+            raise Blocked(name)
+
+    for name in ("a", "a", "refused", "b", "c", "a"):
+        try:
+            cache.check((name,), judge, name)
+        except Blocked:
+            pass
+    with pytest.raises(Blocked):
+        cache.check(("refused",), judge, "refused")
+    assert judged == ["a", "refused", "b", "c", "a", "refused"]  # a judged again after the cache filled up
