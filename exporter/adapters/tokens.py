@@ -33,7 +33,7 @@ class TokenCache:
         self._now, self._margin = monotonic, margin_s
         self._key = os.urandom(32)  # the fingerprints mean nothing outside this process
         self._tokens: dict[Hashable, tuple[str, str, float]] = {}  # scope → (fingerprint, token, renew at)
-        self._locks: dict[Hashable, asyncio.Lock] = {}
+        self._locks: dict[Hashable, list] = {}  # scope → [its lock, callers holding or awaiting it], while any
         self.fetches = 0
 
     def fingerprint(self, secret: str) -> str:
@@ -44,15 +44,27 @@ class TokenCache:
         """Return a valid token for `scope` obtained with `secret`, calling `fetch` (→ token, lifetime in
         seconds) when there is none, it is about to expire, or it was obtained with another secret."""
         fingerprint = self.fingerprint(secret)
-        async with self._locks.setdefault(scope, asyncio.Lock()):
-            cached = self._tokens.get(scope)
-            if cached and cached[0] == fingerprint and self._now() < cached[2]:
-                return cached[1]
-            self._tokens.pop(scope, None)  # a rotated secret's token is not kept for later
-            token, lifetime = await fetch()
-            self.fetches += 1
-            self._tokens[scope] = (fingerprint, token, self._now() + max(0.0, lifetime - self._margin))
+        if (token := self._valid(scope, fingerprint)) is not None:  # the usual case: no lock, nothing kept
             return token
+        entry = self._locks.setdefault(scope, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                if (token := self._valid(scope, fingerprint)) is not None:  # fetched while this one waited
+                    return token
+                self._tokens.pop(scope, None)  # a rotated secret's token is not kept for later
+                token, lifetime = await fetch()
+                self.fetches += 1
+                self._tokens[scope] = (fingerprint, token, self._now() + max(0.0, lifetime - self._margin))
+                return token
+        finally:  # a lock per scope only while a fetch is on: at 100,000 integrations they were 40,000 kept
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[scope]
+
+    def _valid(self, scope: Hashable, fingerprint: str) -> str | None:
+        cached = self._tokens.get(scope)
+        return cached[1] if cached and cached[0] == fingerprint and self._now() < cached[2] else None
 
     def drop(self, scope: Hashable) -> None:
         """Forget a token the server refused (401/403), so the next check fetches a fresh one."""

@@ -3,6 +3,7 @@ is never reused, a rotated secret counts on the next check, a refused token or c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -208,3 +209,20 @@ async def test_token_cache_keys_compare_a_keyed_hash_never_the_secret() -> None:
     assert await cache.get(("org", "ref"), "s3cret-value", fetch) == "token-0"
     assert await cache.get(("org", "ref"), "rotated", fetch) == "token-1"
     assert "s3cret-value" not in repr(cache._tokens)
+
+
+async def test_checks_waiting_for_one_scopes_token_share_one_fetch_and_leave_no_lock_behind() -> None:
+    """Concurrent checks of a scope fetch once; the lock serialising them lives only while a fetch is on."""
+    cache, release = TokenCache(lambda: 0.0), asyncio.Event()
+
+    async def fetch() -> tuple[str, float]:
+        await release.wait()
+        return f"token-{cache.fetches}", 3600.0
+
+    waiting = [asyncio.ensure_future(cache.get(("org", "ref"), "secret", fetch)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert len(cache._locks) == 1
+    release.set()
+    assert await asyncio.gather(*waiting) == ["token-0"] * 5
+    assert await cache.get(("org", "ref"), "secret", fetch) == "token-0"
+    assert (cache.fetches, cache._locks) == (1, {})
