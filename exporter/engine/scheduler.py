@@ -76,6 +76,7 @@ class Scheduler:
         self.on_cycle = on_cycle
         self.vendors = VendorWatch(incidents, instruments)  # vendor-wide incidents and their canaries
         self._awaiting: dict[Key, IntegrationResult] = {}  # stated, held back for the slot's incident decision
+        self._states: dict[CheckState, CheckState] = {}  # the states a _run stated, each once (see _stated)
         self.integrations: list[Integration] = []
         self.loaded = False  # whether the integration list was ever loaded (else a restart's restored status stands)
         self.last_slot: datetime | None = None
@@ -211,6 +212,7 @@ class Scheduler:
             await self.before_checks(integrations)
         by_key = {key_of(i): i for i in integrations}
         order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
+        self._states = {}
         known = {key for key in by_key if key in self.snapshot.results}
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
@@ -249,6 +251,9 @@ class Scheduler:
         if state.passive_until != checked.passive_until:
             log.warning("throttled %d times in a row: passive health until %s", checked.rate_limited_streak,
                         state.passive_until, extra={"org_id": str(r.org_id), "integration_type": r.integration_type})
+        # Equal states (every healthy check of a slot has the same) as one object: states are immutable, and
+        # 10,000 copies would live until the next cycle, for the full collection after this one to walk.
+        state = self._states.setdefault(state, state)
         return IntegrationResult(r.org_id, r.integration_type, r.result, state)
 
     def _latest(self, key: Key) -> IntegrationResult | None:

@@ -390,3 +390,31 @@ async def test_a_cycle_that_fails_while_checks_run_stops_them_before_it_ends(mon
     with pytest.raises(RuntimeError, match="a bug"):
         await scheduler.run_cycle(at(0), at(0))
     assert ended == ["hanging check"], "cancelled and awaited, not left running"
+
+
+def test_an_unchanged_row_is_kept_as_the_object_held_and_a_changed_or_new_one_is_taken_as_loaded() -> None:
+    from dataclasses import replace
+
+    from exporter.engine.scheduler import same_as_before
+
+    other = UUID("77777777-7777-4777-8777-777777777777")
+    held = [Integration(ORG, "http", {"url": "https://a.example/"}), Integration(other, "http", {"url": "https://b/"})]
+    loaded = [replace(held[0], config=dict(held[0].config)), replace(held[1], config={"url": "https://c/"}),
+              Integration(ORG, "fiken", {})]
+    kept = same_as_before(held, loaded)
+    assert kept == loaded
+    assert [a is b for a, b in zip(kept, held[:1] + loaded[1:], strict=True)] == [True, True, True]
+
+
+async def test_equal_states_after_a_cycle_are_one_object(sim) -> None:
+    _, base = sim
+    orgs = [UUID(int=n) for n in range(1, 4)]
+    store = MemoryStore([Integration(o, "http", {"url": f"{base}/http/t{n}", "method": "GET"})
+                         for n, o in enumerate(orgs)])
+    async with loopback_session() as session:
+        services = build_services(settings_for("postgresql://unused", check_interval=900), store=store,
+                                  session=session)  # type: ignore[arg-type]
+        results = await services.scheduler.run_cycle(SLOT, SLOT)
+    assert [r.result.status for r in results] == [HealthStatus.HEALTHY] * 3
+    assert len({id(r.state) for r in results}) == 1
+    assert results[0].state == CheckState(next_check_at=SLOT + timedelta(minutes=15))
