@@ -98,3 +98,28 @@ def test_the_cache_keeps_only_passes_and_starts_again_when_full() -> None:
     with pytest.raises(Blocked):
         cache.check(("refused",), judge, "refused")
     assert judged == ["a", "refused", "b", "c", "a", "refused"]  # a judged again after the cache filled up
+
+
+async def test_a_cookie_one_target_sets_is_never_sent_on_another_check(aiohttp_server) -> None:
+    """The shared session keeps no cookies: one tenant's target cannot plant what another's request carries."""
+    from aiohttp import web
+
+    from tests.support.fakes import loopback_session
+
+    seen: list[str | None] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "planted-by-tenant-a")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tenant}", answer)
+    server = await aiohttp_server(app)
+    async with loopback_session() as session:
+        ctx = AdapterContext(session=session)
+        for tenant in ("a", "b"):
+            assert (await fetch(ctx, "GET", f"http://localhost:{server.port}/{tenant}")).status == 200  # a name: a jar
+            # would keep its cookies (never an IP literal's)
+    assert seen == [None, None]
