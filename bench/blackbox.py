@@ -18,7 +18,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import start_process, start_simulator  # noqa: E402
+from bench.common import scratch_dir, start_process, start_simulator  # noqa: E402
 from exporter.adapters.transport import make_session  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.services import build_services, credential_provider, egress_policy  # noqa: E402
@@ -98,7 +97,7 @@ async def main(n: int, runs: int, concurrency: int, latency_ms: int) -> None:
     binary = shutil.which("prometheus-blackbox-exporter") or shutil.which("blackbox_exporter")
     if not binary:
         sys.exit("blackbox_exporter not found: apt-get install prometheus-blackbox-exporter")
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_dir()
     server = LocalPostgres(tmp / "pg", embedded_bin_dir(), fast=True)
     dsn = server.start()
     sim_port, bb_port = free_port(), free_port()

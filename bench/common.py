@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def start_process(cmd: Sequence[str], ready: str | None = None) -> subprocess.Popen:
@@ -16,6 +20,14 @@ def start_process(cmd: Sequence[str], ready: str | None = None) -> subprocess.Po
             if ready in line:
                 break
     return proc
+
+
+def scratch_dir() -> Path:
+    """A temporary directory removed when the script exits, however it exits (after the `finally` that stops
+    the database in it): a 100,000-integration run leaves ~6 GB, and runs add up on a shared disk."""
+    path = Path(tempfile.mkdtemp(prefix="ih-bench-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def start_simulator(port: int, latency_ms: int) -> subprocess.Popen:

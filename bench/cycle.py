@@ -25,7 +25,6 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from dataclasses import replace
@@ -37,7 +36,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, seed_history, start_simulator  # noqa: E402
+from bench.common import print_table, scratch_dir, seed_history, start_simulator  # noqa: E402
 from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.transport import make_session  # noqa: E402
 from exporter.core.model import secret_name  # noqa: E402
@@ -182,7 +181,7 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                settle_heap: bool = True, history_slots: int = 0, trace_memory: bool = False,
                prefetch: bool = True) -> None:
     load_before = load()
-    server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir(), settings=BENCH_PG)
+    server = LocalPostgres(scratch_dir() / "pg", embedded_bin_dir(), settings=BENCH_PG)
     dsn = server.start()
     sim_port = free_port()
     sim = start_simulator(sim_port, latency_ms)

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -32,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
-from bench.common import SEED_COUNTS, SEED_STATUS, print_table  # noqa: E402
+from bench.common import SEED_COUNTS, SEED_STATUS, print_table, scratch_dir  # noqa: E402
 from bench.cycle import BENCH_PG, GcPauses, StallMeter, load  # noqa: E402
 from exporter.adapters import ADAPTERS  # noqa: E402
 from exporter.adapters.base import AdapterContext  # noqa: E402
@@ -122,7 +120,7 @@ async def at_scale(conn: asyncpg.Connection, store: Store, runs: int, scale: int
 
 
 async def main(runs: int, scale: int, scale_only: bool) -> None:
-    scratch = Path(tempfile.mkdtemp())
+    scratch = scratch_dir()
     server = LocalPostgres(scratch / "pg", embedded_bin_dir(), settings=BENCH_PG)
     dsn = server.start()
     print(f"embedded PostgreSQL at {dsn}; {runs} runs each, medians")
@@ -140,7 +138,6 @@ async def main(runs: int, scale: int, scale_only: bool) -> None:
         await conn.close()
     finally:
         server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)  # 6 GB at 100,000: runs add up on a shared disk
 
     print_table(rows)
 

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_table, start_process, start_simulator  # noqa: E402
+from bench.common import print_table, scratch_dir, start_process, start_simulator  # noqa: E402
 from exporter.adapters.transport import make_session  # noqa: E402
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir, free_port  # noqa: E402
 from exporter.logs import JsonFormatter  # noqa: E402
@@ -80,7 +79,7 @@ async def seed(conn: asyncpg.Connection, faults: str, sim: str, orgs: int, secre
 
 
 async def main(cycles: int, orgs: int, timeout: float) -> None:
-    workdir = Path(tempfile.mkdtemp())
+    workdir = scratch_dir()
     (workdir / "secrets").mkdir()
     log_buffer = io.StringIO()
     handler = logging.StreamHandler(log_buffer)

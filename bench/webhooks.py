@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import web  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from bench.common import print_table  # noqa: E402
+from bench.common import print_table, scratch_dir  # noqa: E402
 from exporter.core.events import EventType, VendorIncident, make_event  # noqa: E402
 from exporter.core.model import HealthStatus, IntegrationResult, make_result  # noqa: E402
 from exporter.core.sealing import Keyring, new_key  # noqa: E402
@@ -85,7 +84,7 @@ async def trickle(pool: asyncpg.Pool, receiver: Receiver, org, n: int, rate: flo
 
 
 async def main(events: int, poll_s: float) -> None:
-    server = LocalPostgres(Path(tempfile.mkdtemp()) / "pg", embedded_bin_dir())
+    server = LocalPostgres(scratch_dir() / "pg", embedded_bin_dir())
     dsn = server.start()
     try:
         conn = await asyncpg.connect(dsn)
