@@ -145,7 +145,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--latency-ms", type=int, default=50)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop",
+                        help="the event loop to run on: uvloop, as the service does (cli.run_service), or asyncio's")
     args = parser.parse_args()
     print(f"event loop: {args.loop}")
     run = asyncio.run
