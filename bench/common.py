@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,16 @@ def start_process(cmd: Sequence[str], ready: str | None = None) -> subprocess.Po
 
 
 def scratch_dir() -> Path:
-    """A temporary directory removed when the script exits, however it exits (after the `finally` that stops
-    the database in it): a 100,000-integration run leaves ~6 GB, and runs add up on a shared disk."""
+    """A temporary directory removed when the script exits, on an error, Ctrl-C or SIGTERM (after the `finally`
+    that stops the database in it): a 100,000-integration run leaves ~6 GB, and runs add up on a shared disk."""
     path = Path(tempfile.mkdtemp(prefix="ih-bench-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
+    signal.signal(signal.SIGTERM, _exit_on_term)  # `timeout` and `kill` too, not only Ctrl-C (SIGKILL still leaks)
     return path
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the `finally` stops the database, atexit removes it
 
 
 def start_simulator(port: int, latency_ms: int) -> subprocess.Popen:

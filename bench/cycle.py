@@ -217,15 +217,17 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                                             stale_s=settings.credential_stale_seconds,
                                             monotonic=lambda: time.monotonic() + since[0])
             services = build_services(settings, store=Store(pool), session=session, credentials=credentials)
-            ahead, ahead_s = services.scheduler.before_checks, [0.0]
+            ahead, ahead_s = services.scheduler.read_ahead, [0.0]
 
+            @contextlib.asynccontextmanager
             async def timed_ahead(integrations):
                 start = time.perf_counter()
-                await ahead(integrations)
-                ahead_s[0] += time.perf_counter() - start
+                async with ahead(integrations):
+                    ahead_s[0] += time.perf_counter() - start  # the read before the checks start
+                    yield
 
             # without it, as before migration 0024: each check reads its secret and expiry alone
-            services.scheduler.before_checks = timed_ahead if prefetch else None
+            services.scheduler.read_ahead = timed_ahead if prefetch else None
             queries: list[int] = []
             aheads: list[float] = []
             persist_times: list[float] = []

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -65,15 +65,39 @@ def credential_provider(settings: Settings, pool: Any) -> CredentialProvider | N
     return CachedCredentials(inner, ttl=settings.credential_cache_seconds, stale_s=settings.credential_stale_seconds)
 
 
-def credentials_ahead(credentials: CredentialProvider) -> Callable[[Sequence[Integration]], Awaitable[None]]:
-    """What the scheduler calls before checks start: their credentials read ahead in batches, so a cycle
-    costs the store a query per few thousand integrations, not two per integration."""
-    async def prefetch(integrations: Sequence[Integration]) -> None:
+def credentials_ahead(credentials: CredentialProvider, refresh_s: float
+                      ) -> Callable[[Sequence[Integration]], contextlib.AbstractAsyncContextManager[None]]:
+    """What the scheduler enters while checks run: their credentials read ahead in batches before they start,
+    and again every `refresh_s` until they are done (a cycle can outlast the cache's TTL: at 100,000 under load
+    it takes minutes), so a cycle costs the store a query per few thousand integrations, not two each."""
+    @contextlib.asynccontextmanager
+    async def ahead(integrations: Sequence[Integration]) -> AsyncIterator[None]:
+        keys = [(i.org_id, i.credential_ref) for i in integrations if i.credential_ref]
+        await _prefetch(credentials, keys)
+        keeper = asyncio.create_task(_keep_ahead(credentials, keys, refresh_s)) if keys and refresh_s > 0 else None
         try:
-            await credentials.prefetch([(i.org_id, i.credential_ref) for i in integrations if i.credential_ref])
-        except Exception:  # never a failed cycle: each check then reads its own, as without this
-            log.exception("reading the cycle's credentials ahead failed")
-    return prefetch
+            yield
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+    return ahead
+
+
+async def _prefetch(credentials: CredentialProvider, keys: list[tuple[Any, str]]) -> None:
+    try:
+        await credentials.prefetch(keys)
+    except Exception:  # never a failed cycle: each check then reads its own, as without this
+        log.exception("reading the cycle's credentials ahead failed")
+
+
+async def _keep_ahead(credentials: CredentialProvider, keys: list[tuple[Any, str]], every_s: float) -> None:
+    """Read the pairs ahead again while the checks run; the cache re-reads only those with less than half their
+    TTL left, so with `every_s` a quarter of the TTL none expires before its check."""
+    while True:
+        await asyncio.sleep(every_s)
+        await _prefetch(credentials, keys)
 
 
 def type_intervals(settings: Settings, specs: Mapping[str, AdapterSpec]) -> dict[str, int]:
@@ -117,7 +141,8 @@ def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientS
                           backoff=settings.backoff_caps, clock=clock, rng=rng,
                           incidents=replace(settings.incident_rules,
                                             types=vendor_types(specs, settings.vendor_incident_types)),
-                          before_checks=credentials_ahead(credentials) if credentials is not None else None)
+                          read_ahead=(credentials_ahead(credentials, settings.credential_cache_seconds / 4)
+                                      if credentials is not None else None))
     warmer = Warmer(session=session, instruments=instruments, snapshot=snapshot,
                     integrations=lambda: scheduler.integrations, lead_s=settings.sync_warmup_lead_seconds,
                     cold_start_s=settings.sync_cold_start_seconds, timeout_s=settings.check_timeout_seconds,

@@ -67,8 +67,17 @@ class EgressConnector(aiohttp.TCPConnector):
 
     def __init__(self, *, policy: EgressPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.policy = policy
+        self._policy = policy
         self.permitted = PermittedCache()
+
+    @property
+    def policy(self) -> EgressPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: EgressPolicy) -> None:
+        """A new policy forgets every remembered permission: what the old one allowed, it may refuse."""
+        self._policy, self.permitted = policy, PermittedCache()
 
     async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[Any]:
         self.permitted.check(("host", host, port), self.policy.check_host, host, port)

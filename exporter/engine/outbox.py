@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import asyncpg
 
 from exporter.core.model import IntegrationResult
 from exporter.engine.instruments import Instruments
-from exporter.storage.store import PersistError, Store
+from exporter.storage.store import PERSIST_CHUNK, PersistError, Store
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class Batch:
 
 class Outbox:
     """A bounded queue of result batches in front of the store. Nothing is dropped while there is room;
-    when full, the oldest batches go first, counted and logged (their newer results are what matter)."""
+    when full, the oldest batches go first, counted and logged (their newer results are what matter). The
+    batch being written is never one of them: its write may still land, and a result written is not lost."""
 
     def __init__(self, store: Store, instruments: Instruments, *, max_results: int = 100_000,
                  retry_min_s: float = 1.0, retry_max_s: float = 60.0, submit_timeout_s: float = 15.0) -> None:
@@ -39,6 +41,7 @@ class Outbox:
         self.retry_min_s, self.retry_max_s, self.submit_timeout_s = retry_min_s, retry_max_s, submit_timeout_s
         self._batches: deque[Batch] = deque()
         self._writing: set[asyncio.Future[bool]] = set()  # the loop keeps only weak references to tasks
+        self._in_flight: Batch | None = None  # the batch flush is writing now
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -70,7 +73,7 @@ class Outbox:
         """Write queued batches oldest first; stop at the first failure and leave the rest queued."""
         async with self._lock:
             while self._batches:
-                batch = self._batches[0]
+                batch = self._in_flight = self._batches[0]
                 try:
                     await self._write(batch)
                 except Exception as exc:  # whatever the database did, the results stay queued
@@ -80,16 +83,27 @@ class Outbox:
                     log.warning("database write failed; %d results kept for retry: %s", self.pending, why)
                     self._wake.set()
                     return False
-                if self._batches and self._batches[0] is batch:  # the bound may have dropped it meanwhile
-                    self._batches.popleft()
+                finally:
+                    self._in_flight = None
+                self._batches.popleft()  # still the first: the bound never drops the batch in flight
             self.instruments.persist_queue.set(0)
             return True
+
+    async def close(self) -> None:
+        """At exit, after the last timed flush: a write still running past the grace is cut, so nothing
+        outlives the pool (its results stay counted in `pending`, and the exit says so)."""
+        for writing in list(self._writing):
+            writing.cancel()
+        for writing in list(self._writing):
+            with contextlib.suppress(BaseException):
+                await writing
 
     async def _write(self, batch: Batch) -> None:
         """Persist a batch; when the database refuses its data, write it in halves until the offending
         results are alone, drop those (counted and logged) and write the rest: one bad value never
-        blocks the queue. Re-writing a half that already landed is harmless (the upsert keeps the newest,
-        the history is unique per slot)."""
+        blocks the queue. A batch larger than the store's chunk is first cut into chunks, so a bad value
+        costs one chunk's halvings, not the whole cycle's. Re-writing a part that already landed is harmless
+        (the upsert keeps the newest, the history is unique per slot, an event is announced once)."""
         try:
             await self.store.persist(batch.results, batch.slot)
         except DATA_ERRORS as exc:
@@ -100,9 +114,10 @@ class Outbox:
                           extra={"org_id": str(r.org_id), "integration_type": r.integration_type,
                                  "slot": batch.slot.isoformat() if batch.slot else None})
                 return
-            half = len(batch.results) // 2
-            await self._write(Batch(batch.results[:half], batch.slot))
-            await self._write(Batch(batch.results[half:], batch.slot))
+            results = batch.results
+            step = PERSIST_CHUNK if len(results) > PERSIST_CHUNK else len(results) // 2
+            for at in range(0, len(results), step):
+                await self._write(Batch(results[at:at + step], batch.slot))
 
     async def retry_forever(self) -> None:
         """Background task: while anything is queued, retry with exponential backoff."""
@@ -119,9 +134,14 @@ class Outbox:
                 delay = min(self.retry_max_s, delay * 2)
 
     def _enforce_bound(self) -> None:
+        """Drop the oldest batches while over the bound, never the newest nor the one being written."""
         dropped = 0
-        while self.pending > self.max_results and len(self._batches) > 1:
-            dropped += len(self._batches.popleft().results)
+        while self.pending > self.max_results:
+            at = next((n for n, b in enumerate(self._batches) if b is not self._in_flight), None)
+            if at is None or at == len(self._batches) - 1:
+                break
+            dropped += len(self._batches[at].results)
+            del self._batches[at]
         if dropped:
             self.instruments.persist_dropped.inc(dropped)
             log.error("write queue full (%d results): dropped the %d oldest results", self.max_results, dropped)

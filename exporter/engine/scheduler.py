@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 CHUNK = 256  # results stated and shown between two turns of the event loop
 
 
-def same_as_before(before: Sequence[Integration], loaded: list[Integration]) -> list[Integration]:
+def reuse_unchanged(before: Sequence[Integration], loaded: list[Integration]) -> list[Integration]:
     """The loaded rows, each unchanged one as the object already held: the new copy dies at once, by reference
     counting, instead of surviving the cycle for the full collection after it to walk (engine/heap.py)."""
     if not before:
@@ -62,8 +63,9 @@ class Scheduler:
                  shards: ShardLeases | None = None, load_timeout_s: float = 15.0,
                  backoff: policy.BackoffCaps = policy.DEFAULT_BACKOFF,
                  incidents: IncidentRules | None = IncidentRules(),
-                 before_checks: Callable[[Sequence[Integration]], Awaitable[None]] | None = None) -> None:
-        self.before_checks = before_checks  # given what is about to be checked (services: credentials read ahead)
+                 read_ahead: Callable[[Sequence[Integration]], AbstractAsyncContextManager[None]] | None = None
+                 ) -> None:
+        self.read_ahead = read_ahead  # entered before checks start, left after (services: credentials ahead)
         self.shards = shards  # None: this replica checks every organisation
         self.load_timeout_s = load_timeout_s
         self.backoff = backoff
@@ -104,7 +106,7 @@ class Scheduler:
             if self.shards is not None:
                 await self.shards.maintain()
                 loaded = [i for i in loaded if self.shards.owns(i.org_id)]
-            self.integrations, self.loaded = same_as_before(self.integrations, loaded), True
+            self.integrations, self.loaded = reuse_unchanged(self.integrations, loaded), True
         except TRANSIENT_ERRORS as exc:
             if not self.loaded:  # nothing known to check yet: fail the cycle, keep the restored gauges
                 raise
@@ -208,8 +210,11 @@ class Scheduler:
         Each result's state follows the one shown when it comes (a run-now meanwhile counts too)."""
         if not integrations:
             return []
-        if self.before_checks is not None:
-            await self.before_checks(integrations)
+        async with self.read_ahead(integrations) if self.read_ahead else contextlib.nullcontext():
+            return await self._run_checks(integrations, slot, shown)
+
+    async def _run_checks(self, integrations: Sequence[Integration], slot: datetime,
+                          shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
         by_key = {key_of(i): i for i in integrations}
         order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
         self._states = {}

@@ -205,6 +205,8 @@ class CachedCredentials:
         self._cache: dict[Key, tuple[float, SecretStr | None]] = {}
         self._expiries: dict[Key, tuple[float, datetime | None]] = {}
         self._outage = False  # logged once per outage, not once per check
+        self._prefetching = 0  # prefetches under way; while any is, the keys get or forget set are noted:
+        self._touched: set[Key] = set()  # a batch read before them must not overwrite what they did
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         key = (org_id, ref)
@@ -227,7 +229,12 @@ class CachedCredentials:
             raise
         self._available()
         self._cache[key] = (self._now() + self._ttl, secret)
+        self._touch(key)
         return secret
+
+    def _touch(self, key: Key) -> None:
+        if self._prefetching:
+            self._touched.add(key)
 
     def _unavailable(self, exc: Exception) -> None:
         if not self._outage:
@@ -243,6 +250,8 @@ class CachedCredentials:
     async def expiry(self, org_id: UUID, ref: str) -> datetime | None:
         """The inner provider's answer, kept as long as a secret; while the store is unavailable, the last
         answer stands (an outage must not make a known expiry, and its alert, disappear)."""
+        if not is_plain_ref(ref):  # never asked, never kept: a tenant's megabyte reference stays out of memory
+            return None
         key = (org_id, ref)
         hit = self._expiries.get(key)
         if hit and self._now() < hit[0]:
@@ -258,24 +267,48 @@ class CachedCredentials:
     def forget(self, org_id: UUID, ref: str) -> None:
         self._cache.pop((org_id, ref), None)
         self._expiries.pop((org_id, ref), None)
+        self._touch((org_id, ref))
         self._inner.forget(org_id, ref)
 
     async def prefetch(self, keys: Collection[Key]) -> None:
         """Read the pairs not cached, or with less than half the TTL left, `batch_size` a time, each batch
         within the read timeout; every pair then stays cached for at least ttl/2 (a cycle's checks take
-        far less). A batch that fails is an outage as for get: logged once, the last secrets keep serving,
-        the batches after it are not tried (each check asks on its own, as before)."""
+        far less; services.credentials_ahead reads ahead again while a long cycle runs). A batch that fails is
+        an outage as for get: logged once, the last secrets keep serving, the batches after it are not tried
+        (each check asks on its own, as before).
+
+        Only plain references are kept (others are refused without a query, as get refuses them), expiries
+        only of secrets found, and what has been stale for longer than `stale_s` is dropped first: a tenant
+        writing new references cannot grow the cache. A get or forget of a key while its batch is read wins
+        over the batch (a secret rotated meanwhile is not put back)."""
         if not isinstance(self._inner, ReadsMany) or self._ttl == 0:
             return  # nothing to batch, or nothing kept: each check asks the store itself
+        self._evict()
         soon, never = self._now() + self._ttl / 2, (-math.inf,)
-        todo = [key for key in dict.fromkeys(keys) if self._cache.get(key, never)[0] < soon
-                or self._expiries.get(key, never)[0] < soon]
-        size = self._inner.batch_size
+        todo = [key for key in dict.fromkeys(keys) if is_plain_ref(key[1]) and (
+                self._cache.get(key, never)[0] < soon or self._expiries.get(key, never)[0] < soon)]
+        self._prefetching += 1
+        try:
+            await self._read_ahead(todo, self._inner)
+        finally:
+            self._prefetching -= 1
+            if not self._prefetching:
+                self._touched.clear()
+
+    def _evict(self) -> None:
+        """Drop what is past its TTL and the stale allowance on top: nothing would serve it any more."""
+        gone = self._now() - self._stale_s
+        for cache in (self._cache, self._expiries):
+            for key in [key for key, (until, _) in cache.items() if until < gone]:
+                del cache[key]
+
+    async def _read_ahead(self, todo: list[Key], inner: ReadsMany) -> None:
+        size = inner.batch_size
         for at in range(0, len(todo), size):
             try:
                 try:
                     async with asyncio.timeout(self._read_timeout_s):
-                        found = await self._inner.read_many(todo[at:at + size])
+                        found = await inner.read_many(todo[at:at + size])
                 except TimeoutError:
                     raise CredentialUnavailable(f"no answer within {self._read_timeout_s:g} s") from None
             except CredentialUnavailable as exc:
@@ -284,5 +317,8 @@ class CachedCredentials:
             self._available()
             until = self._now() + self._ttl
             for key, stored in found.items():
+                if key in self._touched:
+                    continue
                 self._cache[key] = (until, stored.secret)
-                self._expiries[key] = (until, stored.expires_at)
+                if stored.secret is not None:
+                    self._expiries[key] = (until, stored.expires_at)

@@ -222,17 +222,17 @@ async def create_pool(dsn: str, *, role: str | None = "service_role", min_size: 
                                      init=_init_connection, timeout=CONNECT_TIMEOUT_S, command_timeout=command_timeout)
 
 
-def _latest(results: Sequence[IntegrationResult]) -> list[IntegrationResult]:
-    """One result per (org, type): the latest wins if a key repeats. Keyed by type, then by the org id's
-    integer: no (org, type) tuple per result, which at 100,000 results is work for the garbage collector,
-    whose full collections of a large heap stall the event loop from any thread."""
-    latest: dict[str, dict[int, IntegrationResult]] = {}
+def _latest(results: Sequence[IntegrationResult]) -> list[list[IntegrationResult]]:
+    """One result per (org, type), the latest if a key repeats, grouped by organisation. Keyed by the org id's
+    integer, then the type: no (org, type) tuple per result, which at 100,000 results is work for the garbage
+    collector, whose full collections of a large heap stall the event loop from any thread."""
+    latest: dict[int, dict[str, IntegrationResult]] = {}
     for r in results:
-        by_org = latest.setdefault(r.integration_type, {})
-        was = by_org.get(r.org_id.int)
+        by_type = latest.setdefault(r.org_id.int, {})
+        was = by_type.get(r.integration_type)
         if was is None or was.result.checked_at <= r.result.checked_at:
-            by_org[r.org_id.int] = r
-    return [r for by_org in latest.values() for r in by_org.values()]
+            by_type[r.integration_type] = r
+    return [list(by_type.values()) for by_type in latest.values()]
 
 
 def _columns(rows: Sequence[IntegrationResult]) -> list[list[Any]]:
@@ -257,9 +257,17 @@ def _columns(rows: Sequence[IntegrationResult]) -> list[list[Any]]:
 
 
 def _chunks(results: Sequence[IntegrationResult], size: int) -> list[list[list[Any]]]:
-    """The batch as column chunks of at most `size` keys each (pure data: safe to build in a thread)."""
-    rows = _latest(results)
-    return [_columns(rows[i:i + size]) for i in range(0, len(rows), size)]
+    """The batch as column chunks of about `size` keys, cut between organisations, so each organisation's rows
+    move in one transaction: its API never shows half of it in the new cycle (pure data: safe in a thread)."""
+    chunks, rows = [], []
+    for org_rows in _latest(results):
+        rows += org_rows
+        if len(rows) >= size:
+            chunks.append(_columns(rows))
+            rows = []
+    if rows:
+        chunks.append(_columns(rows))
+    return chunks
 
 
 def _sync_columns(r: asyncpg.Record) -> dict[str, Any] | None:
@@ -334,9 +342,9 @@ class Store:
         savepoint (events that cannot be written are logged, never the results' loss); raise PersistError
         when it cannot.
 
-        A large batch is written in chunks of PERSIST_CHUNK keys, one transaction each (a key's status, history
-        and events always together), its columns built in a thread: the event loop only encodes one chunk at a
-        time. When a chunk fails, the chunks before it stay written; the caller writes the whole batch again,
+        A large batch is written in chunks of about PERSIST_CHUNK keys cut between organisations, one
+        transaction each (an organisation's statuses, history and events always together), its columns built
+        in a thread: the event loop only encodes one chunk at a time. When a chunk fails, the chunks before it stay written; the caller writes the whole batch again,
         which changes nothing for those (the newest result per key wins, a slot's history row is unique, an
         event is announced once)."""
         if not results:
@@ -345,13 +353,15 @@ class Store:
             chunks = await asyncio.to_thread(_chunks, results, PERSIST_CHUNK)
         else:
             chunks = _chunks(results, PERSIST_CHUNK)
-        for done, columns in enumerate(chunks):
+        written = 0
+        for columns in chunks:
             try:
                 await self._with_retry(lambda c, columns=columns: self._write(c, columns, slot))
             except TRANSIENT_ERRORS as exc:
-                written = f" ({done * PERSIST_CHUNK} of them written)" if done else ""
+                done = f" ({written} of them written)" if written else ""
                 raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}"
-                                   f"{written}") from exc
+                                   f"{done}") from exc
+            written += len(columns[0])
 
     async def _write(self, c: asyncpg.Connection, columns: list[list[Any]], slot: datetime | None) -> None:
         """One chunk in one transaction: the flags of subscribed organisations' rows before, the rows, then

@@ -115,6 +115,7 @@ async def shutdown(services: Services, runtime: Runtime, retry_task: asyncio.Tas
             flushed = await services.outbox.flush()
     except TimeoutError:
         flushed = False
+    await services.outbox.close()  # a write still running past the grace is cut: the pool closes next
     if not flushed:
         log.error("exiting with %d results not written: the database is unreachable", services.outbox.pending)
 

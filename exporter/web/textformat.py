@@ -3,7 +3,7 @@
 Why by hand: generate_latest builds a Sample per series and formats every one on every render (~0.8 s
 for 10,000 integrations); the exposition instead keeps each key's lines (compressed) and formats only
 what changed.
-tests/unit/test_exposition.py proves the bytes equal generate_latest's for the same snapshot.
+tests/unit/test_metrics.py proves the bytes equal generate_latest's for the same snapshot.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def chunk_of_4(monkeypatch: pytest.MonkeyPatch) -> int:
 async def test_a_batch_of_many_chunks_writes_every_key_and_the_latest_result_of_a_repeated_key(
         store: Store, admin, chunk_of_4) -> None:
     orgs = [uuid4() for _ in range(5)]
-    batch = [result(o, k, H, T0) for o in orgs for k in KINDS]  # 15 keys: 4 chunks
+    batch = [result(o, k, H, T0) for o in orgs for k in KINDS]  # 15 keys: chunks of 2 orgs (6 keys), 1
     late = result(orgs[0], "http", U, T0 + timedelta(seconds=30))
     early = result(orgs[4], "tripletex", U, T0 - timedelta(seconds=30))
     await store.persist([late, *batch, early], T0)  # a repeat of a key in another chunk's place: the latest wins
@@ -76,7 +76,7 @@ async def test_a_failing_chunk_leaves_the_earlier_ones_written_and_the_batch_wri
                             "https://hooks.example.com/in", [t.value for t in EventType])
     for n, status in enumerate([H, H, U]):
         await store.persist([result(o, k, status, T0 + n * SLOT) for o in orgs for k in KINDS], T0 + n * SLOT)
-    confirming = [result(o, k, U, T0 + 3 * SLOT) for o in orgs for k in KINDS]  # 12 keys: 3 chunks
+    confirming = [result(o, k, U, T0 + 3 * SLOT) for o in orgs for k in KINDS]  # 12 keys: 2 chunks of 2 orgs
 
     class SecondChunkRefused(FlakyPool):
         """Lets the first chunk through, then refuses every connection."""
@@ -87,11 +87,11 @@ async def test_a_failing_chunk_leaves_the_earlier_ones_written_and_the_batch_wri
                 raise ConnectionRefusedError(111, "Connection refused")
             return self.pool.acquire(**options)
 
-    with pytest.raises(PersistError, match=r"could not persist 12 results: ConnectionRefusedError.*4 of them written"):
+    with pytest.raises(PersistError, match=r"could not persist 12 results: ConnectionRefusedError.*6 of them written"):
         await Store(SecondChunkRefused(store.pool, failures=0), retrying=fast_retrying(2)).persist(confirming,
                                                                                                    T0 + 3 * SLOT)
-    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0 + 3 * SLOT) == 4
-    assert await admin.fetchval("SELECT count(*) FROM webhook_delivery") == 4  # the first chunk's changes
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0 + 3 * SLOT) == 6
+    assert await admin.fetchval("SELECT count(*) FROM webhook_delivery") == 6  # the first chunk's changes
     await store.persist(confirming, T0 + 3 * SLOT)  # the outbox writes the whole batch again
     assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0 + 3 * SLOT) == 12
     assert await admin.fetchval("SELECT count(*) FROM webhook_delivery") == 12, "each change announced once"

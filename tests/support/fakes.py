@@ -36,7 +36,6 @@ class StaticCredentials:
         self.reads = 0
         self.forgotten: list[tuple[UUID, str]] = []
         self.expiries: dict[str, datetime] = {}
-        self.prefetched: list[list[tuple[UUID, str]]] = []  # each prefetch's pairs, in order
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         self.reads += 1
@@ -57,8 +56,7 @@ class StaticCredentials:
         return self.expiries.get(ref)
 
     async def prefetch(self, keys: Collection[tuple[UUID, str]]) -> None:
-        """Nothing is cached here; the pairs are noted."""
-        self.prefetched.append(list(keys))
+        """Nothing is cached here."""
 
 
 def runner_for(ctx: AdapterContext, checks: Mapping[str, Callable[[AdapterContext], HealthCheck]] | None = None,

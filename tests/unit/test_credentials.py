@@ -18,7 +18,7 @@ from exporter.core.model import (
     Reason,
     secret_name,
 )
-from exporter.services import build_services
+from exporter.services import build_services, credentials_ahead
 from exporter.storage.credentials import REFUSED, CachedCredentials, DirectoryCredentials, Stored
 from tests.helpers import settings_for
 from tests.support.fakes import StaticCredentials, loopback_session
@@ -308,3 +308,66 @@ async def test_a_read_ahead_that_breaks_fails_no_cycle_the_checks_read_their_own
     assert [r.result.status.value for r in results] == ["healthy"]
     assert credentials.reads == 1
     assert "reading the cycle's credentials ahead failed" in caplog.text
+
+
+async def test_a_cycle_longer_than_the_ttl_keeps_its_credentials_read_ahead_until_its_checks_are_done() -> None:
+    """At 100,000 under load a cycle takes minutes: the pairs are read ahead again while it runs (the cache
+    re-reads those with less than half their TTL left), and no more once it is done."""
+    now = [0.0]
+    inner = Batched({"a", "b"}, batch_size=10)
+    cached = CachedCredentials(inner, ttl=4, monotonic=lambda: now[0])
+    ahead = credentials_ahead(cached, refresh_s=0.001)
+    integrations = [Integration(ORG_A, "http", {}, "a"), Integration(ORG_A, "xledger", {}, "b"),
+                    Integration(ORG_A, "fiken", {})]  # no reference: nothing to read
+    async with ahead(integrations):
+        assert inner.batches == [[(ORG_A, "a"), (ORG_A, "b")]]
+        for t in (1.0, 2.0, 2.5, 3.0, 3.5, 4.5, 5.0, 6.0):  # the checks' clock moves on past the TTL
+            now[0] = t
+            await asyncio.sleep(0.01)  # the keeper's turns
+            assert await cached.get(ORG_A, "a") == SecretStr("secret-of-a")
+        assert inner.reads == 0, "no check had to ask the store on its own"
+        assert len(inner.batches) >= 2, "read again while the cycle ran"
+    asked = len(inner.batches)
+    now[0] = 100.0
+    await asyncio.sleep(0.02)
+    assert len(inner.batches) == asked, "the keeper stops with the checks"
+
+
+async def test_a_tenant_writing_new_references_cannot_grow_the_cache() -> None:
+    """Refused references are not kept beyond their TTL and the stale allowance, references that are no plain
+    name are never kept, and refusals keep no expiry (an attacker's megabyte refs, a run-now a minute)."""
+    now = [0.0]
+    inner = Batched({"a"}, batch_size=10)
+    cached = CachedCredentials(inner, ttl=300, stale_s=3600, monotonic=lambda: now[0])
+    for n in range(200):  # 200 minutes: well past the TTL and the stale allowance
+        now[0] = n * 60.0
+        await cached.prefetch([(ORG_A, "a"), (ORG_A, "x" * 1_000 + str(n)), (ORG_A, f"gone-{n}")])
+        assert await cached.expiry(ORG_A, "y" * 1_000 + str(n)) is None
+    held = set(cached._cache) | set(cached._expiries)
+    assert all(len(ref) <= 128 for _, ref in held), "a reference no plain name was kept"
+    assert all(ref == "a" for _, ref in cached._expiries), "an expiry kept for a refusal"
+    assert len(held) <= 1 + (300 + 3600) // 60 + 1, f"{len(held)} keys held: stale refusals are never dropped"
+    assert all(len(ref) <= 128 for batch in inner.batches for _, ref in batch), "a non-plain ref reached the store"
+
+
+async def test_a_secret_forgotten_while_its_batch_is_read_is_not_put_back() -> None:
+    """A vendor refused it (forget) while a prefetch was reading it: the batch's answer is older than that,
+    so the next check reads the store again instead of using the refused secret for a whole TTL."""
+    release = asyncio.Event()
+
+    class Slow(Batched):
+        async def read_many(self, keys):
+            await release.wait()
+            return await super().read_many(keys)
+
+    inner = Slow({"a", "b"}, batch_size=10)
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    reading = asyncio.create_task(cached.prefetch([(ORG_A, "a"), (ORG_A, "b")]))
+    await asyncio.sleep(0)
+    cached.forget(ORG_A, "a")
+    release.set()
+    await reading
+    assert await cached.get(ORG_A, "b") == SecretStr("secret-of-b") and inner.reads == 0
+    assert await cached.get(ORG_A, "a") == SecretStr("secret-of-a") and inner.reads == 1, \
+        "the forgotten one was read again, not served from the batch"
+    assert not cached._touched, "nothing noted once no prefetch runs"

@@ -82,6 +82,20 @@ async def test_a_vendor_request_permitted_for_one_host_does_not_open_another(lis
             connector.check_request(URL("https://api.vendor.example/v1"), VendorHosts(("x.example",)))
 
 
+async def test_a_new_policy_forgets_what_the_old_one_permitted(listener) -> None:
+    resolver = SwitchableResolver(["127.0.0.1"])
+    connector = CertRecordingConnector(policy=ALLOW_LOOPBACK_V4, resolver=resolver, use_dns_cache=False,
+                                       force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ctx = AdapterContext(session=session)
+        url = f"http://loopback.example:{listener.port}/"
+        assert (await fetch(ctx, "GET", url)).status == 200
+        connector.policy = EgressPolicy()  # loopback no longer allowed
+        with pytest.raises(Blocked, match="loopback.example"):
+            await fetch(ctx, "GET", url)
+    assert listener.connections == 1
+
+
 def test_the_cache_keeps_only_passes_and_starts_again_when_full() -> None:
     cache, judged = PermittedCache(limit=2), []
 

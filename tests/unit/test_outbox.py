@@ -103,13 +103,39 @@ async def test_a_write_slower_than_the_submit_bound_is_not_cut_and_finishes_in_t
     assert (store.started, store.cancelled, store.written, outbox.pending) == (1, 0, results, 0)
 
 
-async def test_a_batch_submitted_while_a_slow_write_runs_is_kept_even_when_the_bound_drops_the_older_one() -> None:
+async def test_the_batch_being_written_is_never_dropped_by_the_bound_nor_counted_as_dropped() -> None:
     store = SlowStore()
-    outbox = Outbox(store, Instruments(CollectorRegistry(), "test"), max_results=3,  # type: ignore[arg-type]
-                    submit_timeout_s=0.01)
-    first, second = batch(3), batch(3)
+    instruments = Instruments(CollectorRegistry(), "test")
+    outbox = Outbox(store, instruments, max_results=3, submit_timeout_s=0.01)  # type: ignore[arg-type]
+    first, second, third = batch(3), batch(3), batch(3)
     assert await outbox.submit(first, SLOT) is False
-    assert await outbox.submit(second, SLOT) is False  # over the bound: the oldest (in flight) is dropped
+    assert await outbox.submit(second, SLOT) is False  # over the bound, but the only older batch is in flight
+    assert outbox.pending == 6 and instruments.persist_dropped._value.get() == 0
+    assert await outbox.submit(third, SLOT) is False  # now `second` is the oldest not in flight: it goes
+    assert outbox.pending == 6 and instruments.persist_dropped._value.get() == 3
     store.release.set()
     assert await outbox.flush() is True
-    assert store.written[-3:] == second and outbox.pending == 0, "the newer batch was written, not lost"
+    assert store.written == first + third and outbox.pending == 0, "what was in flight landed, the newest too"
+
+
+async def test_close_cuts_a_write_still_running_so_nothing_outlives_the_pool() -> None:
+    store = SlowStore()
+    outbox = Outbox(store, Instruments(CollectorRegistry(), "test"), submit_timeout_s=0.01)  # type: ignore[arg-type]
+    assert await outbox.submit(batch(2), SLOT) is False
+    await outbox.close()
+    assert (store.cancelled, outbox.pending) == (1, 2), "cut, and its results still counted as not written"
+    assert not outbox._writing
+
+
+async def test_a_refused_result_in_a_batch_larger_than_a_chunk_costs_its_chunk_s_halvings_only(monkeypatch) -> None:
+    monkeypatch.setattr("exporter.engine.outbox.PERSIST_CHUNK", 8)  # as the store writes: chunks of 8 here
+    store = PickyStore({"bad"})
+    outbox = Outbox(store, Instruments(CollectorRegistry(), "test"))  # type: ignore[arg-type]
+    kinds = ["http"] * 64
+    kinds[37] = "bad"
+    results = [IntegrationResult(uuid4(), kind, HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
+                                                             checked_at=SLOT)) for kind in kinds]
+    assert await outbox.submit(results, SLOT) is True
+    assert store.written == [r for r in results if r.integration_type != "bad"]
+    # the whole batch once, its 8 chunks, then 2 + 2 + 2 halvings inside the one bad chunk (8 → 4 → 2 → 1)
+    assert store.attempts == 1 + 8 + 6, store.attempts

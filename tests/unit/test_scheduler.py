@@ -395,13 +395,13 @@ async def test_a_cycle_that_fails_while_checks_run_stops_them_before_it_ends(mon
 def test_an_unchanged_row_is_kept_as_the_object_held_and_a_changed_or_new_one_is_taken_as_loaded() -> None:
     from dataclasses import replace
 
-    from exporter.engine.scheduler import same_as_before
+    from exporter.engine.scheduler import reuse_unchanged
 
     other = UUID("77777777-7777-4777-8777-777777777777")
     held = [Integration(ORG, "http", {"url": "https://a.example/"}), Integration(other, "http", {"url": "https://b/"})]
     loaded = [replace(held[0], config=dict(held[0].config)), replace(held[1], config={"url": "https://c/"}),
               Integration(ORG, "fiken", {})]
-    kept = same_as_before(held, loaded)
+    kept = reuse_unchanged(held, loaded)
     assert kept == loaded
     assert [a is b for a, b in zip(kept, held[:1] + loaded[1:], strict=True)] == [True, True, True]
 
