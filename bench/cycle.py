@@ -54,6 +54,7 @@ from exporter.storage.store import (
     create_pool,  # noqa: E402
 )
 from exporter.web.metrics import Exposition  # noqa: E402
+from tests.support.fakes import CountingPool  # noqa: E402
 from tests.support.reference_exposition import reference_fleet  # noqa: E402
 
 KINDS = tuple(ADAPTERS)
@@ -90,17 +91,6 @@ async def set_modes(port: int, tenants: list[str]) -> None:
         for t in tenants:
             async with session.put(f"http://127.0.0.1:{port}/_sim/tenants/{t}", json={"mode": "hang"}) as resp:
                 assert resp.status == 200
-
-
-class CountingPool:
-    """The credential provider's pool, counting the connections it takes: the provider makes one query on each."""
-
-    def __init__(self, pool) -> None:
-        self.pool, self.queries = pool, 0
-
-    def acquire(self):
-        self.queries += 1
-        return self.pool.acquire()
 
 
 class GcPauses:

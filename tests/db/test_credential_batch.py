@@ -14,6 +14,7 @@ from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.storage.credentials import REFUSED, CachedCredentials, SupabaseVaultCredentials
 from exporter.storage.store import create_pool
+from tests.support.fakes import CountingPool
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
@@ -156,17 +157,6 @@ async def test_it_is_security_definer_with_an_empty_search_path(admin) -> None:
     grantees = await admin.fetch("SELECT grantee::regrole::text AS r FROM pg_proc, aclexplode(proacl) "
                                  f"WHERE oid = {FUNCTION} AND privilege_type = 'EXECUTE'")
     assert {r["r"] for r in grantees} - {await admin.fetchval("SELECT current_user")} == {"service_role"}
-
-
-class CountingPool:
-    """The pool, counting the connections taken: each is one query of the vault provider."""
-
-    def __init__(self, pool) -> None:
-        self.pool, self.queries = pool, 0
-
-    def acquire(self):
-        self.queries += 1
-        return self.pool.acquire()
 
 
 async def test_after_a_prefetch_the_checks_reads_cost_no_query_and_a_refusal_is_read_again(admin, vault_pool) -> None:

@@ -75,3 +75,15 @@ async def check_org(org_id: UUID, *, store: Store, runner: Runner, slot: datetim
     results = await runner.run(await store.load_integrations(org_id))
     await store.persist(results, slot)
     return results
+
+
+class CountingPool:
+    """A pool that counts the connections taken: each is one query of the vault provider (the credential
+    batch tests and bench/cycle.py count the store's queries with it)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.queries = pool, 0
+
+    def acquire(self) -> Any:
+        self.queries += 1
+        return self.pool.acquire()

@@ -3,7 +3,9 @@ a refused destination is refused every time, and a name that resolves to other a
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -41,12 +43,18 @@ async def listener():
     await server.close()
 
 
-async def test_a_name_rebound_to_a_refused_address_is_refused_after_it_was_permitted(listener) -> None:
+@contextlib.asynccontextmanager
+async def loopback_names() -> AsyncIterator[tuple[AdapterContext, CertRecordingConnector, SwitchableResolver]]:
+    """A session whose every name resolves to 127.0.0.1 until a test says otherwise, loopback allowed."""
     resolver = SwitchableResolver(["127.0.0.1"])
     connector = CertRecordingConnector(policy=ALLOW_LOOPBACK_V4, resolver=resolver, use_dns_cache=False,
                                        force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        ctx = AdapterContext(session=session)
+        yield AdapterContext(session=session), connector, resolver
+
+
+async def test_a_name_rebound_to_a_refused_address_is_refused_after_it_was_permitted(listener) -> None:
+    async with loopback_names() as (ctx, _, resolver):
         url = f"http://rebinding.example:{listener.port}/"
         assert (await fetch(ctx, "GET", url)).status == 200
         resolver.addresses = ["127.0.0.1", "10.0.0.5"]  # the same name now also names an internal address
@@ -83,11 +91,7 @@ async def test_a_vendor_request_permitted_for_one_host_does_not_open_another(lis
 
 
 async def test_a_new_policy_forgets_what_the_old_one_permitted(listener) -> None:
-    resolver = SwitchableResolver(["127.0.0.1"])
-    connector = CertRecordingConnector(policy=ALLOW_LOOPBACK_V4, resolver=resolver, use_dns_cache=False,
-                                       force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        ctx = AdapterContext(session=session)
+    async with loopback_names() as (ctx, connector, _):
         url = f"http://loopback.example:{listener.port}/"
         assert (await fetch(ctx, "GET", url)).status == 200
         connector.policy = EgressPolicy()  # loopback no longer allowed
