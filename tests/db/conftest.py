@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from exporter.storage.store import create_pool
 from tests.support.fakes import loopback_session
 from tests.support.receiver import Receiver
 
@@ -30,3 +31,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP session that enforces the egress policy and allows the loopback receiver."""
     async with loopback_session() as s:
         yield s
+
+
+@pytest.fixture
+async def vault_pool(db_dsn):
+    """A pool as the service's role: what the credential functions are called through."""
+    pool = await create_pool(db_dsn, role="service_role")
+    yield pool
+    await pool.close()

@@ -13,7 +13,6 @@ import pytest
 from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.storage.credentials import REFUSED, CachedCredentials, SupabaseVaultCredentials
-from exporter.storage.store import create_pool
 from tests.support.fakes import CountingPool
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
@@ -22,13 +21,6 @@ BATCH = "SELECT org_id, ref, secret, expires_at FROM public.integration_health_c
 LOOKUP = "SELECT public.integration_health_credential($1, $2)"
 EXPIRY = "SELECT public.integration_health_credential_expiry($1, $2)"
 FUNCTION = "'public.integration_health_credentials(uuid[], text[])'::regprocedure"
-
-
-@pytest.fixture
-async def vault_pool(db_dsn):
-    pool = await create_pool(db_dsn, role="service_role")
-    yield pool
-    await pool.close()
 
 
 async def plant(admin: asyncpg.Connection) -> dict[str, UUID]:

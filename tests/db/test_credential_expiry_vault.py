@@ -14,19 +14,11 @@ import pytest
 from exporter.core.model import CheckState, HealthStatus, IntegrationResult, make_result, secret_name
 from exporter.demo.seed import install_vault_stand_in
 from exporter.storage.credentials import SupabaseVaultCredentials
-from exporter.storage.store import create_pool
 
 ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
 EXPIRY = "SELECT public.integration_health_credential_expiry($1, $2)"
 END = datetime(2027, 5, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def vault_pool(db_dsn):
-    pool = await create_pool(db_dsn, role="service_role")
-    yield pool
-    await pool.close()
 
 
 async def describe(admin: asyncpg.Connection, name: str, description: str) -> None:

@@ -15,7 +15,6 @@ from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, HealthStatu
 from exporter.demo.seed import install_vault_stand_in
 from exporter.demo.simulator import FAKES
 from exporter.storage.credentials import SupabaseVaultCredentials
-from exporter.storage.store import create_pool
 from tests.support.attacker import AttackerHost
 from tests.support.fakes import runner_for
 
@@ -23,13 +22,6 @@ ORG_A = UUID("aaaaaaaa-0000-4000-8000-00000000000a")
 ORG_B = UUID("bbbbbbbb-0000-4000-8000-00000000000b")
 KINDS = list(ADAPTERS)
 LOOKUP = "SELECT public.integration_health_credential($1, $2)"
-
-
-@pytest.fixture
-async def vault_pool(db_dsn):
-    pool = await create_pool(db_dsn, role="service_role")
-    yield pool
-    await pool.close()
 
 
 async def test_vault_resolves_an_orgs_secret_by_name_and_by_id(admin, vault_pool) -> None:
