@@ -33,6 +33,7 @@ def scratch_dir() -> Path:
 
 
 def _exit_on_term(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM must not cut the database's stop short
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the `finally` stops the database, atexit removes it
 
 

@@ -80,8 +80,7 @@ def credentials_ahead(credentials: CredentialProvider, refresh_s: float
         finally:
             if keeper is not None:
                 keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                await asyncio.wait([keeper])  # waits for it without swallowing a cancellation of the cycle
     return ahead
 
 

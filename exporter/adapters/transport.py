@@ -76,7 +76,8 @@ class EgressConnector(aiohttp.TCPConnector):
 
     @policy.setter
     def policy(self, policy: EgressPolicy) -> None:
-        """A new policy forgets every remembered permission: what the old one allowed, it may refuse."""
+        """A new policy forgets every remembered permission: what the old one allowed, it may refuse. Set it
+        before the session's first use: pooled connections opened under the old one are not re-judged."""
         self._policy, self.permitted = policy, PermittedCache()
 
     async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -31,7 +30,8 @@ class Batch:
 class Outbox:
     """A bounded queue of result batches in front of the store. Nothing is dropped while there is room;
     when full, the oldest batches go first, counted and logged (their newer results are what matter). The
-    batch being written is never one of them: its write may still land, and a result written is not lost."""
+    batch being written and the newest are never among them, so the queue can exceed the bound by those two.
+    (A batch whose write failed after some of its chunks landed counts whole if it is dropped later.)"""
 
     def __init__(self, store: Store, instruments: Instruments, *, max_results: int = 100_000,
                  retry_min_s: float = 1.0, retry_max_s: float = 60.0, submit_timeout_s: float = 15.0) -> None:
@@ -92,11 +92,11 @@ class Outbox:
     async def close(self) -> None:
         """At exit, after the last timed flush: a write still running past the grace is cut, so nothing
         outlives the pool (its results stay counted in `pending`, and the exit says so)."""
-        for writing in list(self._writing):
-            writing.cancel()
-        for writing in list(self._writing):
-            with contextlib.suppress(BaseException):
-                await writing
+        writing = list(self._writing)
+        for task in writing:
+            task.cancel()
+        if writing:
+            await asyncio.wait(writing)  # their outcome is theirs; a cancellation of the exit itself still raises
 
     async def _write(self, batch: Batch) -> None:
         """Persist a batch; when the database refuses its data, write it in halves until the offending

@@ -281,12 +281,11 @@ class CachedCredentials:
         only of secrets found, and what has been stale for longer than `stale_s` is dropped first: a tenant
         writing new references cannot grow the cache. A get or forget of a key while its batch is read wins
         over the batch (a secret rotated meanwhile is not put back)."""
+        self._evict()  # whatever the store: each cycle prefetches, so nothing stale outlives its allowance long
         if not isinstance(self._inner, ReadsMany) or self._ttl == 0:
             return  # nothing to batch, or nothing kept: each check asks the store itself
-        self._evict()
         soon, never = self._now() + self._ttl / 2, (-math.inf,)
-        todo = [key for key in dict.fromkeys(keys) if is_plain_ref(key[1]) and (
-                self._cache.get(key, never)[0] < soon or self._expiries.get(key, never)[0] < soon)]
+        todo = [key for key in dict.fromkeys(keys) if is_plain_ref(key[1]) and self._due(key, soon, never)]
         self._prefetching += 1
         try:
             await self._read_ahead(todo, self._inner)
@@ -294,6 +293,13 @@ class CachedCredentials:
             self._prefetching -= 1
             if not self._prefetching:
                 self._touched.clear()
+
+    def _due(self, key: Key, soon: float, never: tuple[float]) -> bool:
+        """Read again: missing or soon past its TTL; a refusal (no secret, so no expiry kept) by its entry alone."""
+        until, secret = self._cache.get(key, (never[0], None))
+        if until < soon:
+            return True
+        return secret is not None and self._expiries.get(key, never)[0] < soon
 
     def _evict(self) -> None:
         """Drop what is past its TTL and the stale allowance on top: nothing would serve it any more."""

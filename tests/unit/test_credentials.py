@@ -371,3 +371,60 @@ async def test_a_secret_forgotten_while_its_batch_is_read_is_not_put_back() -> N
     assert await cached.get(ORG_A, "a") == SecretStr("secret-of-a") and inner.reads == 1, \
         "the forgotten one was read again, not served from the batch"
     assert not cached._touched, "nothing noted once no prefetch runs"
+
+
+async def test_a_cycle_cancelled_while_reading_ahead_stays_cancelled_and_stops_the_keeper() -> None:
+    """Shutdown cancels a cycle past its grace: the read-ahead must neither swallow that (even while it waits
+    for its keeper to let go of a read) nor leave the keeper running."""
+    class SlowToLetGo(Batched):
+        async def read_many(self, keys):
+            self.batches.append(list(keys))
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.05)  # as a pooled connection being released
+                raise
+
+    inner = SlowToLetGo({"a"}, batch_size=10)
+    cached = CachedCredentials(inner, ttl=4, read_timeout_s=3600, monotonic=lambda: 0.0)
+    cached._cache[(ORG_A, "a")] = (10.0, SecretStr("x"))  # fresh: the first read is the keeper's
+    cached._expiries[(ORG_A, "a")] = (10.0, None)
+    ahead = credentials_ahead(cached, refresh_s=0.001)
+    reading = asyncio.Event()
+
+    async def cycle() -> str:
+        async with ahead([Integration(ORG_A, "http", {}, "a")]):
+            cached._cache[(ORG_A, "a")] = (0.0, SecretStr("x"))  # now due: the keeper reads
+            while not inner.batches:
+                await asyncio.sleep(0.001)
+            reading.set()
+        return "returned normally"  # the checks are done; leaving waits for the keeper
+
+    task = asyncio.create_task(cycle())
+    await reading.wait()
+    await asyncio.sleep(0.01)  # inside the exit, waiting for the keeper
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    asked = len(inner.batches)
+    await asyncio.sleep(0.02)
+    assert len(inner.batches) == asked, "the keeper outlived the cycle"
+
+
+async def test_a_refusal_is_not_read_again_until_its_entry_is_due() -> None:
+    inner = Batched(set(), batch_size=10)
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    await cached.prefetch([(ORG_A, "missing")])
+    await cached.prefetch([(ORG_A, "missing")])
+    assert inner.batches == [[(ORG_A, "missing")]], "a refusal re-read on every prefetch"
+
+
+async def test_without_batch_reads_the_cache_still_drops_what_is_stale(tmp_path: Path) -> None:
+    """DirectoryCredentials: a tenant's new references leave expiry entries; the cycle's prefetch drops them."""
+    now = [0.0]
+    cached = CachedCredentials(DirectoryCredentials(tmp_path), ttl=300, stale_s=600, monotonic=lambda: now[0])
+    for n in range(100):
+        now[0] = n * 60.0
+        await cached.expiry(ORG_A, f"ref-{n}")
+        await cached.prefetch([])
+    assert len(cached._expiries) <= (300 + 600) // 60 + 1, len(cached._expiries)
