@@ -63,6 +63,10 @@ class Instruments:
         self.loop_lag = Gauge("integration_health_event_loop_lag_seconds",
                               "Longest delay of the event loop over the last minute: how late a 0.25 s sleep "
                               "woke (checks, scrapes and probes wait this long too)", **kw)
+        self.metrics_behind = Gauge("integration_health_metrics_behind_seconds",
+                                    "How far behind the latest results the per-integration series of the latest "
+                                    "scrape were: 0 when current; up to 15 s while a large cycle's results are "
+                                    "being formatted", **kw)
         for outcome in ("success", "failure"):
             self.cycles.labels(outcome)
         # Per organisation the warm-ups show in the snapshot's gauges; these two stay a few series.

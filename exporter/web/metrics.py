@@ -41,6 +41,7 @@ class Exposition:
                  clock: Callable[[], datetime] = utcnow, wait_s: float = WAIT_S,
                  max_behind_s: float = MAX_BEHIND_S, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.registry, self.snapshot, self.clock = instruments.registry, snapshot, clock
+        self.behind = instruments.metrics_behind
         self.fleet = fleet or Fleet()
         self.wait_s, self.max_behind_s, self.monotonic = wait_s, max_behind_s, monotonic
         self._version: int | None = None  # the snapshot version the fleet's blocks reflect (None: unknown)
@@ -50,6 +51,7 @@ class Exposition:
 
     def render(self, compressed: bool = False) -> bytes:
         """The exposition text (or a multi-member gzip of it), refreshed here: for tests and one-shot uses."""
+        self.behind.set(0.0)
         if self.stale(self.clock()):
             version, changed = self.snapshot.version, self.snapshot.changed_since(self._version)
             self._version = None  # until this refresh is through (a failed one leaves the fleet empty)
@@ -68,13 +70,16 @@ class Exposition:
     async def _current(self) -> Published:
         """The fleet part to serve: refreshed up to the snapshot's version now, or, if that takes longer
         than `wait_s`, the last one when it is at most `max_behind_s` behind."""
+        self.behind.set(0.0)
         if not self.stale(self.clock()):
             return self.fleet.published
         wanted, deadline = self.snapshot.version, self.monotonic() + self.wait_s
         while self._shown < wanted:
             refreshing = self._refresh_task()
             done, _ = await asyncio.wait({refreshing}, timeout=max(0.0, deadline - self.monotonic()))
-            if not done and self.monotonic() - self._fresh_at <= self.max_behind_s:
+            behind = self.monotonic() - self._fresh_at
+            if not done and behind <= self.max_behind_s:
+                self.behind.set(behind)  # the scrape's own instruments, rendered after this, show it
                 return self.fleet.published
             await asyncio.shield(refreshing)  # raises its failure; a scrape cancelled never cancels it
         return self.fleet.published

@@ -351,14 +351,20 @@ async def test_a_scrape_during_a_long_refresh_is_served_the_last_body_while_it_i
     held = HeldRefresh(metrics.fleet)
     snapshot.update([replace(results[0], result=make_result(HealthStatus.DEGRADED, 9, T + timedelta(minutes=1)))])
     now[0] += 15.0
-    assert await metrics.render_off_loop() == before, "the refresh is under way: the last body, 15 s behind"
+    assert b"integration_health_metrics_behind_seconds 0.0" in before
+    served = await metrics.render_off_loop()
+    fleet_part = served.split(b"# HELP integration_health_checks_total")[0]
+    assert fleet_part == before.split(b"# HELP integration_health_checks_total")[0], \
+        "the refresh is under way: the last body, 15 s behind"
+    assert b"integration_health_metrics_behind_seconds 15.0" in served, "and the scrape says how far behind"
     assert held.started.is_set()
     now[0] += 0.1
     late = asyncio.create_task(metrics.render_off_loop())
     await asyncio.sleep(0.05)
     assert not late.done(), "more than 15 s behind: the scrape waits for the refresh"
     held.go.set()
-    assert b'status="degraded"} 1.0' in await late
+    current = await late
+    assert b'status="degraded"} 1.0' in current and b"integration_health_metrics_behind_seconds 0.0" in current
 
 
 async def test_a_scrape_cancelled_while_it_waits_leaves_the_refresh_running_for_the_next() -> None:
