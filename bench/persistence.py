@@ -106,7 +106,7 @@ async def at_scale(conn: asyncpg.Connection, store: Store, runs: int, scale: int
     expiring = T0 + timedelta(days=20)
 
     def flagged(i: int) -> list[IntegrationResult]:
-        return [replace(r, result=r.result.model_copy(update={"credential_expires_at": expiring}))
+        return [replace(r, result=replace(r.result, credential_expires_at=expiring))
                 for r in results_for(orgs, big_kinds, T0 + (runs + i) * SLOT)]
     first = time.perf_counter()
     await store.persist(flagged(0), T0 + runs * SLOT)

@@ -90,7 +90,7 @@ class ReportsCredentialExpiry:
         except Exception as exc:  # an expiry is extra information: never a reason for the check to fail
             log.debug("credential expiry lookup failed: %s", type(exc).__name__, extra={"org_id": str(org_id)})
             return result
-        return result.model_copy(update={"credential_expires_at": when}) if when else result
+        return replace(result, credential_expires_at=when) if when else result
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -68,7 +69,7 @@ def with_retry_after(result: HealthResult, seconds: float | None) -> HealthResul
     """The result, deferring the next check by `seconds` when the vendor said so another way than Retry-After."""
     if seconds is None or result.retry_after_s is not None:
         return result
-    return result.model_copy(update={"retry_after_s": max(0.0, seconds)})
+    return replace(result, retry_after_s=max(0.0, seconds))
 
 
 def healthy_or_slow(latency_ms: float, now: datetime, degraded_latency_ms: int) -> HealthResult:

@@ -4,6 +4,7 @@ optionally, once a day, the client secret's expiry from Microsoft Graph."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -84,7 +85,7 @@ class Dynamics365Check:
         graph = str(config.graph_url or GRAPH_URL).rstrip("/")
         scope = (org_id, config.credential_ref, config.effective_token_url, config.client_id, graph)
         end = await self.secret_expiries.get(scope, secret, lambda: self._graph_lookup(config, secret, graph))
-        return result.model_copy(update={"credential_expires_at": end}) if end else result
+        return replace(result, credential_expires_at=end) if end else result
 
     async def _graph_lookup(self, config: Dynamics365Config, secret: str, graph: str) -> datetime | None:
         """A Graph token (its own scope, fetched only for this daily lookup), then the app's password credentials."""

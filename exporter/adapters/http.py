@@ -69,7 +69,7 @@ class HttpCheck:
         if result is None and config.body_contains and config.body_contains.encode() not in resp.body:
             result = bad_response(resp.latency_ms, now, "the body lacks the expected text")
         result = result or healthy_or_slow(resp.latency_ms, now, config.degraded_latency_ms)
-        return result.model_copy(update={"tls_expires_at": resp.tls_expires_at}) if resp.tls_expires_at else result
+        return dataclasses.replace(result, tls_expires_at=resp.tls_expires_at) if resp.tls_expires_at else result
 
     async def _follow(self, method: str, url: str, headers: dict[str, str], options: dict[str, Any]) -> Response:
         """Fetch, following redirects on the same origin; another origin only without credentials."""

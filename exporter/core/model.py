@@ -7,10 +7,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 from exporter.core.sanitize import sanitize
 
@@ -68,13 +69,17 @@ AUTH_REASONS = frozenset({Reason.AUTH, Reason.AUTH_EXPIRED, Reason.AUTH_INVALID,
                           Reason.AUTH_NO_USER, Reason.AUTH_FORBIDDEN})
 
 
-class HealthResult(BaseModel):
-    """The outcome of one check. Failures are values too: the runner never lets an exception escape."""
+@validated_dataclass(frozen=True, slots=True)
+class HealthResult:
+    """The outcome of one check. Failures are values too: the runner never lets an exception escape.
 
-    model_config = ConfigDict(frozen=True)
+    A validated, slotted dataclass rather than a BaseModel: one object for the garbage collector to walk
+    instead of three (a model's instance, its __dict__ and its fields-set), and the fleet's results live
+    until the full collection after each cycle walks them (engine/heap.py). Still validated when built;
+    copy with dataclasses.replace, which validates too."""
 
     status: HealthStatus
-    latency_ms: int = Field(ge=0, le=MAX_LATENCY_MS)
+    latency_ms: Annotated[int, Field(ge=0, le=MAX_LATENCY_MS)]
     checked_at: AwareDatetime
     error: str | None = None
     reason: Reason | None = None

@@ -208,4 +208,4 @@ def keep_credential_expiry(previous: HealthResult | None, result: HealthResult, 
         return result
     if looked_up and result.status == HealthStatus.HEALTHY:
         return result
-    return result.model_copy(update={"credential_expires_at": previous.credential_expires_at})
+    return replace(result, credential_expires_at=previous.credential_expires_at)

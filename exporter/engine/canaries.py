@@ -92,7 +92,7 @@ class VendorWatch:
         for r in results:
             since = self.ongoing.get(r.integration_type)
             if since is not None and incidents.is_infra_failure(r.result):
-                r = replace(r, result=r.result.model_copy(update={"vendor_incident_since": since}))
+                r = replace(r, result=replace(r.result, vendor_incident_since=since))
             out.append(r)
         return out
 
@@ -108,7 +108,7 @@ class VendorWatch:
                 continue
             nxt = policy.next_slot(slot, interval_of(i))
             due = max(r.state.next_check_at or nxt, nxt)
-            out.append(replace(r, result=r.result.model_copy(update={"vendor_incident_since": since}),
+            out.append(replace(r, result=replace(r.result, vendor_incident_since=since),
                                state=replace(r.state, next_check_at=due)))
         return out
 

@@ -5,6 +5,7 @@ secret, and nothing for another organisation's secret; the expiry is stored with
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -92,7 +93,7 @@ async def test_the_expiry_is_stored_with_the_status_and_restored(store, admin) -
     await admin.execute("INSERT INTO integration_config (org_id, integration_type, config) VALUES ($1, 'fiken', '{}')",
                         ORG_A)
     t = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    result = make_result(HealthStatus.HEALTHY, 10, t).model_copy(update={"credential_expires_at": END})
+    result = replace(make_result(HealthStatus.HEALTHY, 10, t), credential_expires_at=END)
     await store.persist([IntegrationResult(ORG_A, "fiken", result, CheckState())], t)
     [restored] = await store.last_results()
     assert restored.result.credential_expires_at == END

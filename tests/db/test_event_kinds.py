@@ -35,7 +35,7 @@ def result(n: int, org: UUID = ORG, kind: str = "xledger", status: HealthStatus 
     """The n-th quarter-hour's result of one integration, with the flags the engine would have set."""
     maintenance = flags.pop("maintenance", False)
     error, reason = (None, None) if status == H else ("connect failed", Reason.CONNECT)
-    r = make_result(status, 40, T + n * M, error, reason).model_copy(update=flags)
+    r = replace(make_result(status, 40, T + n * M, error, reason), **flags)
     return IntegrationResult(org, kind, r, maintenance=maintenance)
 
 
@@ -77,7 +77,7 @@ async def test_a_vendor_incident_is_enqueued_once_per_org_when_it_starts_and_whe
     await persist(store, *down)  # the same batch again: the outbox retries
     replica = Store(await create_pool(db_dsn, role="service_role", max_size=1))
     try:  # a second replica writing the next slot's standing rows of the same incident
-        await persist(replica, *[replace(r, result=r.result.model_copy(update={"checked_at": T + 2 * M}))
+        await persist(replica, *[replace(r, result=replace(r.result, checked_at=T + 2 * M))
                                  for r in down])
     finally:
         await replica.pool.close()
@@ -143,10 +143,10 @@ async def test_a_credential_is_enqueued_once_at_30_days_once_at_7_and_again_when
         await persist(store, result(0, org, credential_expires_at=expires if org != OTHER else T + timedelta(days=90)))
     for n in (1, 2):
         await persist(store, *[result(n, org, credential_expires_at=expires) for org in (ORG, QUIET)])
-    late = result(0, credential_expires_at=expires).result.model_copy(update={"checked_at": T + timedelta(days=14)})
+    late = replace(result(0, credential_expires_at=expires).result, checked_at=T + timedelta(days=14))
     await persist(store, IntegrationResult(ORG, "xledger", late))
-    renewed = result(0, credential_expires_at=T + timedelta(days=30)).result.model_copy(
-        update={"checked_at": T + timedelta(days=15)})
+    renewed = replace(result(0, credential_expires_at=T + timedelta(days=30)).result,
+                      checked_at=T + timedelta(days=15))
     await persist(store, IntegrationResult(ORG, "xledger", renewed))
     said = await outbox(admin, EventType.CREDENTIAL_EXPIRING)
     assert [(org, valid(body, subscribed)) for org, body in said] == [

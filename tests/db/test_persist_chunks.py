@@ -5,6 +5,7 @@ keeps each key's newest 96 history rows with its count right, on a database migr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -61,8 +62,8 @@ async def test_each_chunk_announces_its_own_status_changes_and_flag_moves(store:
     assert {r["event_type"] for r in rows} == {"integration.status_changed"}
     expiring = T0 + timedelta(days=10)  # a flag move, read only for the subscribed organisations' rows
     batch = [result(o, k, U, T0 + 4 * SLOT) for o in orgs for k in KINDS]
-    batch = [IntegrationResult(r.org_id, r.integration_type, r.result.model_copy(
-        update={"credential_expires_at": expiring})) for r in batch]
+    batch = [IntegrationResult(r.org_id, r.integration_type, replace(r.result, credential_expires_at=expiring))
+             for r in batch]
     await store.persist(batch, T0 + 4 * SLOT)
     expiry = await admin.fetch("SELECT org_id FROM webhook_delivery WHERE event_type = 'credential.expiring'")
     assert sorted(r["org_id"] for r in expiry) == sorted(o for o in orgs[::2] for _ in KINDS)

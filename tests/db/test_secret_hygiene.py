@@ -94,7 +94,7 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
             slot = T0 + i * timedelta(minutes=15)
             results = await check_org(org, store=store, runner=runner, slot=slot)
             refused = await check_org(other_org, store=store, runner=runner, slot=slot)
-            outputs += [r.result.model_dump_json() for r in results + refused]
+            outputs += [repr(r.result) for r in results + refused]  # every field
             outputs += [repr(r) for r in results + refused]
             if mode == "healthy":
                 in_healthy_mode = {r.integration_type: (r.result.status, r.result.reason, r.result.error)
@@ -108,7 +108,7 @@ async def test_no_planted_secret_reaches_logs_errors_or_database_rows(
                 (HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {CREDENTIAL_REFUSED}")}
         [with_userinfo] = await check_org(userinfo_org, store=store, runner=runner, slot=T0)
     assert len(outputs) == 2 * 2 * len(MODES) * len(REFS)
-    outputs += [with_userinfo.result.model_dump_json(), repr(with_userinfo), exposition]
+    outputs += [repr(with_userinfo.result), repr(with_userinfo), exposition]
     assert "integration_health_credential_expiry_timestamp_seconds{" in exposition
     assert (with_userinfo.result.status, with_userinfo.result.reason) == (HealthStatus.UNREACHABLE,
                                                                           Reason.INVALID_CONFIG)

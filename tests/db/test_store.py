@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -217,7 +218,7 @@ async def test_a_vendor_incident_is_kept_in_status_and_history_and_a_standing_re
         store: Store, admin) -> None:
     org = uuid4()
     failed = result(org, "xledger", HealthStatus.UNREACHABLE, T0, 10_000, "timed out")
-    flagged = IntegrationResult(org, "xledger", failed.result.model_copy(update={"vendor_incident_since": T0}))
+    flagged = IntegrationResult(org, "xledger", replace(failed.result, vendor_incident_since=T0))
     await store.persist([flagged], T0)
     await store.persist([flagged], None)  # left standing in the next slots: the status row only
     await store.persist([flagged], None)

@@ -173,7 +173,7 @@ async def test_a_result_in_a_vendor_wide_incident_says_so_in_status_and_history(
     client, store = served
     since = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
     current = store.status[(ORG, "http")]
-    flagged = replace(current, result=current.result.model_copy(update={"vendor_incident_since": since}))
+    flagged = replace(current, result=replace(current.result, vendor_incident_since=since))
     store.status[(ORG, "http")] = flagged
     store.slots[(ORG, "http", since)] = flagged
     (health,) = (await (await client.get(f"/api/v1/orgs/{ORG}/health", headers=AUTH)).json())["integrations"]

@@ -4,6 +4,7 @@ Dynamics 365's client secret read from Microsoft Graph (the simulator serves it)
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -97,7 +98,7 @@ async def test_every_result_carries_the_stores_expiry_healthy_or_not(sim, http_s
 
 
 def test_a_check_cut_short_keeps_the_last_known_expiry_and_a_healthy_one_without_it_clears_it() -> None:
-    known = make_result(HealthStatus.HEALTHY, 10, T).model_copy(update={"credential_expires_at": END})
+    known = replace(make_result(HealthStatus.HEALTHY, 10, T), credential_expires_at=END)
     timeout = make_result(HealthStatus.UNREACHABLE, 10_000, T, "timed out", Reason.TIMEOUT)
     assert policy.keep_credential_expiry(known, timeout, looked_up=True).credential_expires_at == END
     healthy = make_result(HealthStatus.HEALTHY, 10, T)

@@ -3,6 +3,7 @@ the canaries, a stable start, and which integrations are the canaries."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -136,7 +137,7 @@ def test_failing_ratio_and_restored_incidents() -> None:
     assert incidents.failing_ratio(results, "xledger") == 0.75
     assert incidents.failing_ratio(results, "fiken") == 0.0
     flagged = [IntegrationResult(r.org_id, r.integration_type,
-                                 r.result.model_copy(update={"vendor_incident_since": SLOT})) for r in results[:2]]
+                                 replace(r.result, vendor_incident_since=SLOT)) for r in results[:2]]
     assert incidents.restored(flagged + results[2:]) == {"xledger": SLOT}
 
 

@@ -38,8 +38,8 @@ XLEDGER_UPGRADE = Window(UUID(int=1), A, "xledger", T - timedelta(hours=1), T + 
 def sample_metrics() -> tuple[Exposition, Snapshot]:
     snapshot = Snapshot()
     results = [
-        IntegrationResult(A, "xledger", make_result(HealthStatus.HEALTHY, 182, T).model_copy(
-                          update={"credential_expires_at": datetime(2027, 5, 1, tzinfo=UTC)}),
+        IntegrationResult(A, "xledger", replace(make_result(HealthStatus.HEALTHY, 182, T),
+                                                credential_expires_at=datetime(2027, 5, 1, tzinfo=UTC)),
                           CheckState(0, datetime(2026, 11, 22, 13, 0, tzinfo=UTC))),
         IntegrationResult(A, "http", make_result(HealthStatus.HEALTHY, 40, T,
                                                  tls_expires_at=datetime(2027, 1, 1, tzinfo=UTC)), CheckState(0, T)),
@@ -181,7 +181,7 @@ def test_only_changed_keys_are_formatted_and_only_their_blocks_compressed_again(
     assert metrics.fleet.rendered == 30  # 10 results + 10 modes + 10 maintenance flags
     compressed = []
     monkeypatch.setattr(gzip, "compress", lambda data, **kw: compressed.append(data) or zlib_gzip(data))
-    slower = replace(results[3], result=results[3].result.model_copy(update={"latency_ms": 41}))
+    slower = replace(results[3], result=replace(results[3].result, latency_ms=41))
     snapshot.update([slower])  # the same result but for its latency
     assert gzip.decompress(metrics.render(compressed=True)).count(b" 0.041\n") == 1
     assert metrics.fleet.rendered == 31
@@ -313,7 +313,7 @@ def test_a_block_whose_lines_come_out_the_same_is_not_compressed_again(monkeypat
     metrics, snapshot, results = fleet_of(4, block_keys=block_keys)
     compressed = []
     monkeypatch.setattr(gzip, "compress", lambda data, **kw: compressed.append(data) or zlib_gzip(data))
-    snapshot.update([replace(results[0], result=results[0].result.model_copy())])  # a new result, equal lines
+    snapshot.update([replace(results[0], result=replace(results[0].result))])  # a new result, equal lines
     metrics.render(compressed=True)
     assert len(compressed) == 1, "the instruments' member only"
 
