@@ -159,7 +159,7 @@ def new_cold_starts(runs: list[SyncRun], counted: frozenset[datetime] | None) ->
     cold = frozenset(r.scheduled_for for r in runs if r.cold_start)
     if counted is None:
         return 0, cold
-    return len(cold - counted), cold
+    return len(cold - counted), counted if cold == counted else cold  # the one held: the new one dies at once
 
 
 def schedule_from_columns(columns: dict[str, object] | None) -> SyncSchedule | None:

@@ -119,7 +119,8 @@ class Scheduler:
         states = self.snapshot.states()
         modes = {key_of(i): "passive" if self.is_passive(i, states.get(key_of(i)), slot) else "active"
                  for i in self.integrations}
-        self.snapshot.modes = modes
+        if modes != self.snapshot.modes:  # else the held one stays: no new keys survive for the GC to walk
+            self.snapshot.modes = modes
         passive = [i for i in self.integrations if modes[key_of(i)] == "passive"]
         active = [i for i in self.integrations if modes[key_of(i)] == "active"]
         await asyncio.sleep(0)

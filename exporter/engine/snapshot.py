@@ -42,6 +42,9 @@ class Snapshot:
     _journaled: int = field(default=0, init=False, repr=False, compare=False)  # keys in the journal
     _forgotten: int = field(default=-1, init=False, repr=False, compare=False)  # newest version dropped from it
     _removed: int = field(default=-1, init=False, repr=False, compare=False)  # latest version that removed a key
+    # each key as the one object `results` holds it by: the journal notes that one, not the copy each result
+    # makes, so a cycle leaves no new key for the full collection after it to walk (engine/heap.py)
+    _keys: dict[Key, Key] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ready", True)
@@ -63,8 +66,10 @@ class Snapshot:
         Each replacement with another status counts as a change, so flapping shows as a counter's rate.
         """
         changed = []
+        keys = self._keys
         for r in results:
             key = (r.org_id, r.integration_type)
+            key = keys.setdefault(key, key)
             current = self.results.get(key)
             if current is None or current.result.checked_at <= r.result.checked_at:
                 self.results[key] = r
@@ -81,6 +86,7 @@ class Snapshot:
             for key in gone:
                 del self.results[key]
                 self.status_changes.pop(key, None)
+                self._keys.pop(key, None)
             self.version += 1
             self._removed = self.version  # the keys after it moved up: a renderer compares everything again
         for name in ("modes", "syncs", "warmups"):

@@ -325,6 +325,7 @@ class CachedCredentials:
             for key, stored in found.items():
                 if key in self._touched:
                     continue
-                self._cache[key] = (until, stored.secret)
+                held = self._cache.get(key)  # an unchanged secret stays the object held: the copy read dies
+                self._cache[key] = (until, held[1] if held and held[1] == stored.secret else stored.secret)
                 if stored.secret is not None:
                     self._expiries[key] = (until, stored.expires_at)
