@@ -209,6 +209,22 @@ async def test_a_prefetch_rereads_only_what_has_less_than_half_its_ttl_left() ->
     assert inner.batches[2:] == [[(ORG_A, "a")]], "a: 149 s left; b: read at 100, 249 s left"
 
 
+async def test_a_secret_read_again_unchanged_stays_the_object_held_and_a_rotated_one_replaces_it() -> None:
+    """The copy each read makes would live until the next cycle for the full collection to walk (engine/heap.py)."""
+    now = [0.0]
+    inner = Batched({"a"})
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: now[0])
+    await cached.prefetch([(ORG_A, "a")])
+    held = await cached.get(ORG_A, "a")
+    now[0] = 200.0
+    await cached.prefetch([(ORG_A, "a")])
+    assert len(inner.batches) == 2 and await cached.get(ORG_A, "a") is held
+    inner.read_many = lambda keys: asyncio.sleep(0, {k: Stored(SecretStr("rotated"), END) for k in keys})
+    now[0] = 400.0
+    await cached.prefetch([(ORG_A, "a")])
+    assert (await cached.get(ORG_A, "a")).get_secret_value() == "rotated"
+
+
 async def test_a_prefetched_refusal_is_answered_once_then_the_store_is_asked_again() -> None:
     """A secret added after the prefetch counts on the next get (a run-now after the admin fixed it)."""
     inner = Batched({"a"})

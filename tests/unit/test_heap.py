@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gc
 import weakref
+from datetime import UTC, datetime
+from uuid import UUID
 
+from exporter.core.model import CheckState, HealthStatus, IntegrationResult, Reason, make_result
 from exporter.engine import heap
 
 
@@ -44,3 +47,15 @@ def test_settle_collects_cyclic_garbage_that_aged_into_the_oldest_generation_bef
         assert gone() is None, "collected, not frozen for good"
     finally:
         gc.unfreeze()
+
+
+def test_a_result_is_two_objects_for_the_collector_to_walk() -> None:
+    """The fleet's results live from one cycle to the next, so the full collection after each cycle walks
+    every one: a result and its check's outcome, nothing more per result (a BaseModel outcome was three)."""
+    org, state, at = UUID(int=1), CheckState(), datetime(2026, 11, 24, tzinfo=UTC)
+    gc.collect()
+    before = {id(o) for o in gc.get_objects()}
+    results = [IntegrationResult(org, "http", make_result(HealthStatus.UNREACHABLE, n, at, f"error {n}",
+                                                          Reason.TIMEOUT, 30.0, at), state) for n in range(1000)]
+    new = [o for o in gc.get_objects() if id(o) not in before and o is not results]
+    assert len(new) <= 2 * len(results) + 10, {type(o).__name__ for o in new}

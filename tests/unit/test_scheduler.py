@@ -418,3 +418,21 @@ async def test_equal_states_after_a_cycle_are_one_object(sim) -> None:
     assert [r.result.status for r in results] == [HealthStatus.HEALTHY] * 3
     assert len({id(r.state) for r in results}) == 1
     assert results[0].state == CheckState(next_check_at=SLOT + timedelta(minutes=15))
+
+
+async def test_a_cycle_that_changed_no_mode_keeps_the_modes_and_the_keys_held(sim) -> None:
+    """What a cycle replaces with an equal copy lives until the next one, for the full collection after it to
+    walk (engine/heap.py): equal modes stay the mapping held, and the journal names the keys held."""
+    _, base = sim
+    store = MemoryStore([Integration(UUID(int=n), "http", {"url": f"{base}/http/t{n}", "method": "GET"})
+                         for n in range(1, 4)])
+    async with loopback_session() as session:
+        services = build_services(settings_for("postgresql://unused", check_interval=900), store=store,
+                                  session=session)  # type: ignore[arg-type]
+        await services.scheduler.run_cycle(SLOT, SLOT)
+        snapshot = services.snapshot
+        modes, keys, seen = snapshot.modes, {id(k) for k in snapshot.results}, snapshot.version
+        await services.scheduler.run_cycle(SLOT + timedelta(minutes=15), SLOT + timedelta(minutes=15))
+    assert snapshot.modes is modes
+    assert len(snapshot.changed_since(seen)) == 3
+    assert {id(k) for batch in snapshot.changes_since(seen) for k in batch} == keys

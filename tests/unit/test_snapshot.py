@@ -84,3 +84,18 @@ def test_a_forgotten_key_or_a_journal_that_no_longer_reaches_back_means_compare_
         snapshot.update([result(A, minute + 1)])
     assert snapshot.changed_since(seen) is None
     assert snapshot.changed_since(snapshot.version - 1) == {A}
+
+
+def test_the_journal_notes_each_key_as_the_object_the_results_hold_it_by() -> None:
+    """A result's own key tuple would live in the journal until the next cycle, for the full collection after
+    this one to walk (engine/heap.py): the journal notes the key the snapshot already holds."""
+    snapshot = Snapshot()
+    snapshot.update([result(A)])
+    held = next(iter(snapshot.results))
+    seen = snapshot.version
+    snapshot.update([result((UUID(int=1), "http"), 15)])  # an equal key, another tuple
+    [batch] = snapshot.changes_since(seen)
+    assert [key is held for key in batch] == [True]
+    snapshot.retain(set())
+    snapshot.update([result(A, 30)])
+    assert next(iter(snapshot.results)) is not held, "a key forgotten is forgotten as the one held too"

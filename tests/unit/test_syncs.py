@@ -8,7 +8,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from exporter.core.model import HealthStatus, Reason
-from exporter.core.syncs import SyncRun, SyncSchedule, SyncState, assess, passive_result, schedule_from_columns
+from exporter.core.syncs import (
+    SyncRun,
+    SyncSchedule,
+    SyncState,
+    assess,
+    new_cold_starts,
+    passive_result,
+    schedule_from_columns,
+)
 
 OSLO = ZoneInfo("Europe/Oslo")
 DAILY_2 = SyncSchedule(cron="0 2 * * *", timezone="Europe/Oslo", grace_s=900, max_duration_s=3600)
@@ -161,3 +169,14 @@ def test_a_daily_sync_in_the_repeated_autumn_hour_stays_on_schedule_all_night() 
     assert set(states) == {SyncState.ON_SCHEDULE}
     assert set(previous) == {datetime(2026, 10, 25, 0, 30, tzinfo=UTC)}, "the second 02:30 is not a new period"
     assert schedule.next(datetime(2026, 10, 25, 1, 0, tzinfo=UTC)) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+
+def test_cold_starts_counted_once_and_the_held_set_kept_while_nothing_new_came() -> None:
+    at = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    cold = [SyncRun(at, "success", cold_start=True), SyncRun(at + H, "success", cold_start=False)]
+    new, counted = new_cold_starts(cold, None)
+    assert (new, counted) == (0, frozenset({at})), "first sight: the baseline, not news"
+    new, again = new_cold_starts(cold, counted)
+    assert new == 0 and again is counted, "the held set, not an equal copy for the full collection to walk"
+    later = [*cold, SyncRun(at + 2 * H, "success", cold_start=True)]
+    assert new_cold_starts(later, counted) == (1, frozenset({at, at + 2 * H}))
