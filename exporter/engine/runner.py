@@ -61,8 +61,8 @@ class Runner:
         in one go held the event loop ~100 ms, and all but the limiter's few would only have waited."""
         done: list[IntegrationResult] = []
         failed: list[BaseException] = []
-        ready = asyncio.Event()
-        waiting, tasks = iter(integrations), set()
+        ready, everything = asyncio.Event(), asyncio.Event()  # a check finished; all have
+        waiting, tasks, finished = iter(integrations), set(), [0]
 
         def start_next() -> None:
             if (i := next(waiting, None)) is not None:
@@ -75,6 +75,9 @@ class Runner:
                 done.append(IntegrationResult(i.org_id, i.integration_type, await self._run_one(i)))
             except Exception as exc:  # a bug, not a check's failure (those are results): fail as gather would
                 failed.append(exc)
+            finished[0] += 1
+            if finished[0] == len(integrations):
+                everything.set()
             ready.set()
             start_next()
 
@@ -88,7 +91,9 @@ class Runner:
                 if failed:
                     raise failed[0]
                 if (wait := last + every_s - loop.time()) > 0 and len(done) < left:
-                    await asyncio.sleep(wait)  # more finish meanwhile: one batch for them all
+                    with contextlib.suppress(TimeoutError):  # more finish meanwhile: one batch for them all,
+                        async with asyncio.timeout(wait):  # but none waits once the last is in (the
+                            await everything.wait()  # hanging ones time out a few ms apart)
                 ready.clear()
                 batch, done[:] = done[:], []
                 left, last = left - len(batch), loop.time()

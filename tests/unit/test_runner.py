@@ -231,6 +231,20 @@ async def test_batches_yield_each_result_once_as_its_check_finishes_not_when_the
         "the fast result came while the slow check still ran"
 
 
+async def test_the_last_results_come_once_the_last_check_is_in_not_a_batch_interval_after(ctx) -> None:
+    """Batches come at most every `every_s`, but none waits out that interval once every check is in: the
+    hanging checks time out a few ms apart, and the cycle's end waited up to 0.25 s for the last of them."""
+    rec = Recorder()
+    runner = runner_for(ctx, {"http": rec.sleeper("slow", 0.02), "fiken": rec.sleeper("slower", 0.04),
+                              "xledger": rec.sleeper("fast", 0.0)})
+    batches = []
+    async with asyncio.timeout(60):  # without the fix: an hour's wait for the last batch
+        async for batch in runner.batches([integration("http"), integration("fiken", {}), integration("xledger", {})],
+                                          every_s=3600):
+            batches.append(sorted(r.integration_type for r in batch))
+    assert batches[0] == ["xledger"] and sorted(sum(batches[1:], [])) == ["fiken", "http"]
+
+
 async def test_a_bug_in_a_check_fails_the_batches_as_it_fails_run(ctx, monkeypatch) -> None:
     runner = runner_for(ctx, {"http": Recorder().sleeper("fast", 0.0)})
 
