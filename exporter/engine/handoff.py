@@ -23,8 +23,10 @@ EARLY_BATCH = 2_000  # results per early hand-off at least: about one persist ch
 
 class Handoff:
     """Collects a run's results by organisation; hands each complete, final organisation over in batches of
-    at least `batch` (observed, then submitted in the background); `handed` says which results went, so
-    the publish after the decision sends only the rest, and `settle` waits for the early writes."""
+    at least `batch` (observed, then submitted in the background), or whatever is ready once no more than
+    `batch` checks are out (the slowest, at the end: what is ready then would otherwise wait for them);
+    `handed` says which results went, so the publish after the decision sends only the rest, and `settle`
+    waits for the early writes."""
 
     def __init__(self, slot: datetime, observe: Callable[[Sequence[IntegrationResult]], None],
                  submit: Callable[[Sequence[IntegrationResult], datetime], Awaitable[bool]],
@@ -33,13 +35,16 @@ class Handoff:
         self.batch = EARLY_BATCH if batch is None else batch
         self.handed: dict[Key, IntegrationResult] = {}
         self._left: Counter[UUID] = Counter()  # checks of each organisation not in yet
+        self._out = 0  # checks not in yet, all organisations
         self._held: dict[UUID, list[IntegrationResult]] = {}  # what each will publish, while others are out
         self._blocked: set[UUID] = set()  # a result the decision may change: the whole organisation waits
         self._ready: list[IntegrationResult] = []
         self._writes: list[asyncio.Task[bool]] = []
 
     def expect(self, integrations: Iterable[Integration]) -> None:
+        before = self._left.total()
         self._left.update(i.org_id for i in integrations)
+        self._out += self._left.total() - before
 
     def take(self, stated: Iterable[IntegrationResult], shown: Mapping[Key, IntegrationResult | None]) -> None:
         """Results just stated; `shown` has what each known one showed (None: not checked, nothing to publish),
@@ -51,12 +56,13 @@ class Handoff:
             elif org not in self._blocked and (published := shown.get(key, r) if key in shown else r) is not None:
                 self._held.setdefault(org, []).append(published)
             self._left[org] -= 1
+            self._out -= 1
             if self._left[org] <= 0:
                 del self._left[org]
                 held = self._held.pop(org, [])
                 if org not in self._blocked:
                     self._ready += held
-        if len(self._ready) >= self.batch:
+        if self._ready and (len(self._ready) >= self.batch or self._out <= self.batch):
             self._hand(self._ready)
             self._ready = []
 

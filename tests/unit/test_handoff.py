@@ -35,13 +35,30 @@ async def test_an_organisation_goes_once_all_its_checks_are_in_and_in_batches_of
     outbox = Outbox()
     early = Handoff(SLOT, outbox.observe, outbox.submit, batch=2)
     early.expect([Integration(A, "http", {}), Integration(A, "fiken", {}), Integration(B, "http", {})])
+    early.expect([Integration(C, kind, {}) for kind in ("http", "fiken", "xledger")])
     a1, a2, b1 = result(A, "http"), result(A, "fiken"), result(B, "http")
     early.take([a1, b1], {})
     assert early.handed == {}, "B alone is fewer than the batch; A still has a check out"
     early.take([a2], {})
-    await early.settle()
-    assert outbox.submitted == [([b1, a1, a2], SLOT)] and outbox.observed == [[b1, a1, a2]]
     assert early.handed == {(B, "http"): b1, (A, "http"): a1, (A, "fiken"): a2}
+    c = [result(C, kind) for kind in ("http", "fiken", "xledger")]
+    early.take(c[:2], {})
+    assert len(early.handed) == 3, "C still has a check out"
+    early.take(c[2:], {})  # the last: what is ready goes, however few
+    await early.settle()
+    assert outbox.submitted == [([b1, a1, a2], SLOT), (c, SLOT)] and outbox.observed == [[b1, a1, a2], c]
+
+
+async def test_once_at_most_a_batch_of_checks_is_out_whatever_is_ready_goes() -> None:
+    """The slowest checks come last: results ready before them must not wait for them."""
+    outbox = Outbox()
+    early = Handoff(SLOT, outbox.observe, outbox.submit, batch=2)
+    early.expect([Integration(org, "http", {}) for org in (A, B, C, UUID(int=4))])
+    early.take([result(A, "http")], {})
+    assert early.handed == {}, "three checks are out: a batch could still fill"
+    early.take([result(B, "http")], {})
+    assert list(early.handed) == [(A, "http"), (B, "http")], "two are out: no batch can fill any more"
+    await early.settle()
 
 
 async def test_an_infrastructure_failure_keeps_its_whole_organisation_for_the_incident_decision() -> None:

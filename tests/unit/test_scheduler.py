@@ -299,7 +299,6 @@ async def test_the_snapshot_shows_results_as_checks_finish_before_the_cycle_ends
         cycle = asyncio.create_task(services.scheduler.run_cycle(at, at))
         await wait_until(lambda: services.snapshot.results[(fast, "http")] not in first, what="the fast result")
         assert not cycle.done() and services.snapshot.results[(stuck, "http")] in first, "the hang still runs"
-        assert all(r in first for r in store.status.values()), "persisted at the end of the cycle"
         results = await cycle
     assert services.snapshot.results[(fast, "http")] in results
     assert services.snapshot.results[(stuck, "http")].result.reason == Reason.TIMEOUT
