@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -229,7 +230,8 @@ class Scheduler:
         known = {key for key in by_key if key in self.snapshot.results}
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
-        async with contextlib.aclosing(self.runner.batches(integrations)) as batches:  # a failure here stops them
+        slow = sum(1 for _ in itertools.takewhile(lambda i: self._slowness(i) > 0, integrations))  # slowest first
+        async with contextlib.aclosing(self.runner.batches(integrations, slow=slow)) as batches:  # a failure stops them
             async for batch in batches:
                 for at in range(0, len(batch), CHUNK):
                     await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
