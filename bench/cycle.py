@@ -298,13 +298,16 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
             services.scheduler.read_ahead = timed_ahead if prefetch else None
             queries: list[int] = []
             aheads: list[float] = []
-            persist_times: list[float] = []
+            persist_calls: list[int] = []
+            persist_times: list[float] = []  # each cycle's persists, summed (most overlap its checks)
+            persisting = [0.0, 0]  # seconds and calls of the cycle running
             original = services.store.persist
 
             async def timed_persist(results, slot):
                 start = time.perf_counter()
                 await original(results, slot)
-                persist_times.append(time.perf_counter() - start)
+                persisting[0] += time.perf_counter() - start  # a cycle persists in parts (engine/handoff.py)
+                persisting[1] += 1
 
             services.store.persist = timed_persist  # type: ignore[method-assign]
             services.outbox.submit_timeout_s = 600  # the service stops waiting after 15 s and retries the
@@ -335,7 +338,10 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 refresh0, full0 = refresh_cpu[0], gc.get_stats()[2]["collections"]
                 if steps:
                     steps.begin()
+                persisting[:] = [0.0, 0]
                 results = await services.scheduler.run_cycle(at, at)
+                persist_times.append(persisting[0])
+                persist_calls.append(persisting[1])
                 if steps:
                     steps.note("cycle returns")
                 walls.append(time.perf_counter() - wall0)
@@ -355,7 +361,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 firsts.append(first)
                 plains.append((await timed(exposition.render_off_loop()))[0])
                 print(f"  cycle {i + 1}: {walls[-1]:.2f} s wall, {cpus[-1]:.3f} CPU-ms/check, "
-                      f"{len(results)} checked, persist {persist_times[-1] * 1000:.0f} ms, first /metrics "
+                      f"{len(results)} checked, persist {persist_times[-1] * 1000:.0f} ms in "
+                      f"{persist_calls[-1]} parts, first /metrics "
                       f"{first:.0f} ms, longest event-loop lag {lags[-1]:.0f} ms, {queries[-1]} credential "
                       f"queries ({aheads[-1] * 1000:.0f} ms reading them ahead), refreshes {refresh_cpus[-1]:.3f} "
                       f"CPU-ms/check, {full_collections[-1]} full collections", flush=True)
@@ -399,7 +406,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
         ("credential store queries per cycle (secrets and expiries)", f"{statistics.median(queries):,.0f}",
          f"read ahead in batches (migration 0024) in {statistics.median(aheads) * 1000:.0f} ms before the checks"
          if prefetch else "--no-prefetch: each check reads its own"),
-        ("persist one cycle (upsert + history + prune)", f"{statistics.median(persist_times) * 1000:.0f} ms", "goal ≤ 4 s at 100,000 into 9.6 M history rows"),
+        ("persist one cycle (upsert + history + prune; its parts summed, most while checks run)",
+         f"{statistics.median(persist_times) * 1000:.0f} ms", "goal ≤ 4 s at 100,000 into 9.6 M history rows"),
         ("peak RSS during the cycles and their scrapes (the service's figure)", f"{rss_service:.0f} MB",
          f"goal ≤ 200 MB at 10,000, ≤ 1 GB at 100,000; {rss_base:.0f} MB before the service started, "
          f"{rss_now:.0f} MB after"),
