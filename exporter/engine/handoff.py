@@ -53,7 +53,7 @@ class Handoff:
             org, key = r.org_id, r.org_id_key()
             if incidents.is_infra_failure(r.result):
                 self._blocked.add(org)
-            elif org not in self._blocked and (published := shown.get(key, r) if key in shown else r) is not None:
+            elif org not in self._blocked and (published := shown.get(key, r)) is not None:
                 self._held.setdefault(org, []).append(published)
             self._left[org] -= 1
             self._out -= 1
