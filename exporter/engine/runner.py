@@ -34,12 +34,14 @@ class Runner:
 
     def __init__(self, adapters: Mapping[str, Adapter], *, timeout: float = DEFAULT_TIMEOUT_S,
                  limiter: asyncio.Semaphore | None = None, clock: Callable[[], datetime] = utcnow,
-                 monotonic: Callable[[], float] = time.monotonic, window: int = 1024) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, window: int = 1024,
+                 slow_slots: int | None = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
         if window <= 0:
             raise ValueError("window must be > 0 (checks alive at once; at least the limiter's size)")
         self.window = window
+        self.slow_slots = slow_slots  # checks expected slow (see batches) running at once at most; None: any
         self.adapters, self.timeout, self.limiter = adapters, timeout, limiter
         self.clock, self.monotonic = clock, monotonic
         self.models = {name: a.config for name, a in adapters.items()}
@@ -50,31 +52,44 @@ class Runner:
         results = await asyncio.gather(*(self._run_one(i) for i in integrations))
         return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
 
-    async def batches(self, integrations: Sequence[Integration], *,
-                      every_s: float = 0.25) -> AsyncIterator[list[IntegrationResult]]:
+    async def batches(self, integrations: Sequence[Integration], *, every_s: float = 0.25,
+                      slow: int = 0) -> AsyncIterator[list[IntegrationResult]]:
         """Check all concurrently, as `run`, but yield the results in batches as checks finish, at most one
         batch per `every_s` (the first at once), so a cycle can show them while slower checks still run.
         Every result comes once; leaving early cancels the checks still running and waits for them to end:
         close it when done with it (`contextlib.aclosing`), or an early exit leaves them to the garbage collector.
 
         At most `window` checks are tasks at a time, the next started as one finishes: creating 10,000 tasks
-        in one go held the event loop ~100 ms, and all but the limiter's few would only have waited."""
+        in one go held the event loop ~100 ms, and all but the limiter's few would only have waited.
+
+        The first `slow` integrations (the scheduler's, slowest first) start first, but at most `slow_slots` of
+        them run at once, the others' checks filling the rest: at 100,000, 1,000 hanging targets held all 256
+        slots for 40 s (four rounds of their 10 s timeout) while no other check could run."""
         done: list[IntegrationResult] = []
         failed: list[BaseException] = []
-        ready = asyncio.Event()
-        waiting, tasks = iter(integrations), set()
+        ready, everything = asyncio.Event(), asyncio.Event()  # a check finished; all have
+        slowest, waiting, tasks, finished = iter(integrations[:slow]), iter(integrations[slow:]), set(), [0]
+        cap, running_slow = len(integrations) if self.slow_slots is None else self.slow_slots, [0]
 
         def start_next() -> None:
-            if (i := next(waiting, None)) is not None:
-                task = asyncio.ensure_future(one(i))
+            is_slow = running_slow[0] < cap and (i := next(slowest, None)) is not None
+            if not is_slow and (i := next(waiting, None)) is None:
+                is_slow = (i := next(slowest, None)) is not None  # only slow ones left: past the cap
+            if i is not None:
+                running_slow[0] += is_slow
+                task = asyncio.ensure_future(one(i, is_slow))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
-        async def one(i: Integration) -> None:
+        async def one(i: Integration, is_slow: bool) -> None:
             try:
                 done.append(IntegrationResult(i.org_id, i.integration_type, await self._run_one(i)))
             except Exception as exc:  # a bug, not a check's failure (those are results): fail as gather would
                 failed.append(exc)
+            running_slow[0] -= is_slow
+            finished[0] += 1
+            if finished[0] == len(integrations):
+                everything.set()
             ready.set()
             start_next()
 
@@ -88,7 +103,9 @@ class Runner:
                 if failed:
                     raise failed[0]
                 if (wait := last + every_s - loop.time()) > 0 and len(done) < left:
-                    await asyncio.sleep(wait)  # more finish meanwhile: one batch for them all
+                    with contextlib.suppress(TimeoutError):  # more finish meanwhile: one batch for them all,
+                        async with asyncio.timeout(wait):  # but none waits once the last is in (the
+                            await everything.wait()  # hanging ones time out a few ms apart)
                 ready.clear()
                 batch, done[:] = done[:], []
                 left, last = left - len(batch), loop.time()

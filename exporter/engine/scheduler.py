@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -25,6 +26,7 @@ from exporter.core.model import (
     utcnow,
 )
 from exporter.engine.canaries import VendorWatch
+from exporter.engine.handoff import Handoff
 from exporter.engine.instruments import Instruments
 from exporter.engine.leases import ShardLeases, shard_of
 from exporter.engine.outbox import Outbox
@@ -176,17 +178,18 @@ class Scheduler:
         # of its gzip blocks, and the stragglers, first in the snapshot, share its first blocks.
         checking.sort(key=self._slowness, reverse=True)
         shown: dict[Key, IntegrationResult | None] = {}
-        stated = await self._run(checking, slot, shown)
+        early = self._handoff(slot)
+        stated = await self._run(checking, slot, shown, early)
         present = {i.integration_type for i in active}
         if recovered := self.vendors.decide(stated, present, slot):
             rest = [i for i in held if i.integration_type in recovered]
             held = [i for i in held if i.integration_type not in recovered]
             log.info("canaries of %s recovered, or its hourly full check is due: checking the other %d now",
                      ", ".join(sorted(recovered)), len(rest))
-            stated += await self._run(rest, slot, shown)
+            stated += await self._run(rest, slot, shown, early)
             self.vendors.decide(stated, present, slot, full=recovered)
         self.vendors.export_incidents()  # before the failures it inhibits are shown, not a scrape after
-        published = await self._publish_checked(stated, slot, shown)
+        published = await self._publish_checked(stated, slot, shown, early)
         if held := [i for i in held if i.integration_type in self.vendors.ongoing]:
             standing = [replace(r, maintenance=self.covered_at(r, slot))  # the flag as of now, not as last checked
                         for r in self.vendors.standing(held, self.snapshot.results, slot, self._interval)]
@@ -199,10 +202,15 @@ class Scheduler:
     async def check(self, integrations: Sequence[Integration], slot: datetime) -> list[IntegrationResult]:
         """Check these now (whatever an incident would choose), publish to the snapshot, hand to the outbox."""
         shown: dict[Key, IntegrationResult | None] = {}
-        return await self._publish_checked(await self._run(integrations, slot, shown), slot, shown)
+        early = self._handoff(slot)
+        return await self._publish_checked(await self._run(integrations, slot, shown, early), slot, shown, early)
+
+    def _handoff(self, slot: datetime) -> Handoff:
+        """Organisations whose results are final go to the outbox while the slowest checks still run."""
+        return Handoff(slot, self.instruments.observe, self.outbox.submit)
 
     async def _run(self, integrations: Sequence[Integration], slot: datetime,
-                   shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
+                   shown: dict[Key, IntegrationResult | None], early: Handoff) -> list[IntegrationResult]:
         """Check and attach the next backoff state; show each batch in the snapshot as its checks finish
         (`shown` notes what), so /metrics follows the cycle instead of taking all of it at its end.
 
@@ -212,17 +220,19 @@ class Scheduler:
         if not integrations:
             return []
         async with self.read_ahead(integrations) if self.read_ahead else contextlib.nullcontext():
-            return await self._run_checks(integrations, slot, shown)
+            return await self._run_checks(integrations, slot, shown, early)
 
     async def _run_checks(self, integrations: Sequence[Integration], slot: datetime,
-                          shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
+                          shown: dict[Key, IntegrationResult | None], early: Handoff) -> list[IntegrationResult]:
         by_key = {key_of(i): i for i in integrations}
+        early.expect(by_key.values())
         order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
         self._states = {}
         known = {key for key in by_key if key in self.snapshot.results}
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
-        async with contextlib.aclosing(self.runner.batches(integrations)) as batches:  # a failure here stops them
+        slow = sum(1 for _ in itertools.takewhile(lambda i: self._slowness(i) > 0, integrations))  # slowest first
+        async with contextlib.aclosing(self.runner.batches(integrations, slow=slow)) as batches:  # a failure stops them
             async for batch in batches:
                 for at in range(0, len(batch), CHUNK):
                     await asyncio.sleep(0)  # a batch can be thousands: let the loop in between
@@ -235,6 +245,7 @@ class Scheduler:
                             now.append(r)
                     self._show([r for r in self.vendors.flag(now) if r.org_id_key() in known], shown)
                     new += (r for r in now if r.org_id_key() not in known)
+                    early.take(done, shown)
                     stated += done
         new.sort(key=lambda r: (-slowness(r), order[r.org_id_key()]))
         self._show(self.vendors.flag(new), shown)
@@ -287,9 +298,10 @@ class Scheduler:
         self.snapshot.update(standing + fresh)
 
     async def _publish_checked(self, stated: Sequence[IntegrationResult], slot: datetime,
-                               shown: dict[Key, IntegrationResult | None]) -> list[IntegrationResult]:
+                               shown: dict[Key, IntegrationResult | None], early: Handoff) -> list[IntegrationResult]:
         """Publish the checks' results (those made), flagged with the incidents as decided now: count and
-        persist them; show those held back for the decision (_run), and again those whose flag changed."""
+        persist them (but those `early` handed over already); show those held back for the decision (_run),
+        and again those whose flag changed."""
         flagged, published, reflagged = self.vendors.flag(stated), [], []
         self._show([r for r in flagged if r.org_id_key() not in shown], shown)
         for r in flagged:  # shown now: forget what was held back for them (unless a newer one waits)
@@ -298,8 +310,8 @@ class Scheduler:
                 del self._awaiting[r.org_id_key()]
         for r in flagged:
             was = shown[r.org_id_key()]
-            if was is None:
-                continue  # not checked: its last result stands, and so does its last row
+            if was is None or early.handed.get(r.org_id_key()) is was:
+                continue  # not checked: its last result stands, and so does its last row; or published early
             if was.result.vendor_incident_since == r.result.vendor_incident_since:
                 r = was
             else:
@@ -311,6 +323,7 @@ class Scheduler:
         self.instruments.observe(published)
         await asyncio.sleep(0)
         await self.outbox.submit(published, slot)
+        await early.settle()
         return flagged
 
     async def publish(self, results: list[IntegrationResult], slot: datetime) -> None:

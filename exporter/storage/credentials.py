@@ -190,7 +190,9 @@ class CachedCredentials:
     `stale_s` more: a vault or database outage must not turn into failed checks and credential alerts.
 
     `prefetch` reads a cycle's pairs before its checks start, in batches when the store can (ReadsMany): each
-    check then finds its secret and expiry here instead of asking the store twice on its own.
+    check then finds its secret and expiry here instead of asking the store twice on its own. A get of a pair
+    whose batch is being read waits for that batch (at most the read timeout), so checks can start while the
+    later batches are still read (services.credentials_ahead).
     """
 
     def __init__(self, inner: CredentialProvider, ttl: float = 300.0, stale_s: float = 3600.0,
@@ -207,9 +209,12 @@ class CachedCredentials:
         self._outage = False  # logged once per outage, not once per check
         self._prefetching = 0  # prefetches under way; while any is, the keys get or forget set are noted:
         self._touched: set[Key] = set()  # a batch read before them must not overwrite what they did
+        self._reading: dict[Key, asyncio.Future[None]] = {}  # pairs a prefetch is reading → done when its batch is
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         key = (org_id, ref)
+        if key in self._reading:
+            await self._batch_of(key)
         hit = self._cache.get(key)
         if hit and self._now() < hit[0]:
             if hit[1] is None:  # once: a secret added since is read on the next get, whatever the TTL
@@ -232,6 +237,11 @@ class CachedCredentials:
         self._touch(key)
         return secret
 
+    async def _batch_of(self, key: Key) -> None:
+        """Wait for the batch reading `key` (a check that started before it came): its answer, not a query of
+        the check's own; past the read timeout, the check asks alone, as during an outage."""
+        await asyncio.wait({self._reading[key]}, timeout=self._read_timeout_s)
+
     def _touch(self, key: Key) -> None:
         if self._prefetching:
             self._touched.add(key)
@@ -253,6 +263,8 @@ class CachedCredentials:
         if not is_plain_ref(ref):  # never asked, never kept: a tenant's megabyte reference stays out of memory
             return None
         key = (org_id, ref)
+        if key in self._reading:
+            await self._batch_of(key)
         hit = self._expiries.get(key)
         if hit and self._now() < hit[0]:
             return hit[1]
@@ -285,7 +297,8 @@ class CachedCredentials:
         if not isinstance(self._inner, ReadsMany) or self._ttl == 0:
             return  # nothing to batch, or nothing kept: each check asks the store itself
         soon, never = self._now() + self._ttl / 2, (-math.inf,)
-        todo = [key for key in dict.fromkeys(keys) if is_plain_ref(key[1]) and self._due(key, soon, never)]
+        todo = [key for key in dict.fromkeys(keys)
+                if is_plain_ref(key[1]) and key not in self._reading and self._due(key, soon, never)]
         self._prefetching += 1
         try:
             await self._read_ahead(todo, self._inner)
@@ -310,11 +323,29 @@ class CachedCredentials:
 
     async def _read_ahead(self, todo: list[Key], inner: ReadsMany) -> None:
         size = inner.batch_size
-        for at in range(0, len(todo), size):
+        loop = asyncio.get_running_loop()
+        batches = [(todo[at:at + size], loop.create_future()) for at in range(0, len(todo), size)]
+        for keys, done in batches:  # noted before the first read: a get of any of them waits for its batch
+            self._reading.update(dict.fromkeys(keys, done))
+        try:
+            await self._read_batches(batches, inner)
+        finally:  # read, failed or cancelled: whoever still waits asks the store alone
+            for keys, done in batches:
+                self._answered(keys, done)
+
+    def _answered(self, keys: list[Key], done: asyncio.Future[None]) -> None:
+        if not done.done():
+            done.set_result(None)
+            for key in keys:
+                if self._reading.get(key) is done:
+                    del self._reading[key]
+
+    async def _read_batches(self, batches: list[tuple[list[Key], asyncio.Future[None]]], inner: ReadsMany) -> None:
+        for keys, done in batches:
             try:
                 try:
                     async with asyncio.timeout(self._read_timeout_s):
-                        found = await inner.read_many(todo[at:at + size])
+                        found = await inner.read_many(keys)
                 except TimeoutError:
                     raise CredentialUnavailable(f"no answer within {self._read_timeout_s:g} s") from None
             except CredentialUnavailable as exc:
@@ -329,3 +360,4 @@ class CachedCredentials:
                 self._cache[key] = (until, held[1] if held and held[1] == stored.secret else stored.secret)
                 if stored.secret is not None:
                     self._expiries[key] = (until, stored.expires_at)
+            self._answered(keys, done)

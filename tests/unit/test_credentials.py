@@ -444,3 +444,65 @@ async def test_without_batch_reads_the_cache_still_drops_what_is_stale(tmp_path:
         await cached.expiry(ORG_A, f"ref-{n}")
         await cached.prefetch([])
     assert len(cached._expiries) <= (300 + 600) // 60 + 1, len(cached._expiries)
+
+
+class Gated(Batched):
+    """Answers each batch only when the test releases it (one event per batch, in order)."""
+
+    def __init__(self, refs: set[str], batch_size: int) -> None:
+        super().__init__(refs, batch_size)
+        self.gates = [asyncio.Event() for _ in range(10)]
+
+    async def read_many(self, keys):
+        await self.gates[len(self.batches)].wait()
+        return await super().read_many(keys)
+
+
+async def test_checks_start_after_the_first_pairs_and_a_later_one_waits_for_its_batch_not_asking_alone() -> None:
+    """credentials_ahead reads the `first` pairs before the checks start, the rest while they run (at 100,000
+    the 50 batches held every check back 3.3 s): a get of a pair whose batch is still being read waits for it."""
+    inner = Gated({"a", "b", "c"}, batch_size=1)
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    ahead = credentials_ahead(cached, refresh_s=0, first=1)
+    integrations = [Integration(ORG_A, kind, {}, ref) for kind, ref in (("http", "a"), ("xledger", "b"),
+                                                                       ("fiken", "c"))]
+    inner.gates[0].set()
+    async with ahead(integrations):
+        assert inner.batches == [[(ORG_A, "a")]], "the checks start once the first pairs are read"
+        waiting = asyncio.create_task(cached.get(ORG_A, "c"))  # a check that overtook its batch
+        expiry = asyncio.create_task(cached.expiry(ORG_A, "c"))
+        await asyncio.sleep(0.01)
+        assert not waiting.done() and not expiry.done()
+        inner.gates[1].set()
+        inner.gates[2].set()
+        assert await waiting == SecretStr("secret-of-c") and await expiry == END
+        assert await cached.get(ORG_A, "b") == SecretStr("secret-of-b")
+    assert inner.reads == 0, "no check asked the store alone"
+    assert inner.batches == [[(ORG_A, "a")], [(ORG_A, "b")], [(ORG_A, "c")]]
+    assert not cached._reading
+
+
+async def test_a_get_waits_for_its_batch_at_most_the_read_timeout_then_asks_alone() -> None:
+    inner = Gated({"a"}, batch_size=1)
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0, read_timeout_s=0.2)
+    reading = asyncio.create_task(cached.prefetch([(ORG_A, "a")]))
+    await asyncio.sleep(0)
+    getting = asyncio.create_task(cached.get(ORG_A, "a"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not getting.done() and inner.reads == 0, "it waits for its batch first"
+    assert await getting == SecretStr("secret-of-a")
+    assert inner.reads == 1, "asked alone once its batch outlasted the read timeout"
+    await reading  # the batch itself timed out: an outage, logged; nothing left waiting
+    assert not cached._reading
+
+
+async def test_leaving_the_read_ahead_early_stops_the_later_batches_and_nobody_waits_for_them() -> None:
+    inner = Gated({"a", "b"}, batch_size=1)
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0)
+    inner.gates[0].set()
+    async with credentials_ahead(cached, refresh_s=0, first=1)([Integration(ORG_A, "http", {}, "a"),
+                                                                 Integration(ORG_A, "fiken", {}, "b")]):
+        pass  # the checks were over before the second batch came
+    assert not cached._reading
+    assert await cached.get(ORG_A, "b") == SecretStr("secret-of-b") and inner.reads == 1

@@ -231,6 +231,60 @@ async def test_batches_yield_each_result_once_as_its_check_finishes_not_when_the
         "the fast result came while the slow check still ran"
 
 
+async def test_the_last_results_come_once_the_last_check_is_in_not_a_batch_interval_after(ctx) -> None:
+    """Batches come at most every `every_s`, but none waits out that interval once every check is in: the
+    hanging checks time out a few ms apart, and the cycle's end waited up to 0.25 s for the last of them."""
+    rec = Recorder()
+    runner = runner_for(ctx, {"http": rec.sleeper("slow", 0.02), "fiken": rec.sleeper("slower", 0.04),
+                              "xledger": rec.sleeper("fast", 0.0)})
+    batches = []
+    async with asyncio.timeout(60):  # without the fix: an hour's wait for the last batch
+        async for batch in runner.batches([integration("http"), integration("fiken", {}), integration("xledger", {})],
+                                          every_s=3600):
+            batches.append(sorted(r.integration_type for r in batch))
+    assert batches[0] == ["xledger"] and sorted(sum(batches[1:], [])) == ["fiken", "http"]
+
+
+async def test_the_slowest_start_first_but_never_take_more_than_their_slots_from_the_others(ctx) -> None:
+    """1,000 hanging targets at 100,000 held all 256 slots for 40 s: at most `slow_slots` of the `slow` first
+    run at once while other checks are left, those filling the rest; then the slow ones take every slot."""
+    running, entered, order, fast_done = [0], [], [], []
+    release = asyncio.Event()
+
+    class Slow:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            running[0] += 1
+            entered.append((running[0], len(fast_done)))
+            order.append(("slow", org_id.int))
+            await release.wait()
+            running[0] -= 1
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    class Fast:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            order.append(("fast", org_id.int))
+            fast_done.append(org_id.int)
+            if len(fast_done) == 4:  # the others are done: the slow ones may end
+                release.set()
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    runner = runner_for(ctx, {"http": Slow, "xledger": Fast}, limiter=asyncio.Semaphore(3), window=3, slow_slots=1)
+    slow = [Integration(UUID(int=n), "http", HTTP_CONFIG) for n in range(1, 4)]
+    fast = [Integration(UUID(int=n), "xledger", {}) for n in range(10, 14)]
+    async with asyncio.timeout(60):
+        seen = [r.org_id.int async for batch in runner.batches(slow + fast, slow=len(slow)) for r in batch]
+    assert sorted(seen) == [1, 2, 3, 10, 11, 12, 13]
+    assert order[0] == ("slow", 1), "the slowest starts first"
+    assert all(n == 1 for n, fast_seen in entered if fast_seen < 4), f"more than one slow beside the others: {entered}"
+    assert order.index(("fast", 13)) < order.index(("slow", 2)), "the others were not held behind the slow ones"
+
+
 async def test_a_bug_in_a_check_fails_the_batches_as_it_fails_run(ctx, monkeypatch) -> None:
     runner = runner_for(ctx, {"http": Recorder().sleeper("fast", 0.0)})
 
