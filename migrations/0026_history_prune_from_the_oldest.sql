@@ -21,6 +21,7 @@
 --   ON CONFLICT (org_id, integration_type) DO UPDATE SET row_count = EXCLUDED.row_count, oldest = EXCLUDED.oldest;
 
 ALTER TABLE public.health_check_history_count ADD COLUMN oldest timestamptz;  -- no row of the key is older
+ALTER TABLE public.health_check_history_count DROP COLUMN pruned;  -- the prune's own bookkeeping, now in its statement
 
 UPDATE public.health_check_history_count c SET oldest = h.oldest
 FROM (SELECT org_id, integration_type, min(slot) AS oldest FROM public.health_check_history GROUP BY 1, 2) h
@@ -38,54 +39,55 @@ BEGIN
     -- The deletes below are counted here, in the one counter update per key; the DELETE trigger, which
     -- counts every other delete, leaves them alone.
     PERFORM set_config('integration_health.pruning', 'on', true);
-    -- Per key: n rows added from slot `first`; the counter row becomes (held + n - excess), records the excess
-    -- to delete and moves `oldest` past it: to the slot `excess` rows up from the lower bound it had (or from
-    -- the first new row, when older), read from the key's live rows. A key with more new rows than it keeps
-    -- (a backfill) is looked up from its start. Should its rows end before that slot (a count too high), no
-    -- slot is found and nothing is deleted.
+    -- Per key: n rows added from slot `first`, and the excess over 96 to delete (at most 4 per row added). One
+    -- index descent per key with an excess reads its first excess + 1 rows from its lower bound (the slot it
+    -- had, or the first new one when older; from its start when unknown): the first `excess` are deleted, the
+    -- next is its new oldest. Should its rows end before that (a count too high), none are deleted. Then one
+    -- counter update per key (new keys: a row as it will be after this prune), by difference, so a delete
+    -- counted meanwhile by the DELETE trigger is not lost.
     WITH added AS (
         SELECT org_id, integration_type, count(*)::integer AS n, min(slot) AS first FROM inserted GROUP BY 1, 2
-    ), counted AS (
-        INSERT INTO health_check_history_count AS c (org_id, integration_type, row_count, pruned, oldest)
-        SELECT a.org_id, a.integration_type, a.n - health_check_history_excess(a.n, a.n),
-               health_check_history_excess(a.n, a.n),
-               CASE WHEN health_check_history_excess(a.n, a.n) = 0 THEN a.first
-                    ELSE (SELECT x.slot FROM health_check_history x
-                          WHERE x.org_id = a.org_id AND x.integration_type = a.integration_type
-                          ORDER BY x.slot OFFSET health_check_history_excess(a.n, a.n) LIMIT 1) END
+    ), held AS MATERIALIZED (  -- bound: no row of the key is older (NULL: unknown)
+        SELECT a.org_id, a.integration_type, a.n,
+               health_check_history_excess(coalesce(c.row_count, 0) + a.n, a.n) AS excess,
+               c.row_count IS NULL AS new,
+               CASE WHEN c.row_count IS NULL THEN a.first WHEN c.oldest IS NOT NULL THEN least(c.oldest, a.first) END
+                   AS bound
         FROM added a
-        ON CONFLICT (org_id, integration_type) DO UPDATE SET  -- EXCLUDED.row_count + EXCLUDED.pruned = n
-            row_count = c.row_count + EXCLUDED.row_count + EXCLUDED.pruned - health_check_history_excess(
-                c.row_count + EXCLUDED.row_count + EXCLUDED.pruned, EXCLUDED.row_count + EXCLUDED.pruned),
-            pruned = health_check_history_excess(
-                c.row_count + EXCLUDED.row_count + EXCLUDED.pruned, EXCLUDED.row_count + EXCLUDED.pruned),
-            oldest = CASE  -- EXCLUDED.oldest is `first` unless the new rows alone exceed 96 (EXCLUDED.pruned > 0)
-                WHEN health_check_history_excess(c.row_count + EXCLUDED.row_count + EXCLUDED.pruned,
-                                                 EXCLUDED.row_count + EXCLUDED.pruned) = 0
-                    THEN CASE WHEN c.oldest IS NOT NULL THEN least(c.oldest, EXCLUDED.oldest) END  -- unknown stays
-                ELSE (SELECT x.slot FROM health_check_history x
-                      WHERE x.org_id = c.org_id AND x.integration_type = c.integration_type
-                        AND x.slot >= CASE WHEN c.oldest IS NULL OR EXCLUDED.pruned > 0 THEN '-infinity'
-                                           ELSE least(c.oldest, EXCLUDED.oldest) END
-                      ORDER BY x.slot
-                      OFFSET health_check_history_excess(c.row_count + EXCLUDED.row_count + EXCLUDED.pruned,
-                                                         EXCLUDED.row_count + EXCLUDED.pruned)
-                      LIMIT 1)
-            END
-        RETURNING c.org_id, c.integration_type, c.pruned, c.oldest
-    ), doomed AS MATERIALIZED (  -- the `pruned` rows just below the new oldest, by their place in the heap
-        SELECT x.ctid AS tid
-        FROM counted c
+        LEFT JOIN health_check_history_count c USING (org_id, integration_type)
+    ), firsts AS MATERIALIZED (
+        SELECT h.org_id, h.integration_type, x.tid, x.slot
+        FROM held h
         CROSS JOIN LATERAL (
-            SELECT x.ctid FROM health_check_history x
-            WHERE x.org_id = c.org_id AND x.integration_type = c.integration_type AND x.slot < c.oldest
-            ORDER BY x.slot DESC
-            LIMIT c.pruned) x
-        WHERE c.pruned > 0
+            SELECT x.ctid AS tid, x.slot FROM health_check_history x
+            WHERE x.org_id = h.org_id AND x.integration_type = h.integration_type
+              AND x.slot >= coalesce(h.bound, '-infinity')
+            ORDER BY x.slot
+            LIMIT h.excess + 1) x
+        WHERE h.excess > 0
+    ), moved AS (  -- per key with an excess: its new oldest slot, when it has rows past the excess
+        SELECT f.org_id, f.integration_type, max(f.slot) AS oldest
+        FROM firsts f JOIN held h USING (org_id, integration_type)
+        GROUP BY f.org_id, f.integration_type, h.excess
+        HAVING count(*) = h.excess + 1
+    ), pruned AS (  -- by ctid: no second index descent per key (history rows are never updated, and pruners
+        DELETE FROM health_check_history d  -- are serialised, so the ctid still holds)
+        USING firsts f JOIN moved m USING (org_id, integration_type)
+        WHERE d.ctid = f.tid AND f.slot < m.oldest
+    ), counted AS (  -- a new key's row, as it will be after this prune
+        INSERT INTO health_check_history_count AS c (org_id, integration_type, row_count, oldest)
+        SELECT h.org_id, h.integration_type, h.n - CASE WHEN m.oldest IS NULL THEN 0 ELSE h.excess END,
+               coalesce(m.oldest, h.bound)
+        FROM held h
+        LEFT JOIN moved m USING (org_id, integration_type)
+        WHERE h.new
     )
-    DELETE FROM health_check_history h  -- by ctid: no second index descent per key (history rows are never
-    USING doomed                        -- updated, and pruners are serialised, so the ctid still holds)
-    WHERE h.ctid = doomed.tid;
+    UPDATE health_check_history_count c SET  -- by difference: a delete counted meanwhile by the DELETE trigger
+        row_count = greatest(c.row_count + h.n - CASE WHEN m.oldest IS NULL THEN 0 ELSE h.excess END, 0),
+        oldest = coalesce(m.oldest, h.bound)  -- is not lost
+    FROM held h
+    LEFT JOIN moved m USING (org_id, integration_type)
+    WHERE NOT h.new AND c.org_id = h.org_id AND c.integration_type = h.integration_type;
     PERFORM set_config('integration_health.pruning', '', true);
     RETURN NULL;
 END
