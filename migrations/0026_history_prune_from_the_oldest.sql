@@ -55,38 +55,35 @@ BEGIN
                    AS bound
         FROM added a
         LEFT JOIN health_check_history_count c USING (org_id, integration_type)
-    ), firsts AS MATERIALIZED (
-        SELECT h.org_id, h.integration_type, x.tid, x.slot
+    ), firsts AS MATERIALIZED (  -- per key with an excess: its first excess + 1 rows from its lower bound, and
+        SELECT h.org_id, h.integration_type, h.n, h.excess, h.bound,  -- its new oldest slot when it has one
+               CASE WHEN cardinality(x.slots) = h.excess + 1 THEN x.slots[h.excess + 1] END AS oldest, x.tids
         FROM held h
         CROSS JOIN LATERAL (
-            SELECT x.ctid AS tid, x.slot FROM health_check_history x
-            WHERE x.org_id = h.org_id AND x.integration_type = h.integration_type
-              AND x.slot >= coalesce(h.bound, '-infinity')
-            ORDER BY x.slot
-            LIMIT h.excess + 1) x
+            SELECT array_agg(y.ctid ORDER BY y.slot) AS tids, array_agg(y.slot ORDER BY y.slot) AS slots
+            FROM (SELECT x.ctid, x.slot FROM health_check_history x
+                  WHERE x.org_id = h.org_id AND x.integration_type = h.integration_type
+                    AND x.slot >= coalesce(h.bound, '-infinity')
+                  ORDER BY x.slot
+                  LIMIT h.excess + 1) y) x
         WHERE h.excess > 0
-    ), moved AS (  -- per key with an excess: its new oldest slot, when it has rows past the excess
-        SELECT f.org_id, f.integration_type, max(f.slot) AS oldest
-        FROM firsts f JOIN held h USING (org_id, integration_type)
-        GROUP BY f.org_id, f.integration_type, h.excess
-        HAVING count(*) = h.excess + 1
     ), pruned AS (  -- by ctid: no second index descent per key (history rows are never updated, and pruners
         DELETE FROM health_check_history d  -- are serialised, so the ctid still holds)
-        USING firsts f JOIN moved m USING (org_id, integration_type)
-        WHERE d.ctid = f.tid AND f.slot < m.oldest
+        USING (SELECT unnest(f.tids[1:f.excess]) AS tid FROM firsts f WHERE f.oldest IS NOT NULL) t
+        WHERE d.ctid = t.tid
     ), counted AS (  -- a new key's row, as it will be after this prune
         INSERT INTO health_check_history_count AS c (org_id, integration_type, row_count, oldest)
-        SELECT h.org_id, h.integration_type, h.n - CASE WHEN m.oldest IS NULL THEN 0 ELSE h.excess END,
-               coalesce(m.oldest, h.bound)
+        SELECT h.org_id, h.integration_type, h.n - CASE WHEN f.oldest IS NULL THEN 0 ELSE h.excess END,
+               coalesce(f.oldest, h.bound)
         FROM held h
-        LEFT JOIN moved m USING (org_id, integration_type)
+        LEFT JOIN firsts f USING (org_id, integration_type)
         WHERE h.new
     )
     UPDATE health_check_history_count c SET  -- by difference: a delete counted meanwhile by the DELETE trigger
-        row_count = greatest(c.row_count + h.n - CASE WHEN m.oldest IS NULL THEN 0 ELSE h.excess END, 0),
-        oldest = coalesce(m.oldest, h.bound)  -- is not lost
+        row_count = greatest(c.row_count + h.n - CASE WHEN f.oldest IS NULL THEN 0 ELSE h.excess END, 0),
+        oldest = coalesce(f.oldest, h.bound)  -- is not lost
     FROM held h
-    LEFT JOIN moved m USING (org_id, integration_type)
+    LEFT JOIN firsts f USING (org_id, integration_type)
     WHERE NOT h.new AND c.org_id = h.org_id AND c.integration_type = h.integration_type;
     PERFORM set_config('integration_health.pruning', '', true);
     RETURN NULL;
