@@ -67,10 +67,10 @@ BEGIN
                   ORDER BY x.slot
                   LIMIT h.excess + 1) y) x
         WHERE h.excess > 0
-    ), pruned AS (  -- by ctid: no second index descent per key (history rows are never updated, and pruners
-        DELETE FROM health_check_history d  -- are serialised, so the ctid still holds)
-        USING (SELECT unnest(f.tids[1:f.excess]) AS tid FROM firsts f WHERE f.oldest IS NOT NULL) t
-        WHERE d.ctid = t.tid
+    ), pruned AS (  -- by ctid, in heap order, whatever the estimates (never a join with a scan of the table): no
+        DELETE FROM health_check_history d  -- second index descent per key (history rows are never updated, and
+        WHERE d.ctid = ANY (ARRAY(          -- pruners are serialised, so the ctid still holds)
+            SELECT unnest(f.tids[1:f.excess]) FROM firsts f WHERE f.oldest IS NOT NULL))
     ), counted AS (  -- a new key's row, as it will be after this prune
         INSERT INTO health_check_history_count AS c (org_id, integration_type, row_count, oldest)
         SELECT h.org_id, h.integration_type, h.n - CASE WHEN f.oldest IS NULL THEN 0 ELSE h.excess END,
