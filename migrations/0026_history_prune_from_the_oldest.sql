@@ -33,6 +33,7 @@ CREATE OR REPLACE FUNCTION public.health_check_history_prune() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = public, pg_temp
 SET work_mem = '32MB'  -- a cycle's keys (100,000: ~10 MB) aggregated and sorted in memory, not on disk
+SET enable_seqscan = off  -- never a scan of the whole history (a hash join for the delete, chosen on estimates)
 AS $$
 BEGIN
     -- One pruner at a time (0009): a second transaction inserting for the same key waits here, then
@@ -69,10 +70,12 @@ BEGIN
                   ORDER BY x.slot
                   LIMIT h.excess + 1) y) x
         WHERE h.excess > 0
-    ), pruned AS (  -- by ctid, in heap order, whatever the estimates (never a join with a scan of the table): no
-        DELETE FROM health_check_history d  -- second index descent per key (history rows are never updated, and
-        WHERE d.ctid = ANY (ARRAY(          -- pruners are serialised, so the ctid still holds)
-            SELECT unnest(f.tids[1:f.excess]) FROM firsts f WHERE f.oldest IS NOT NULL))
+    ), doomed AS MATERIALIZED (
+        SELECT unnest(f.tids[1:f.excess]) AS tid FROM firsts f WHERE f.oldest IS NOT NULL
+    ), pruned AS (  -- by ctid: no second index descent per key (history rows are never updated, and pruners
+        DELETE FROM health_check_history d  -- are serialised, so the ctid still holds)
+        USING doomed
+        WHERE d.ctid = doomed.tid
     ), counted AS (  -- a new key's row, as it will be after this prune
         INSERT INTO health_check_history_count AS c (org_id, integration_type, row_count, oldest)
         SELECT h.org_id, h.integration_type, h.n - CASE WHEN f.oldest IS NULL THEN 0 ELSE h.excess END,
