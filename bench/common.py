@@ -61,9 +61,9 @@ ORDER BY s.slot"""  # in slot order, as a live service appends them: one cycle's
 # What the triggers would have left beside those rows: each key's count (migration 0023), and a status row
 # per integration from its newest slot, confirmed, so the next persist updates rows as a running service does.
 SEED_COUNTS = """
-INSERT INTO public.health_check_history_count (org_id, integration_type, row_count, oldest)
-SELECT org_id, integration_type, count(*), min(slot) FROM public.health_check_history GROUP BY 1, 2
-ON CONFLICT (org_id, integration_type) DO UPDATE SET row_count = EXCLUDED.row_count, oldest = EXCLUDED.oldest"""
+INSERT INTO public.health_check_history_count (org_id, integration_type, row_count)
+SELECT org_id, integration_type, count(*) FROM public.health_check_history GROUP BY 1, 2
+ON CONFLICT (org_id, integration_type) DO UPDATE SET row_count = EXCLUDED.row_count"""
 SEED_STATUS = """
 INSERT INTO public.integration_health_status (org_id, integration_type, status, latency_ms, checked_at,
                                               confirmed_status)
