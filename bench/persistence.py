@@ -70,7 +70,8 @@ async def at_scale(conn: asyncpg.Connection, store: Store, runs: int, scale: int
             INSERT INTO health_check_history (org_id, integration_type, slot, status, latency_ms, checked_at)
             SELECT o, k, $3::timestamptz + make_interval(mins => 15 * g), 'healthy', 10,
                    $3::timestamptz + make_interval(mins => 15 * g, secs => 1)
-            FROM generate_series(0, 95) g, unnest($1::uuid[]) o, unnest($2::text[]) k""",
+            FROM generate_series(0, 95) g, unnest($1::uuid[]) o, unnest($2::text[]) k
+                ORDER BY g""",
                            orgs, big_kinds, T0 - 96 * SLOT)
     await conn.execute(SEED_COUNTS)
     await conn.execute(SEED_STATUS, T0)

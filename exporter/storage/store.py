@@ -170,6 +170,10 @@ MAX_WINDOWS = 1000  # a list bounded in memory and in a response; real fleets ha
 # event loop in one piece (~10 µs per key for the 15 columns and the event reads), so a chunk stalls the loop
 # for ~20 ms whatever the batch, and a transient error retries one chunk, not a whole cycle.
 PERSIST_CHUNK = 2_000
+# Chunks written at once, each in its own transaction on its own connection: while one prunes its history
+# (pruners are serialised, migration 0009) and commits, the next is encoded and its status upsert and history
+# insert run on the other core. Their organisations are disjoint, so they never wait for each other's rows.
+PERSIST_IN_FLIGHT = 2
 
 # Errors worth retrying: the server or the network went away for a moment, or a transaction lost a race.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -344,24 +348,53 @@ class Store:
 
         A large batch is written in chunks of about PERSIST_CHUNK keys cut between organisations, one
         transaction each (an organisation's statuses, history and events always together), its columns built
-        in a thread: the event loop only encodes one chunk at a time. When a chunk fails, the chunks before it stay written; the caller writes the whole batch again,
-        which changes nothing for those (the newest result per key wins, a slot's history row is unique, an
-        event is announced once)."""
+        in a thread: the event loop only encodes one chunk at a time; PERSIST_IN_FLIGHT chunks are written at
+        once. When a chunk fails, no further chunk starts, the ones under way finish, and those written stay
+        written; the caller writes the whole batch again, which changes nothing for those (the newest result
+        per key wins, a slot's history row is unique, an event is announced once)."""
         if not results:
             return
         if len(results) > PERSIST_CHUNK:
             chunks = await asyncio.to_thread(_chunks, results, PERSIST_CHUNK)
         else:
             chunks = _chunks(results, PERSIST_CHUNK)
-        written = 0
-        for columns in chunks:
-            try:
-                await self._with_retry(lambda c, columns=columns: self._write(c, columns, slot))
-            except TRANSIENT_ERRORS as exc:
-                done = f" ({written} of them written)" if written else ""
-                raise PersistError(f"could not persist {len(results)} results: {type(exc).__name__}: {exc}"
-                                   f"{done}") from exc
-            written += len(columns[0])
+        written, failed = 0, None
+        running: set[asyncio.Task[int]] = set()
+
+        async def write(columns: list[list[Any]]) -> int:
+            await self._with_retry(lambda c: self._write(c, columns, slot))
+            return len(columns[0])
+
+        def settle(done: set[asyncio.Task[int]]) -> None:
+            nonlocal written, failed
+            for task in done:
+                if task.exception() is None:
+                    written += task.result()
+                elif failed is None:
+                    failed = task.exception()
+
+        try:
+            for columns in chunks:
+                if len(running) >= PERSIST_IN_FLIGHT:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    settle(done)
+                if failed is not None:
+                    break
+                running.add(asyncio.create_task(write(columns)))
+            if running:
+                done, running = await asyncio.wait(running)  # a chunk under way is finished, not cut
+                settle(done)
+        finally:
+            for task in running:  # only when this persist is itself cancelled
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
+        if isinstance(failed, TRANSIENT_ERRORS):
+            done = f" ({written} of them written)" if written else ""
+            raise PersistError(f"could not persist {len(results)} results: {type(failed).__name__}: {failed}"
+                               f"{done}") from failed
+        if failed is not None:
+            raise failed  # the data (the outbox halves the batch to find the value refused)
 
     async def _write(self, c: asyncpg.Connection, columns: list[list[Any]], slot: datetime | None) -> None:
         """One chunk in one transaction: the flags of subscribed organisations' rows before, the rows, then

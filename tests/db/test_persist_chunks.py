@@ -1,10 +1,11 @@
-"""A large batch is persisted in chunks, one transaction each (store.PERSIST_CHUNK keys), and migration 0025
-leaves room on the status table's pages: what a persist writes is the same as in one piece, a chunk that
-fails leaves the earlier ones written and the batch written again changes nothing for them, and the prune
+"""A large batch is persisted in chunks, one transaction each (store.PERSIST_CHUNK keys, two at once), and
+migration 0025 leaves room on the status table's pages: what a persist writes is the same as in one piece, a
+chunk that fails leaves the ones written beside and before it written and the batch written again changes nothing for them, and the prune
 keeps each key's newest 96 history rows with its count right, on a database migrated with data in it."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -98,6 +99,41 @@ async def test_a_failing_chunk_leaves_the_earlier_ones_written_and_the_batch_wri
     assert await admin.fetchval("SELECT count(*) FROM webhook_delivery") == 12, "each change announced once"
     assert await admin.fetchval("SELECT count(*) FROM integration_health_status WHERE status = 'unreachable' "
                                 "AND confirmed_status = 'unreachable'") == 12
+
+
+async def test_two_chunks_are_written_at_once_on_their_own_connections(store: Store, admin, chunk_of_4) -> None:
+    class Holders:
+        """Wraps the pool; counts the connections held at once."""
+
+        def __init__(self, pool: asyncpg.Pool) -> None:
+            self.pool, self.now, self.most = pool, 0, 0
+
+        @contextlib.asynccontextmanager
+        async def acquire(self, **options):
+            async with self.pool.acquire(**options) as conn:
+                self.now += 1
+                self.most = max(self.most, self.now)
+                try:
+                    yield conn
+                finally:
+                    self.now -= 1
+
+    holders = Holders(store.pool)
+    orgs = [uuid4() for _ in range(10)]  # 5 chunks of 2 orgs
+    await Store(holders).persist([result(o, k, H, T0) for o in orgs for k in KINDS], T0)
+    assert holders.most == store_module.PERSIST_IN_FLIGHT == 2
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0) == 30
+
+
+async def test_a_chunk_the_database_refuses_raises_its_error_once_the_chunk_written_beside_it_has_finished(
+        store: Store, admin, chunk_of_4) -> None:
+    orgs = [uuid4() for _ in range(4)]
+    batch = [result(o, k, H, T0) for o in orgs for k in KINDS]  # 2 chunks of 2 orgs, written at once
+    batch[-1] = result(orgs[-1], "bad\x00type", H, T0)  # text PostgreSQL cannot store, in the second chunk
+    with pytest.raises(asyncpg.DataError):  # as it is: the outbox halves the batch to find the value
+        await store.persist(batch, T0)
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0) == 6
+    assert await admin.fetchval("SELECT count(DISTINCT org_id) FROM integration_health_status") == 2
 
 
 async def test_0025_on_a_database_with_history_keeps_the_newest_96_rows_per_key_and_the_counts_right(
