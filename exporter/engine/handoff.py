@@ -17,8 +17,11 @@ from uuid import UUID
 from exporter.core import incidents
 from exporter.core.model import Integration, IntegrationResult
 from exporter.engine.snapshot import Key
+from exporter.storage.store import PERSIST_CHUNK, PERSIST_IN_FLIGHT
 
-EARLY_BATCH = 2_000  # results per early hand-off at least: about one persist chunk (store.PERSIST_CHUNK)
+# Results per early hand-off at least: as many as the store writes at once (its chunks in flight), so the
+# early parts get the same parallel writes as the batch after the decision.
+EARLY_BATCH = PERSIST_IN_FLIGHT * PERSIST_CHUNK
 
 
 class Handoff:

@@ -44,6 +44,7 @@ class Outbox:
         self._in_flight: Batch | None = None  # the batch flush is writing now
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._backing_off = False  # retry_forever is waiting to try again: a submit meanwhile only queues
 
     @property
     def pending(self) -> int:
@@ -59,6 +60,9 @@ class Outbox:
         if results:
             self._batches.append(Batch(results, slot))
             self._enforce_bound()
+        if self._backing_off:  # the database is away: the retry writes these too, one attempt for them all
+            self.instruments.persist_queue.set(self.pending)  # (a cycle hands over dozens of parts)
+            return False
         writing = asyncio.ensure_future(self.flush())
         self._writing.add(writing)  # held until done, even if the submitter stops waiting or is cancelled
         writing.add_done_callback(self._writing.discard)
@@ -125,13 +129,17 @@ class Outbox:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._batches:
-                await asyncio.sleep(delay)
-                if await self.flush():
-                    log.info("database writes recovered; queue flushed")
-                    delay = self.retry_min_s
-                    break
-                delay = min(self.retry_max_s, delay * 2)
+            self._backing_off = True
+            try:
+                while self._batches:
+                    await asyncio.sleep(delay)
+                    if await self.flush():
+                        log.info("database writes recovered; queue flushed")
+                        delay = self.retry_min_s
+                        break
+                    delay = min(self.retry_max_s, delay * 2)
+            finally:
+                self._backing_off = False
 
     def _enforce_bound(self) -> None:
         """Drop the oldest batches while over the bound, never the newest nor the one being written."""

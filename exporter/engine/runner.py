@@ -40,6 +40,8 @@ class Runner:
             raise ValueError("timeout must be > 0 seconds")
         if window <= 0:
             raise ValueError("window must be > 0 (checks alive at once; at least the limiter's size)")
+        if slow_slots is not None and slow_slots <= 0:
+            raise ValueError("slow_slots must be > 0 (or None: no cap)")
         self.window = window
         self.slow_slots = slow_slots  # checks expected slow (see batches) running at once at most; None: any
         self.adapters, self.timeout, self.limiter = adapters, timeout, limiter
@@ -51,6 +53,21 @@ class Runner:
         """Check all concurrently, like Promise.allSettled: one failure never aborts the others."""
         results = await asyncio.gather(*(self._run_one(i) for i in integrations))
         return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
+
+    def start_order(self, integrations: Sequence[Integration], slow: int = 0) -> list[Integration]:
+        """The order `batches` starts these checks in, as near as it can be known before they run: the first
+        window exactly (at most `slow_slots` of the `slow` first ones, the others' checks filling the rest),
+        then the two queues taken in turn. The credential read-ahead reads in this order, so the checks that
+        start first never wait for a batch read far down the list."""
+        cap = slow if self.slow_slots is None else min(slow, self.slow_slots)
+        fast_first = max(0, self.window - cap)
+        slowest, others = integrations[:slow], integrations[slow:]
+        order = [*slowest[:cap], *others[:fast_first]]
+        rest_slow, rest_other = slowest[cap:], others[fast_first:]
+        for n in range(max(len(rest_slow), len(rest_other))):
+            order += rest_slow[n:n + 1]
+            order += rest_other[n:n + 1]
+        return order
 
     async def batches(self, integrations: Sequence[Integration], *, every_s: float = 0.25,
                       slow: int = 0) -> AsyncIterator[list[IntegrationResult]]:

@@ -219,10 +219,12 @@ class Scheduler:
         Each result's state follows the one shown when it comes (a run-now meanwhile counts too)."""
         if not integrations:
             return []
-        async with self.read_ahead(integrations) if self.read_ahead else contextlib.nullcontext():
-            return await self._run_checks(integrations, slot, shown, early)
+        slow = sum(1 for _ in itertools.takewhile(lambda i: self._slowness(i) > 0, integrations))  # slowest first
+        ahead = self.read_ahead(self.runner.start_order(integrations, slow)) if self.read_ahead else None
+        async with ahead or contextlib.nullcontext():  # credentials read in the order the checks start
+            return await self._run_checks(integrations, slow, slot, shown, early)
 
-    async def _run_checks(self, integrations: Sequence[Integration], slot: datetime,
+    async def _run_checks(self, integrations: Sequence[Integration], slow: int, slot: datetime,
                           shown: dict[Key, IntegrationResult | None], early: Handoff) -> list[IntegrationResult]:
         by_key = {key_of(i): i for i in integrations}
         early.expect(by_key.values())
@@ -231,7 +233,6 @@ class Scheduler:
         known = {key for key in by_key if key in self.snapshot.results}
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
-        slow = sum(1 for _ in itertools.takewhile(lambda i: self._slowness(i) > 0, integrations))  # slowest first
         async with contextlib.aclosing(self.runner.batches(integrations, slow=slow)) as batches:  # a failure stops them
             async for batch in batches:
                 for at in range(0, len(batch), CHUNK):

@@ -139,3 +139,32 @@ async def test_a_refused_result_in_a_batch_larger_than_a_chunk_costs_its_chunk_s
     assert store.written == [r for r in results if r.integration_type != "bad"]
     # the whole batch once, its 8 chunks, then 2 + 2 + 2 halvings inside the one bad chunk (8 → 4 → 2 → 1)
     assert store.attempts == 1 + 8 + 6, store.attempts
+
+
+async def test_while_the_retry_backs_off_a_submit_only_queues_one_attempt_for_every_part() -> None:
+    """A cycle hands its results over in dozens of parts (engine/handoff.py): with the database away, each
+    part used to start its own attempt, logged and counted as another failure. While the retry waits, a
+    submit only queues; the retry's one attempt writes every part."""
+    store = FlakyStore([PersistError("database away")])
+    instruments = Instruments(CollectorRegistry(), "test")
+    outbox = Outbox(store, instruments, retry_min_s=0.01)  # type: ignore[arg-type]
+    parts = [[IntegrationResult(uuid4(), "http", HealthResult(status=HealthStatus.HEALTHY, latency_ms=1,
+                                                              checked_at=SLOT))] for _ in range(6)]
+    retrying = asyncio.create_task(outbox.retry_forever())
+    try:
+        assert await outbox.submit(parts[0], SLOT) is False
+        while not outbox._backing_off:
+            await asyncio.sleep(0)
+        store.failures.append(PersistError("still away"))  # the retry's first attempt fails too
+        for part in parts[1:]:
+            assert await outbox.submit(part, SLOT) is False, "queued for the retry, not written on its own"
+        assert instruments.registry.get_sample_value("integration_health_persist_errors_total") == 1.0
+        async with asyncio.timeout(30):
+            while outbox.pending:
+                await asyncio.sleep(0.01)
+    finally:
+        retrying.cancel()
+        await asyncio.gather(retrying, return_exceptions=True)
+    assert store.written == [r for part in parts for r in part], "every part written, in order"
+    assert instruments.registry.get_sample_value("integration_health_persist_errors_total") == 2.0, \
+        "two attempts failed: the submit's and the retry's first, not one per part"

@@ -285,6 +285,40 @@ async def test_the_slowest_start_first_but_never_take_more_than_their_slots_from
     assert order.index(("fast", 13)) < order.index(("slow", 2)), "the others were not held behind the slow ones"
 
 
+async def test_the_read_ahead_order_starts_with_the_checks_batches_start_first(ctx) -> None:
+    """The credential read-ahead reads the runner's first window before any check starts: with slow checks
+    capped, that window is the first `slow_slots` slow ones and the others' first, not the list's head (the
+    slow ones past the cap would have been read first, and the first checks waited for a batch far down)."""
+    started: list[int] = []
+    release = asyncio.Event()
+
+    class Held:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            started.append(org_id.int)
+            await release.wait()
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    runner = runner_for(ctx, {"http": Held}, limiter=asyncio.Semaphore(4), window=4, slow_slots=1)
+    everything = [Integration(UUID(int=n), "http", HTTP_CONFIG) for n in range(1, 11)]
+    planned = [i.org_id.int for i in runner.start_order(everything, slow=3)]
+    assert planned[:4] == [1, 4, 5, 6], "one slow (the cap), then the others' first three"
+    assert sorted(planned) == list(range(1, 11)), "every one once"
+    async with asyncio.timeout(60):
+        batches = runner.batches(everything, slow=3)
+        first = asyncio.ensure_future(anext(batches))
+        while len(started) < 4:
+            await asyncio.sleep(0)
+        assert sorted(started) == sorted(planned[:4]), "the first window is the one read ahead"
+        release.set()
+        seen = [r.org_id.int for r in await first] + [r.org_id.int async for b in batches for r in b]
+    assert sorted(seen) == list(range(1, 11))
+    with pytest.raises(ValueError, match="slow_slots"):
+        runner_for(ctx, {"http": Held}, slow_slots=0)
+
+
 async def test_a_bug_in_a_check_fails_the_batches_as_it_fails_run(ctx, monkeypatch) -> None:
     runner = runner_for(ctx, {"http": Recorder().sleeper("fast", 0.0)})
 
