@@ -49,6 +49,11 @@ class Handoff:
         self._left.update(i.org_id for i in integrations)
         self._out += self._left.total() - before
 
+    def block(self, orgs: Iterable[UUID]) -> None:
+        """These organisations wait for the end, whole: they have integrations a later run of this cycle may
+        check (a vendor's held ones, if its canaries recover), and an organisation moves in one transaction."""
+        self._blocked.update(orgs)
+
     def take(self, stated: Iterable[IntegrationResult], shown: Mapping[Key, IntegrationResult | None]) -> None:
         """Results just stated; `shown` has what each known one showed (None: not checked, nothing to publish),
         a result not in it (first seen, shown at the run's end) publishes itself."""

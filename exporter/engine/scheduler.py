@@ -179,6 +179,7 @@ class Scheduler:
         checking.sort(key=self._slowness, reverse=True)
         shown: dict[Key, IntegrationResult | None] = {}
         early = self._handoff(slot)
+        early.block(i.org_id for i in held)  # checked later in this cycle if canaries recover: one transaction
         stated = await self._run(checking, slot, shown, early)
         present = {i.integration_type for i in active}
         if recovered := self.vendors.decide(stated, present, slot):

@@ -213,8 +213,7 @@ class CachedCredentials:
 
     async def get(self, org_id: UUID, ref: str) -> SecretStr:
         key = (org_id, ref)
-        if key in self._reading:
-            await self._batch_of(key)
+        budget = await self._batch_of(key) if key in self._reading else self._read_timeout_s
         hit = self._cache.get(key)
         if hit and self._now() < hit[0]:
             if hit[1] is None:  # once: a secret added since is read on the next get, whatever the TTL
@@ -223,7 +222,7 @@ class CachedCredentials:
             return hit[1]
         try:
             try:  # a store that stops answering must fail fast, within the check's deadline, as unavailable
-                async with asyncio.timeout(self._read_timeout_s):
+                async with asyncio.timeout(budget):
                     secret = await self._inner.get(org_id, ref)
             except TimeoutError:
                 raise CredentialUnavailable(f"no answer within {self._read_timeout_s:g} s") from None
@@ -237,10 +236,15 @@ class CachedCredentials:
         self._touch(key)
         return secret
 
-    async def _batch_of(self, key: Key) -> None:
+    async def _batch_of(self, key: Key) -> float:
         """Wait for the batch reading `key` (a check that started before it came): its answer, not a query of
-        the check's own; past the read timeout, the check asks alone, as during an outage."""
+        the check's own. What is left of the read timeout is the budget of the check's own query, if it still
+        needs one: the read sits inside the check's deadline, and a wait for the batch then a full read of its
+        own would let a slow store take twice the timeout from a vendor's answer."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         await asyncio.wait({self._reading[key]}, timeout=self._read_timeout_s)
+        return max(0.0, self._read_timeout_s - (loop.time() - start))
 
     def _touch(self, key: Key) -> None:
         if self._prefetching:
@@ -263,13 +267,12 @@ class CachedCredentials:
         if not is_plain_ref(ref):  # never asked, never kept: a tenant's megabyte reference stays out of memory
             return None
         key = (org_id, ref)
-        if key in self._reading:
-            await self._batch_of(key)
+        budget = await self._batch_of(key) if key in self._reading else self._read_timeout_s
         hit = self._expiries.get(key)
         if hit and self._now() < hit[0]:
             return hit[1]
         try:
-            async with asyncio.timeout(self._read_timeout_s):
+            async with asyncio.timeout(budget):
                 when = await self._inner.expiry(org_id, ref)
         except (CredentialUnavailable, TimeoutError):
             return hit[1] if hit else None

@@ -82,6 +82,7 @@ class Exposition:
                 self.behind.set(behind)  # the scrape's own instruments, rendered after this, show it
                 return self.fleet.published
             await asyncio.shield(refreshing)  # raises its failure; a scrape cancelled never cancels it
+        self.behind.set(0.0)  # current after all (a scrape served the last body meanwhile set its own figure)
         return self.fleet.published
 
     async def refresh_off_loop(self) -> float:

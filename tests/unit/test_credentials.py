@@ -506,3 +506,25 @@ async def test_leaving_the_read_ahead_early_stops_the_later_batches_and_nobody_w
         pass  # the checks were over before the second batch came
     assert not cached._reading
     assert await cached.get(ORG_A, "b") == SecretStr("secret-of-b") and inner.reads == 1
+
+
+async def test_a_get_that_waited_out_its_batch_has_no_second_read_timeout_of_its_own() -> None:
+    """The read sits inside the check's deadline: a wait for the batch and then a full read of its own would let
+    a slow store take twice the read timeout from the vendor's answer. The wait uses the budget up, so the
+    check's own read gets what is left (nothing): unavailable, although the store would have answered it."""
+    inner = Gated({"a"}, batch_size=1)
+    answered: list[str] = []
+
+    async def slow_but_answering(org_id, ref):
+        await asyncio.sleep(0.05)
+        answered.append(ref)
+        return SecretStr("secret-of-a")
+
+    inner.get = slow_but_answering  # type: ignore[method-assign]
+    cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0, read_timeout_s=0.2)
+    reading = asyncio.create_task(cached.prefetch([(ORG_A, "a")]))  # its batch never answers (gated)
+    await asyncio.sleep(0)
+    with pytest.raises(CredentialUnavailable):
+        await cached.get(ORG_A, "a")
+    assert answered == [], "no second read after the batch's wait used the budget up"
+    await reading

@@ -82,3 +82,15 @@ async def test_a_known_one_publishes_what_it_showed_and_one_not_checked_publishe
     early.take([result(A, "http"), prevented, new], {(A, "http"): shown_a, (A, "fiken"): None})
     await early.settle()
     assert outbox.submitted == [([shown_a, new], SLOT)], "the credential store's outage stands: nothing to publish"
+
+
+async def test_a_blocked_organisation_waits_for_the_end_whole() -> None:
+    """An organisation with integrations a later run of the cycle may check (a vendor's held ones, should its
+    canaries recover) is not handed early: its rows move in one transaction at the end."""
+    outbox = Outbox()
+    early = Handoff(SLOT, outbox.observe, outbox.submit, batch=1)
+    early.block([A])
+    early.expect([Integration(A, "http", {}), Integration(B, "http", {})])
+    early.take([result(A, "http"), result(B, "http")], {})
+    await early.settle()
+    assert list(early.handed) == [(B, "http")] and [[r.org_id for r in rs] for rs, _ in outbox.submitted] == [[B]]

@@ -367,6 +367,27 @@ async def test_a_scrape_during_a_long_refresh_is_served_the_last_body_while_it_i
     assert b'status="degraded"} 1.0' in current and b"integration_health_metrics_behind_seconds 0.0" in current
 
 
+async def test_a_scrape_that_waited_for_the_refresh_says_it_is_current_whatever_another_was_served() -> None:
+    """The behind gauge is one series shared by concurrent scrapes: one served the last body meanwhile must
+    not make a scrape that got the current body say it is behind."""
+    now = [1000.0]
+    metrics, snapshot, results = fleet_of(4, block_keys=2)
+    metrics.monotonic, metrics.wait_s = lambda: now[0], 0.01
+    await metrics.render_off_loop()  # known current at 1000.0
+    held = HeldRefresh(metrics.fleet)
+    snapshot.update([replace(results[0], result=make_result(HealthStatus.DEGRADED, 9, T + timedelta(minutes=1)))])
+    now[0] += 5.0
+    metrics.max_behind_s = -1.0  # this scrape waits for the refresh
+    waiting = asyncio.create_task(metrics.render_off_loop())
+    await asyncio.to_thread(held.started.wait, 10)
+    await asyncio.sleep(0.05)
+    metrics.max_behind_s = 15.0  # this one is served the last body, 5 s behind
+    assert b"integration_health_metrics_behind_seconds 5.0" in await metrics.render_off_loop()
+    held.go.set()
+    current = await waiting
+    assert b'status="degraded"} 1.0' in current and b"integration_health_metrics_behind_seconds 0.0" in current
+
+
 async def test_a_scrape_cancelled_while_it_waits_leaves_the_refresh_running_for_the_next() -> None:
     metrics, snapshot, results = fleet_of(2, block_keys=2)
     held = HeldRefresh(metrics.fleet)
