@@ -42,6 +42,7 @@ class Outbox:
         self._batches: deque[Batch] = deque()
         self._writing: set[asyncio.Future[bool]] = set()  # the loop keeps only weak references to tasks
         self._in_flight: Batch | None = None  # the batch flush is writing now
+        self._waiting: set[asyncio.Future[None]] = set()  # one per submit waiting for a write: close waits for them
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._backing_off = False  # retry_forever is waiting to try again: a submit meanwhile only queues
@@ -66,12 +67,17 @@ class Outbox:
         writing = asyncio.ensure_future(self.flush())
         self._writing.add(writing)  # held until done, even if the submitter stops waiting or is cancelled
         writing.add_done_callback(self._writing.discard)
+        returned = asyncio.get_running_loop().create_future()
+        self._waiting.add(returned)
         try:
             return await asyncio.wait_for(asyncio.shield(writing), self.submit_timeout_s)
         except TimeoutError:
             log.warning("database write still running after %.0f s; the cycle goes on, %d results wait for it",
                         self.submit_timeout_s, self.pending)
             return False
+        finally:
+            returned.set_result(None)
+            self._waiting.discard(returned)
 
     async def flush(self) -> bool:
         """Write queued batches oldest first; stop at the first failure and leave the rest queued."""
@@ -95,12 +101,15 @@ class Outbox:
 
     async def close(self) -> None:
         """At exit, after the last timed flush: a write still running past the grace is cut, so nothing
-        outlives the pool (its results stay counted in `pending`, and the exit says so)."""
+        outlives the pool (its results stay counted in `pending`, and the exit says so). The submits waiting
+        for it return before this does: a task of their own (the cycle's early hand-off) is then over too."""
         writing = list(self._writing)
         for task in writing:
             task.cancel()
         if writing:
             await asyncio.wait(writing)  # their outcome is theirs; a cancellation of the exit itself still raises
+        if self._waiting:
+            await asyncio.wait(list(self._waiting))
 
     async def _write(self, batch: Batch) -> None:
         """Persist a batch; when the database refuses its data, write it in halves until the offending

@@ -460,3 +460,69 @@ async def test_a_cycle_that_changed_no_mode_keeps_the_modes_and_the_keys_held(si
     assert snapshot.modes is modes
     assert len(snapshot.changed_since(seen)) == 3
     assert {id(k) for batch in snapshot.changes_since(seen) for k in batch} == keys
+
+
+class OneHangs(Vendor):
+    """A scripted vendor: healthy, but the check of `HUNG` waits until cancelled (`cut` says it was)."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.status, self.cut = HealthStatus.HEALTHY, asyncio.Event()
+
+    async def check(self, org_id, config):
+        if org_id == HUNG:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.cut.set()
+        return await super().check(org_id, config)
+
+
+HUNG = UUID(int=9)
+
+
+@pytest.mark.parametrize("write_ends", [True, False], ids=["write-ends-in-the-grace", "write-hangs"])
+async def test_a_cycle_cut_at_the_shutdown_grace_keeps_its_early_writes_and_leaves_nothing_running(
+        monkeypatch, write_ends: bool) -> None:
+    """The early hand-off's writes are no part of the cycle's task: cancelling the cycle neither cuts nor repeats
+    them. A write that ends within the exit's flush lands; one that hangs is cut by Outbox.close(), its results
+    still queued (the exit reports them). Either way nothing of the outbox's or the hand-off's still runs after
+    close, and the results handed early are counted once."""
+    from exporter.web.api import Runtime
+    from exporter.web.app import shutdown
+
+    monkeypatch.setattr("exporter.engine.handoff.EARLY_BATCH", 1)
+    day = Day(OneHangs)
+    day.store.integrations.append(Integration(HUNG, "http", {"url": "https://vendor.example/health"}))
+    services, vendor = day.services, day.vendor
+    assert isinstance(vendor, OneHangs)
+    writing, gate, persisted = asyncio.Event(), asyncio.Event(), day.store.persist
+
+    async def gated(results, slot):
+        writing.set()
+        await gate.wait()
+        await persisted(results, slot)
+    monkeypatch.setattr(day.store, "persist", gated)
+    before = asyncio.all_tasks()
+    retry = asyncio.create_task(services.outbox.retry_forever())
+    cycle = services.scheduler.cycle_task = asyncio.create_task(services.scheduler.run_cycle(at(0), at(0)))
+    await asyncio.wait_for(writing.wait(), 30)  # ORG's result handed early, its write under way; HUNG's check hangs
+    assert not cycle.done() and not day.store.status
+
+    async def opens_when_cut() -> None:  # the write ends only once the cycle is cut: after the grace
+        await vendor.cut.wait()
+        gate.set()
+    opener = asyncio.create_task(opens_when_cut()) if write_ends else None
+    await shutdown(services, Runtime(), retry, grace_s=0.05)
+    assert cycle.cancelled() and vendor.cut.is_set()
+    if opener is not None:
+        await opener
+    left = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert not left, f"still running after Outbox.close(): {left}"
+    if write_ends:
+        assert list(day.store.status) == [KEY] and services.outbox.pending == 0, "the early write landed"
+    else:
+        assert not day.store.status and services.outbox.pending == 1, "cut, but still queued and reported"
+    counted = {s.labels["status"]: s.value for s in services.instruments.checks.collect()[0].samples
+               if s.name.endswith("_total")}
+    assert counted == {"healthy": 1.0}, "counted once, when handed early; the hanging check never came in"
