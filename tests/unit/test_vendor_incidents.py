@@ -278,3 +278,38 @@ async def test_an_outage_shows_no_infrastructure_failure_mid_cycle_before_its_in
     assert gauges(text)["integration_health_vendor_incident"][(("integration_type", "http"),)] == 1
     assert infra_failures_shown(text) == {str(o) for o in ORGS}
     assert all(services.snapshot.results[(o, "http")].result.vendor_incident_since == slot(1) for o in ORGS)
+
+
+async def test_the_recovery_cycles_second_run_persists_and_counts_each_result_once(sim, monkeypatch) -> None:
+    """The canaries and, once they recovered, the rest run twice through one early hand-off (Scheduler.check_active):
+    what each run handed early is neither written nor counted again at the decision, and nothing is left out."""
+    from collections import Counter
+
+    monkeypatch.setattr("exporter.engine.handoff.EARLY_BATCH", 1)  # every organisation goes as soon as it is in
+    state, base = sim
+    store = MemoryStore(fleet(base))
+    settings = settings_for("postgresql://unused", check_interval=900, vendor_incident_types=VENDOR)
+    state.modes["vendor"] = Mode("server_error")
+    async with loopback_session() as session:
+        services = build_services(settings, store=store, session=session)  # type: ignore[arg-type]
+        scheduler, outbox, instruments = services.scheduler, services.outbox, services.instruments
+        await scheduler.run_cycle(slot(0), slot(0))
+        assert len(await scheduler.run_cycle(slot(1), slot(1))) == 3, "the canaries only"
+        submitted, observed, submit, observe = Counter(), Counter(), outbox.submit, instruments.observe
+
+        async def counting_submit(results, at):
+            submitted.update((r.org_id_key(), at) for r in results)
+            return await submit(results, at)
+
+        def counting_observe(results):
+            observed.update(r.org_id_key() for r in results)
+            observe(results)
+        monkeypatch.setattr(outbox, "submit", counting_submit)
+        monkeypatch.setattr(instruments, "observe", counting_observe)
+        state.modes["vendor"] = Mode("healthy")
+        checked = await scheduler.run_cycle(slot(2), slot(2))
+    everyone = {key: 1 for key in store.status}
+    assert len(checked) == 13 and len(everyone) == 13 and scheduler.vendors.ongoing == {}
+    assert submitted == Counter({(key, slot(2)): 1 for key in everyone}), "each persisted once, in the slot"
+    assert observed == Counter(everyone), "each counted once"
+    assert all(store.slots[(*key, slot(2))].result.status == HealthStatus.HEALTHY for key in everyone)
