@@ -483,18 +483,29 @@ async def test_checks_start_after_the_first_pairs_and_a_later_one_waits_for_its_
 
 
 async def test_a_get_waits_for_its_batch_at_most_the_read_timeout_then_asks_alone() -> None:
-    inner = Gated({"a"}, batch_size=1)
+    """Its batch is queued behind a slow one that answers: the batch's own timeout starts after the get's wait,
+    so what releases the get is the read timeout, while its batch is still being read."""
+    inner = Gated({"a", "b"}, batch_size=1)
     cached = CachedCredentials(inner, ttl=300, monotonic=lambda: 0.0, read_timeout_s=0.2)
-    reading = asyncio.create_task(cached.prefetch([(ORG_A, "a")]))
+    asked, alone = [], inner.get
+
+    async def asks_alone(org_id, ref):  # notes whether the pair's batch was still being read then
+        asked.append((org_id, ref) in cached._reading)
+        return await alone(org_id, ref)
+    inner.get = asks_alone  # type: ignore[method-assign]
+    reading = asyncio.create_task(cached.prefetch([(ORG_A, "b"), (ORG_A, "a")]))
     await asyncio.sleep(0)
-    getting = asyncio.create_task(cached.get(ORG_A, "a"))
+    getting = asyncio.create_task(cached.get(ORG_A, "a"))  # "a" is the second batch's, behind "b"'s
     for _ in range(5):
         await asyncio.sleep(0)
     assert not getting.done() and inner.reads == 0, "it waits for its batch first"
+    inner.gates[0].set()  # the first batch answers, late: the second starts now, after the get began to wait
     assert await getting == SecretStr("secret-of-a")
-    assert inner.reads == 1, "asked alone once its batch outlasted the read timeout"
-    await reading  # the batch itself timed out: an outage, logged; nothing left waiting
-    assert not cached._reading
+    assert asked == [True], "released by the read timeout, its batch still under way, not by the batch's end"
+    assert inner.reads == 1, "asked alone, once"
+    inner.gates[1].set()
+    await reading
+    assert not cached._reading and inner.batches[0] == [(ORG_A, "b")]
 
 
 async def test_leaving_the_read_ahead_early_stops_the_later_batches_and_nobody_waits_for_them() -> None:
