@@ -136,6 +136,49 @@ async def test_a_chunk_the_database_refuses_raises_its_error_once_the_chunk_writ
     assert await admin.fetchval("SELECT count(DISTINCT org_id) FROM integration_health_status") == 2
 
 
+async def test_when_an_early_chunk_of_five_fails_none_starts_after_it_and_the_one_under_way_finishes_written(
+        store: Store, admin, chunk_of_4) -> None:
+    """Two chunks in flight (PERSIST_IN_FLIGHT): the first is refused while the second holds its connection; the
+    second is written after the failure, the three after them never start, and the refusal comes out."""
+    import asyncio
+
+    class Ordered:
+        """Wraps the pool: the first chunk goes on only once the second holds its connection, the second only
+        once the first has failed; counts the chunks started (connections taken)."""
+
+        def __init__(self, pool: asyncpg.Pool) -> None:
+            self.pool, self.calls = pool, 0
+            self.second_in, self.first_failed = asyncio.Event(), asyncio.Event()
+
+        @contextlib.asynccontextmanager
+        async def acquire(self, **options):
+            self.calls += 1
+            call = self.calls
+            async with self.pool.acquire(**options) as conn:
+                if call == 1:
+                    await self.second_in.wait()
+                    try:
+                        yield conn
+                    finally:
+                        self.first_failed.set()
+                    return
+                if call == 2:
+                    self.second_in.set()
+                    await self.first_failed.wait()
+                yield conn
+
+    orgs = [uuid4() for _ in range(10)]  # 5 chunks of 2 organisations
+    batch = [result(o, k, H, T0) for o in orgs for k in KINDS]
+    batch[0] = result(orgs[0], "bad\x00type", H, T0)  # text PostgreSQL cannot store, in the first chunk
+    pool = Ordered(store.pool)
+    with pytest.raises(asyncpg.DataError):
+        await Store(pool).persist(batch, T0)
+    assert pool.first_failed.is_set() and pool.calls == 2, "no chunk started after the failure"
+    assert await admin.fetchval("SELECT count(*) FROM health_check_history WHERE slot = $1", T0) == 6
+    written = await admin.fetch("SELECT DISTINCT org_id FROM integration_health_status")
+    assert sorted(r["org_id"] for r in written) == sorted(orgs[2:4]), "the chunk under way, finished and kept"
+
+
 async def test_0025_on_a_database_with_history_keeps_the_newest_96_rows_per_key_and_the_counts_right(
         empty_db_dsn: str, chunk_of_4) -> None:
     conn = await asyncpg.connect(empty_db_dsn)
