@@ -5,6 +5,7 @@ keeps each key's newest 96 history rows with its count right, on a database migr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -140,8 +141,6 @@ async def test_when_an_early_chunk_of_five_fails_none_starts_after_it_and_the_on
         store: Store, admin, chunk_of_4) -> None:
     """Two chunks in flight (PERSIST_IN_FLIGHT): the first is refused while the second holds its connection; the
     second is written after the failure, the three after them never start, and the refusal comes out."""
-    import asyncio
-
     class Ordered:
         """Wraps the pool: the first chunk goes on only once the second holds its connection, the second only
         once the first has failed; counts the chunks started (connections taken)."""
