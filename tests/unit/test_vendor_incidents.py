@@ -282,8 +282,9 @@ async def test_an_outage_shows_no_infrastructure_failure_mid_cycle_before_its_in
 
 
 async def test_the_recovery_cycles_second_run_persists_and_counts_each_result_once(sim, monkeypatch) -> None:
-    """The canaries and, once they recovered, the rest run twice through one early hand-off (Scheduler.check_active):
-    what each run handed early is neither written nor counted again at the decision, and nothing is left out."""
+    """The canaries and, once they recovered, the rest run through one early hand-off (Scheduler.check_active): the
+    canaries handed early are neither written nor counted again at the decision, the held organisations go once,
+    whole, at the end, and nothing is left out."""
     monkeypatch.setattr("exporter.engine.handoff.EARLY_BATCH", 1)  # every organisation goes as soon as it is in
     state, base = sim
     store = MemoryStore(fleet(base))
