@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 DEMO_INTERVAL_S = 30
+SIMULATOR_LIMITS = HttpLimits(max_connections=4096)
 DEMO_GRACE_S = 0.25  # Ctrl-C in the demo stops at once: a hanging simulated tenant must not hold it up
 
 
@@ -155,7 +156,10 @@ async def start_simulator(state: SimState | None = None, port: int = 0,
     """Serve the simulator (port 0: any free one) and return its runner and port."""
     from exporter.demo.simulator import create_app as create_simulator
 
-    runner = await start_site(create_simulator(state), host, port, shutdown_timeout=0.5)  # a hanging tenant waits
+    # It stands for many vendors' servers at once: their connections are not one server's to cap at 256 (a
+    # check client opening its next connection before this server saw the last one close was refused).
+    runner = await start_site(create_simulator(state), host, port, SIMULATOR_LIMITS,
+                              shutdown_timeout=0.5)  # a hanging tenant waits
     return runner, runner.addresses[0][1]
 
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import asyncpg
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import AdapterContext, AdapterSpec, build_adapters
+from exporter.adapters.client import HttpClient
 from exporter.adapters.transport import make_session, own_addresses
 from exporter.core.egress import EgressPolicy
 from exporter.core.model import CredentialProvider, Integration, utcnow
@@ -124,7 +124,7 @@ def vendor_types(specs: Mapping[str, AdapterSpec], chosen: frozenset[str] | None
     return chosen
 
 
-def build_services(settings: Settings, *, store: Store, session: aiohttp.ClientSession,
+def build_services(settings: Settings, *, store: Store, session: HttpClient,
                    credentials: CredentialProvider | None = None, specs: Mapping[str, AdapterSpec] = ADAPTERS,
                    on_cycle: Callable[..., Any] | None = None, shards: ShardLeases | None = None,
                    clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random) -> Services:
@@ -199,7 +199,7 @@ async def open_services(settings: Settings, dsn: str, *, specs: Mapping[str, Ada
 
 
 def notifier(settings: Settings, webhooks: Webhooks, instruments: Instruments,
-             session: aiohttp.ClientSession) -> Notifier:
+             session: HttpClient) -> Notifier:
     """The webhook delivery worker over the outbox, with the EXPORTER_WEBHOOK_* settings."""
     return Notifier(webhooks, session, instruments, schedule=settings.webhook_schedule,
                     timeout_s=settings.webhook_timeout_seconds, concurrency=settings.webhook_concurrency,

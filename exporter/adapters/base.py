@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-import aiohttp
-
+from exporter.adapters.client import HttpClient
 from exporter.core.egress import VendorHosts
 from exporter.core.model import CredentialError, CredentialProvider, HealthResult, IntegrationConfigBase, utcnow
 
@@ -31,7 +30,7 @@ class AdapterContext:
     """What adapters are built with, once per process: the shared HTTP session, credentials, clocks, and
     the vendor hosts its type may reach (set by build_adapters from the spec; None: any public host)."""
 
-    session: aiohttp.ClientSession
+    session: HttpClient
     credentials: CredentialProvider | None = None
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic

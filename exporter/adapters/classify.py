@@ -7,8 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import aiohttp
-
+from exporter.adapters.client import CertificateError, ConnectError, DNSError, InvalidURL
+from exporter.adapters.http1 import InvalidRequest, PayloadError, ProtocolError
 from exporter.adapters.transport import BodyTooLarge, Response, TooManyRedirects
 from exporter.core.egress import Blocked
 from exporter.core.model import (
@@ -95,30 +95,31 @@ def describe_exception(exc: BaseException) -> Failure:
                     f"not checked: the credential store is unavailable ({exc})")
         case CredentialError():
             return HealthStatus.DEGRADED, Reason.AUTH, f"credential unavailable: {exc}"
-        case InvalidConfig() | aiohttp.InvalidURL():
+        case InvalidConfig() | InvalidURL():
             return HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG, f"invalid configuration: {exc}"
-        case aiohttp.ClientConnectorDNSError():
+        case DNSError():
             return HealthStatus.UNREACHABLE, Reason.DNS, f"DNS lookup failed for {exc.host}"
-        case aiohttp.ClientConnectorCertificateError():
+        case CertificateError():
             return HealthStatus.UNREACHABLE, Reason.TLS, f"TLS certificate rejected for {exc.host}"
-        case aiohttp.ClientSSLError() | ssl.SSLError():
+        case ssl.SSLError():
             return HealthStatus.UNREACHABLE, Reason.TLS, "TLS handshake failed"
-        case aiohttp.ClientConnectorError():
-            why = exc.os_error.strerror or type(exc.os_error).__name__
-            return HealthStatus.UNREACHABLE, Reason.CONNECT, f"cannot connect to {exc.host}:{exc.port}: {why}"
-        case aiohttp.ServerDisconnectedError() | aiohttp.ClientOSError() | ConnectionError():
-            return HealthStatus.UNREACHABLE, Reason.CONNECT, "connection closed or reset by the server"
-        case TimeoutError():
-            return HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"
-        case aiohttp.TooManyRedirects() | TooManyRedirects():
-            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"
-        case aiohttp.ClientPayloadError():
+        case ConnectError():
+            return HealthStatus.UNREACHABLE, Reason.CONNECT, f"cannot connect to {exc.host}:{exc.port}: {exc.why}"
+        case PayloadError():
             return HealthStatus.UNREACHABLE, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"
-        case aiohttp.ClientResponseError() if not isinstance(exc, aiohttp.ContentTypeError):
-            # A parse failure of the status line or headers; its text quotes the bytes received, so not here.
-            # Not HTTP at all cannot carry a sync: unreachable, whatever answers on that port.
-            return HealthStatus.UNREACHABLE, Reason.BAD_RESPONSE, "unexpected response: not a valid HTTP response"
-        case BodyTooLarge() | aiohttp.ContentTypeError() | ValueError():
+        case TimeoutError():  # before OSError, whose subclass it is
+            return HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"
+        case ConnectionError() | OSError():
+            return HealthStatus.UNREACHABLE, Reason.CONNECT, "connection closed or reset by the server"
+        case TooManyRedirects():
+            return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"
+        case ProtocolError():
+            # Not HTTP at all cannot carry a sync: unreachable, whatever answers on that port. The message
+            # never quotes the bytes received.
+            return HealthStatus.UNREACHABLE, Reason.BAD_RESPONSE, f"unexpected response: {exc}"
+        case InvalidRequest():  # a header value with a line break: the integration's own settings
+            return HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG, f"invalid configuration: {exc}"
+        case BodyTooLarge() | ValueError():
             return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, f"unexpected response: {exc}"
         case _:  # the text of an unforeseen exception may quote what the server sent: only its type leaves
             return HealthStatus.UNREACHABLE, Reason.ERROR, f"unexpected {type(exc).__name__} in the check"

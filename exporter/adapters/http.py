@@ -10,7 +10,6 @@ import dataclasses
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import aiohttp
 from pydantic import Field, HttpUrl
 from yarl import URL
 
@@ -53,12 +52,7 @@ class HttpCheck:
         method = "GET" if config.body_contains else config.method
         options: dict[str, Any] = {} if config.tls_verify else {"ssl": False}
         try:
-            try:
-                resp = await self._follow(method, url, headers, options)
-            except aiohttp.ClientResponseError as exc:
-                if method != "HEAD" or isinstance(exc, aiohttp.ContentTypeError):
-                    raise
-                resp = await self._follow("GET", url, headers, options)  # a HEAD answered with a body: ask with GET
+            resp = await self._follow(method, url, headers, options)  # a body after a HEAD's answer is dropped
             if method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET
                 resp = await self._follow("GET", url, headers, options)
         except RedirectNotFollowed as exc:

@@ -14,9 +14,8 @@ import random
 import time
 from collections.abc import Callable
 
-import aiohttp
-
 from exporter.adapters.base import AdapterContext
+from exporter.adapters.client import HttpClient
 from exporter.adapters.transport import fetch
 from exporter.core.egress import Blocked, EgressPolicy
 from exporter.core.sanitize import sanitize
@@ -50,17 +49,16 @@ class Notifier:
     """Delivers the outbox, `concurrency` requests at once (claimed `batch` at most at a time), on its own HTTP
     session, so hanging receivers can hold only its connections, never the checks'."""
 
-    def __init__(self, webhooks: Webhooks, session: aiohttp.ClientSession, instruments: Instruments, *,
+    def __init__(self, webhooks: Webhooks, session: HttpClient, instruments: Instruments, *,
                  schedule: RetrySchedule = RetrySchedule(), timeout_s: float = 10.0, batch: int = 100,
                  concurrency: int = 16, poll_s: float = 1.0, keep_s: float = 7 * 86400.0,
                  lease_margin_s: float = LEASE_MARGIN_S, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random) -> None:
         if timeout_s <= 0 or batch <= 0 or concurrency <= 0 or poll_s <= 0:
             raise ValueError("timeout_s, batch, concurrency and poll_s must be > 0")
-        connector = session.connector
-        if not isinstance(getattr(connector, "policy", None), EgressPolicy):
+        if not isinstance(session, HttpClient):
             raise ValueError("the webhook session must enforce the egress policy: build it with transport.make_session")
-        self.policy: EgressPolicy = connector.policy  # type: ignore[union-attr]
+        self.policy: EgressPolicy = session.policy
         self.webhooks, self.instruments, self.schedule = webhooks, instruments, schedule
         self.ctx = AdapterContext(session=session)
         self.timeout_s, self.batch, self.poll_s, self.keep_s = timeout_s, batch, poll_s, keep_s

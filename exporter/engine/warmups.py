@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
-import aiohttp
-
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import EgressConnector, fetch
+from exporter.adapters.client import HttpClient
+from exporter.adapters.http1 import ProtocolError
+from exporter.adapters.transport import fetch
 from exporter.core import syncs, warmups
 from exporter.core.egress import Blocked, EgressPolicy
 from exporter.core.model import Integration, utcnow
@@ -36,13 +36,12 @@ MAX_IN_FLIGHT = 64  # warm-ups sent at once; a schedule shared by thousands of o
 class Warmer:
     """Sends each integration's warm-up when next_warmup says, records the answer, counts cold starts."""
 
-    def __init__(self, *, session: aiohttp.ClientSession, instruments: Instruments, snapshot: Snapshot,
+    def __init__(self, *, session: HttpClient, instruments: Instruments, snapshot: Snapshot,
                  integrations: Callable[[], Sequence[Integration]], lead_s: float, cold_start_s: float,
                  timeout_s: float, clock: Callable[[], datetime] = utcnow,
                  monotonic: Callable[[], float] = time.monotonic, replan_s: float = REPLAN_S) -> None:
         # fetch refuses a session without a policy; the https rule then judges by the strictest one
-        connector = getattr(session, "connector", None)
-        self.policy = connector.policy if isinstance(connector, EgressConnector) else EgressPolicy()
+        self.policy = session.policy if isinstance(session, HttpClient) else EgressPolicy()
         self.ctx = AdapterContext(session=session, clock=clock, monotonic=monotonic)
         self.instruments, self.snapshot, self.integrations = instruments, snapshot, integrations
         self.lead_s, self.cold_start_s, self.timeout_s, self.replan_s = lead_s, cold_start_s, timeout_s, replan_s
@@ -143,7 +142,7 @@ class Warmer:
             return WarmupOutcome.BLOCKED, None
         except TimeoutError:
             return WarmupOutcome.TIMEOUT, None
-        except (aiohttp.ClientError, OSError, ValueError):  # DNS, connect, TLS, a reset, not HTTP
+        except (OSError, ValueError, ProtocolError):  # DNS, connect, TLS, a reset, not HTTP
             return WarmupOutcome.UNREACHABLE, None
         latency_s = response.latency_ms / 1000
         return warmups.classify(response.status, latency_s, self.cold_start_s), latency_s

@@ -3,9 +3,9 @@
 `Listener` records every connection and byte it receives and answers a small 200 whose body holds a
 "secret", so a test can prove a refused destination received nothing (and on a policy-less main, did).
 `Redirector` is an allow-listed server answering `302 Location: <?to=…>`: a redirect hop to test.
-`ConnectionGuard` wraps the one call aiohttp connects with, and its resolver, and refuses (records,
-never opens) any connection outside loopback and any DNS lookup but localhost's, so a broken policy in
-a test cannot send traffic anywhere, not even a DNS query.
+`ConnectionGuard` wraps the one call the check client connects with (client.open_connection), and its
+resolver, and refuses (records, never opens) any connection outside loopback and any DNS lookup but
+localhost's, so a broken policy in a test cannot send traffic anywhere, not even a DNS query.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohappyeyeballs
-from aiohttp import resolver, web
+from aiohttp import web
+
+from exporter.adapters import client
 
 SECRET_BODY = b"internal-only: s3cr3t"
 
@@ -69,32 +70,31 @@ async def start_redirector() -> web.AppRunner:
 
 @dataclass
 class ConnectionGuard:
-    """Replaces aiohappyeyeballs.start_connection: records each attempt, opens only loopback ones."""
+    """Replaces client.open_connection: records each attempt, opens only loopback ones."""
 
     real: Any
     real_resolve: Any
     attempts: list[str] = field(default_factory=list)
     lookups: list[str] = field(default_factory=list)
 
-    async def __call__(self, addr_infos: list[Any], **kwargs: Any) -> Any:
-        addresses = [str(info[4][0]) for info in addr_infos]
-        self.attempts += addresses
-        if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-            raise ConnectionRefusedError(f"the test guard refused a connection outside loopback: {addresses}")
-        return await self.real(addr_infos, **kwargs)
+    async def __call__(self, address: str, *args: Any) -> Any:
+        self.attempts.append(address)
+        if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            raise ConnectionRefusedError(f"the test guard refused a connection outside loopback: {address}")
+        return await self.real(address, *args)
 
 
     def resolver(self) -> Any:
-        async def resolve(this: Any, host: str, *args: Any, **kwargs: Any) -> Any:
+        async def resolve(host: str, port: int) -> Any:
             self.lookups.append(host)
             if host.rstrip(".").lower() != "localhost":
                 raise OSError(f"the test guard refused a DNS lookup of {host}")
-            return await self.real_resolve(this, host, *args, **kwargs)
-        return resolve
+            return await self.real_resolve(host, port)
+        return staticmethod(resolve)
 
 
 def install_guard(monkeypatch: Any) -> ConnectionGuard:
-    guard = ConnectionGuard(aiohappyeyeballs.start_connection, resolver.ThreadedResolver.resolve)
-    monkeypatch.setattr(aiohappyeyeballs, "start_connection", guard)
-    monkeypatch.setattr(resolver.ThreadedResolver, "resolve", guard.resolver())
+    guard = ConnectionGuard(client.open_connection, client.HttpClient._getaddrinfo)
+    monkeypatch.setattr(client, "open_connection", guard)
+    monkeypatch.setattr(client.HttpClient, "_getaddrinfo", guard.resolver())
     return guard

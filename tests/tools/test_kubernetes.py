@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 import importlib.util
+import re
 import subprocess
 import tomllib
 from pathlib import Path

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+import aiohttp
 import pytest
 
 from exporter.adapters.base import AdapterContext
@@ -193,11 +194,12 @@ def test_graph_is_one_of_the_dynamics_hosts() -> None:
     assert HOSTS.permits("graph.microsoft.us", ["us-gov"]) and not HOSTS.permits("graph.microsoft.us")
 
 
-async def test_a_running_simulator_takes_graphs_end_date_and_403_mode(sim, http_session) -> None:
+async def test_a_running_simulator_takes_graphs_end_date_and_403_mode(sim) -> None:
     state, base = sim
-    async with http_session.put(f"{base}/_sim/tenants/t", json={"app_secret_end": "2027-05-01T00:00:00Z",
+    async with aiohttp.ClientSession() as http_session, http_session.put(f"{base}/_sim/tenants/t", json={"app_secret_end": "2027-05-01T00:00:00Z",
                                                                 "graph_forbidden": True}) as resp:
         assert resp.status == 200
     assert (state.app_secret_ends["t"], "t" in state.graph_forbidden) == (END, True)
-    async with http_session.put(f"{base}/_sim/tenants/t", json={"app_secret_end": "soon"}) as resp:
+    async with aiohttp.ClientSession() as http_session, http_session.put(f"{base}/_sim/tenants/t",
+                                                                         json={"app_secret_end": "soon"}) as resp:
         assert resp.status == 400

@@ -1,39 +1,39 @@
-"""The connector remembers the egress decisions that permitted (transport.PermittedCache), and only those:
+"""The client remembers the egress decisions that permitted (transport.PermittedCache), and only those:
 a refused destination is refused every time, and a name that resolves to other addresses is judged again."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.transport import CertRecordingConnector, PermittedCache, fetch
+from exporter.adapters.client import HttpClient
+from exporter.adapters.transport import PermittedCache, fetch
 from exporter.core.egress import Blocked, EgressPolicy, VendorHosts
 from tests.support.listener import Listener
 
 ALLOW_LOOPBACK_V4 = EgressPolicy.from_allow(["127.0.0.1"])
 
 
-class SwitchableResolver(AbstractResolver):
+class SwitchableResolver:
     """Answers every name with `addresses`, which a test changes between requests (a DNS rebinding)."""
 
     def __init__(self, addresses: list[str]) -> None:
         self.addresses, self.asked = addresses, 0
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+    async def __call__(self, host: str, port: int) -> tuple[str, ...]:
         self.asked += 1
-        return [{"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST} for a in self.addresses]
+        return tuple(self.addresses)
 
-    async def close(self) -> None:
-        pass
+
+class Uncached(HttpClient):
+    """The client with its DNS cache off, as a test of rebinding needs: every connection asks the resolver."""
+
+    async def _addresses(self, host: str, port: int) -> tuple[str, ...]:
+        return await self._resolve(host, port)
 
 
 @pytest.fixture
@@ -44,13 +44,11 @@ async def listener():
 
 
 @contextlib.asynccontextmanager
-async def loopback_names() -> AsyncIterator[tuple[AdapterContext, CertRecordingConnector, SwitchableResolver]]:
-    """A session whose every name resolves to 127.0.0.1 until a test says otherwise, loopback allowed."""
+async def loopback_names() -> AsyncIterator[tuple[AdapterContext, HttpClient, SwitchableResolver]]:
+    """A client whose every name resolves to 127.0.0.1 until a test says otherwise, loopback allowed."""
     resolver = SwitchableResolver(["127.0.0.1"])
-    connector = CertRecordingConnector(policy=ALLOW_LOOPBACK_V4, resolver=resolver, use_dns_cache=False,
-                                       force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield AdapterContext(session=session), connector, resolver
+    async with Uncached(policy=ALLOW_LOOPBACK_V4, resolve=resolver, force_close=True) as client:
+        yield AdapterContext(session=client), client, resolver
 
 
 async def test_a_name_rebound_to_a_refused_address_is_refused_after_it_was_permitted(listener) -> None:
@@ -67,9 +65,8 @@ async def test_a_name_rebound_to_a_refused_address_is_refused_after_it_was_permi
 
 
 async def test_a_refused_literal_address_is_refused_on_every_request(listener) -> None:
-    connector = CertRecordingConnector(policy=EgressPolicy(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        ctx = AdapterContext(session=session)
+    async with HttpClient(policy=EgressPolicy(), force_close=True) as connector:
+        ctx = AdapterContext(session=connector)
         for _ in range(3):
             with pytest.raises(Blocked, match="loopback"):
                 await fetch(ctx, "GET", f"http://127.0.0.1:{listener.port}/")
@@ -79,9 +76,8 @@ async def test_a_refused_literal_address_is_refused_on_every_request(listener) -
 
 async def test_a_vendor_request_permitted_for_one_host_does_not_open_another(listener) -> None:
     vendor = VendorHosts(("api.vendor.example",))
-    connector = CertRecordingConnector(policy=EgressPolicy())
-    async with aiohttp.ClientSession(connector=connector) as session:
-        ctx = AdapterContext(session=session, vendor=vendor)
+    async with HttpClient(policy=EgressPolicy()) as connector:
+        ctx = AdapterContext(session=connector, vendor=vendor)
         connector.check_request(URL("https://api.vendor.example/v1"), vendor)
         for url in ("https://other.example/v1", "http://api.vendor.example/v1", "https://api.vendor.example:8443/"):
             with pytest.raises(Blocked):

@@ -8,11 +8,12 @@ import time
 from datetime import UTC, datetime
 from uuid import UUID
 
-import aiohttp
 import pytest
 
 from exporter.adapters.base import AdapterContext
 from exporter.adapters.classify import describe_exception
+from exporter.adapters.client import CertificateError, ConnectError, DNSError, InvalidURL
+from exporter.adapters.http1 import InvalidRequest, PayloadError, ProtocolError, ServerDisconnected
 from exporter.adapters.transport import BodyTooLarge
 from exporter.core.model import (
     CREDENTIAL_REFUSED,
@@ -201,21 +202,26 @@ def test_timeout_must_be_positive(ctx: AdapterContext) -> None:
         runner_for(ctx, {}, timeout=0)
 
 
-class _ConnKey:
-    host, port, ssl = "vendor.example", 443, True
-
-
 @pytest.mark.parametrize(("exc", "status", "reason", "message"), [
     (CredentialError(CREDENTIAL_REFUSED), HealthStatus.DEGRADED, Reason.AUTH,
      f"credential unavailable: {CREDENTIAL_REFUSED}"),
     (TimeoutError(), HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"),
-    (aiohttp.ClientConnectorError(_ConnKey(), ConnectionRefusedError(111, "Connection refused")),
+    (ConnectError("vendor.example", 443, "Connection refused"),
      HealthStatus.UNREACHABLE, Reason.CONNECT, "cannot connect to vendor.example:443: Connection refused"),
-    (aiohttp.ServerDisconnectedError(), HealthStatus.UNREACHABLE, Reason.CONNECT,
+    (ServerDisconnected("closed"), HealthStatus.UNREACHABLE, Reason.CONNECT,
      "connection closed or reset by the server"),
     (BodyTooLarge("response body larger than 256 KiB"), HealthStatus.DEGRADED, Reason.BAD_RESPONSE,
      "unexpected response: response body larger than 256 KiB"),
-    (aiohttp.InvalidURL("nope"), HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG, "invalid configuration: nope"),
+    (InvalidURL("nope"), HealthStatus.UNREACHABLE, Reason.INVALID_CONFIG, "invalid configuration: nope"),
+    (DNSError("vendor.example"), HealthStatus.UNREACHABLE, Reason.DNS, "DNS lookup failed for vendor.example"),
+    (CertificateError("vendor.example"), HealthStatus.UNREACHABLE, Reason.TLS,
+     "TLS certificate rejected for vendor.example"),
+    (PayloadError("cut"), HealthStatus.UNREACHABLE, Reason.CONNECT,
+     "the answer was cut off (connection closed mid-body)"),
+    (ProtocolError("not a valid HTTP response"), HealthStatus.UNREACHABLE, Reason.BAD_RESPONSE,
+     "unexpected response: not a valid HTTP response"),
+    (InvalidRequest("the value of header Authorization contains a line break or NUL"), HealthStatus.UNREACHABLE,
+     Reason.INVALID_CONFIG, "invalid configuration: the value of header Authorization contains a line break or NUL"),
 ])
 def test_exceptions_map_to_status_reason_and_message(exc, status, reason, message) -> None:
     assert describe_exception(exc) == (status, reason, message)

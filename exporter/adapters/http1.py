@@ -1,0 +1,250 @@
+"""HTTP/1.1 on one connection: the request's bytes, and its answer parsed by httptools (llhttp, Node's parser).
+
+Why not aiohttp here: a check is one small request and one small answer, and aiohttp's general request and
+response path was most of a pooled check's CPU (bench/blackbox.py: 0.18 CPU-ms per request in aiohttp, 0.04
+in this). The parser is llhttp's; what is left is what a check needs: one request at a time per connection,
+caps on the head and the decoded body, and an answer that says whether the connection may be used again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+MAX_BODY_BYTES = 256 * 1024  # a health answer is small; a bigger body is refused, not buffered
+MAX_HEAD_BYTES = 64 * 1024  # the status line and headers together (aiohttp's limit was 8 KiB per line)
+MAX_HEADERS = 128
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: a method or a header name
+_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")  # a line break in a value would start a header of the caller's choosing
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ProtocolError(Exception):
+    """What answered is not HTTP/1.x (or breaks its limits): nothing could sync over it. The message never
+    quotes the bytes received."""
+
+
+class ServerDisconnected(ConnectionError):
+    """The connection closed before any byte of the answer: on a reused connection, a request may be retried."""
+
+
+class PayloadError(ConnectionError):
+    """The connection closed in the middle of the answer's body."""
+
+
+class InvalidRequest(ValueError):
+    """A request this client will not put on the wire (a line break in a header value, say); the message
+    names the header, never its value (a credential, often)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    keep_alive: bool
+
+
+def request_bytes(method: str, target: str, headers: CIMultiDict[str], body: bytes) -> bytes:
+    """The request's head and body as sent; refuses a method, header name or value that could split it."""
+    if not _TOKEN.match(method):
+        raise InvalidRequest("the request method is not an HTTP token")
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            raise InvalidRequest(f"header name {name!r} is not an HTTP token")
+        if _UNSAFE_VALUE.search(value):
+            raise InvalidRequest(f"the value of header {name} contains a line break or NUL")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+def decoder(encoding: str) -> Callable[[bytes, int], bytes]:
+    """Decode a body piece by piece, each call returning at most `limit` bytes; ValueError for other codings."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return lambda data, limit: data
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ValueError("content encoding other than gzip or deflate")  # not echoed: the server chose it
+    inflater: Any = None
+
+    def decode(data: bytes, limit: int) -> bytes:
+        nonlocal inflater
+        if inflater is None:  # "deflate" should be zlib-wrapped; some servers send it raw, as browsers accept
+            raw = encoding == "deflate" and data[0] & 0x0F != zlib.DEFLATED
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS | 32)  # 32: gzip or zlib header
+        try:
+            return inflater.decompress(data, limit)  # the rest waits in unconsumed_tail: over the cap, refused
+        except zlib.error:
+            raise ValueError(f"the {encoding} body does not decode") from None
+
+    return decode
+
+
+class Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection, one exchange at a time (no pipelining). Bytes that arrive while no exchange
+    waits for them (a body after a HEAD's answer, say) make it unusable: it is never handed out again."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.usable = True
+        self.received_any = False  # in the current exchange: nothing received yet means a retry is safe
+        self.tls_expires_at: Any = None  # set by the client when the TLS handshake is done
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._parser: Any = None
+        self._head, self._read_body, self._head_bytes = False, True, 0
+        self._status, self._interim, self._until_eof = 0, False, False
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._size, self._decode, self._error = 0, decoder(""), None
+
+    # -- the client's side ------------------------------------------------------------------------------------------
+
+    async def exchange(self, request: bytes, *, head: bool, read_body: bool) -> Answer:
+        """Send `request` and wait for its answer: its whole (decoded, capped) body, or only its head when
+        `read_body` is false or it answers a HEAD (the connection is then not reused unless the answer ended)."""
+        assert self.transport is not None and self._waiter is None
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self._head, self._read_body, self._head_bytes, self.received_any = head, read_body, 0, False
+        self._status, self._interim, self._until_eof = 0, False, False
+        self._headers, self._body, self._size, self._decode, self._error = [], [], 0, decoder(""), None
+        self.transport.write(request)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    def close(self) -> None:
+        """Close at once (no lingering: an unread body or a half-sent request has no further use)."""
+        self.usable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def finish(self) -> None:
+        """Close after a whole exchange, politely (FIN, not a reset): the server did nothing wrong."""
+        self.usable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._parser is not None and self._status and self._until_eof and not self._interim:
+            self._answer(keep_alive=False)  # the body ran until the connection closed (no length, not chunked)
+        elif self._status and not self._interim:
+            self._fail(PayloadError("the connection closed in the middle of the answer"))
+        else:
+            self._fail(ServerDisconnected("the connection closed before an answer"))
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():  # unasked-for bytes: the connection is out of step, drop it
+            self.close()
+            return
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            self._fail(self._error or ProtocolError("not a valid HTTP response"))
+            return
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the server switched protocols"))
+            return
+        except httptools.HttpParserError:
+            self._fail(ProtocolError("not a valid HTTP response"))
+            return
+        if not self._status:  # the parser holds an unfinished head: it may not grow without bound
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(ProtocolError(f"the answer's head is larger than {MAX_HEAD_BYTES // 1024} KiB"))
+
+    # -- httptools callbacks -----------------------------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= MAX_HEADERS:
+            self._error = ProtocolError(f"more than {MAX_HEADERS} headers")
+            raise self._error
+        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._interim = 100 <= status < 200
+        if self._interim:  # 100 Continue and the like: the real answer follows on the same connection
+            self._headers, self._head_bytes = [], 0
+            return
+        self._status = status
+        names = {name.lower() for name, _ in self._headers}
+        no_body = self._head or status in (204, 304)
+        self._until_eof = not no_body and "content-length" not in names and "transfer-encoding" not in names
+        if no_body or not self._read_body:
+            # A HEAD's answer has no body, whatever Content-Length says; a body someone sends anyway arrives
+            # after the answer and closes the connection. Without read_body, the unread body does the same.
+            self._answer(keep_alive=no_body and not self._until_eof and self._parser.should_keep_alive())
+            if not (no_body and self._parser.should_keep_alive()):
+                self.close()
+            return
+        length = next((v for n, v in self._headers if n.lower() == "content-length"), None)
+        if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
+            self._error = BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+            raise self._error
+        encoding = next((v for n, v in reversed(self._headers) if n.lower() == "content-encoding"), "identity")
+        try:
+            self._decode = decoder(encoding)
+        except ValueError as exc:
+            self._error = exc
+            raise
+
+    def on_body(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.usable = False  # a body after an answer that had none: never reused
+            return
+        try:
+            chunk = self._decode(data, MAX_BODY_BYTES + 1 - self._size)
+        except ValueError as exc:
+            self._error = exc
+            raise
+        self._size += len(chunk)
+        if self._size > MAX_BODY_BYTES:
+            self._error = BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
+            raise self._error
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._waiter is not None and not self._waiter.done():
+            self._answer(keep_alive=self._parser.should_keep_alive())
+
+    # -- outcomes ------------------------------------------------------------------------------------------------------
+
+    def _answer(self, *, keep_alive: bool) -> None:
+        if not keep_alive:
+            self.usable = False
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        assert self._waiter is not None
+        self._waiter.set_result(Answer(self._status, CIMultiDictProxy(CIMultiDict(self._headers)), body, keep_alive))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        self.close()
