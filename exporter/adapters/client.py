@@ -91,9 +91,7 @@ class HttpClient:
         self._policy, self.permitted = policy, PermittedCache()
         self.limit, self.connect_timeout, self.force_close = limit, connect_timeout, force_close
         self._slots = asyncio.Semaphore(limit)  # connections in use at once: a bound on sockets
-        self._verified = ssl_context or ssl.create_default_context()
-        self._unverified = ssl.create_default_context()
-        self._unverified.check_hostname, self._unverified.verify_mode = False, ssl.CERT_NONE
+        self._contexts: dict[bool, ssl.SSLContext] = {True: ssl_context} if ssl_context else {}
         self._resolve = resolve or self._getaddrinfo
         self._clock = clock
         self._idle: dict[tuple[Any, ...], list[Connection]] = {}
@@ -153,8 +151,7 @@ class HttpClient:
                 conn = self._take(key) if attempt == 1 else None
                 reused = conn is not None
                 if conn is None:
-                    conn = await self._connect(host, port, (self._verified if ssl else self._unverified) if tls
-                                               else None)
+                    conn = await self._connect(host, port, self._context(ssl) if tls else None)
                 try:
                     answer = await conn.exchange(wire, head=method == "HEAD", read_body=read_body)
                 except ServerDisconnected:
@@ -170,6 +167,16 @@ class HttpClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- connections -------------------------------------------------------------------------------------------------
+
+    def _context(self, verify: bool) -> ssl.SSLContext:
+        """The TLS context that verifies (the system's CAs) or, for an integration that chose so, trusts any
+        certificate; made on first use (loading the CAs is ~20 ms, and most fleets never need the second)."""
+        context = self._contexts.get(verify)
+        if context is None:
+            context = self._contexts[verify] = ssl.create_default_context()
+            if not verify:
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        return context
 
     async def _connect(self, host: str, port: int, context: ssl.SSLContext | None) -> Connection:
         self.permitted.check(("host", host, port), self.policy.check_host, host, port)

@@ -23,6 +23,7 @@ MAX_HEAD_BYTES = 64 * 1024  # the status line and headers together (aiohttp's li
 MAX_HEADERS = 128
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: a method or a header name
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")  # a line break in a value would start a header of the caller's choosing
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")  # the target ends at a space; a line break would end the line
 
 
 class BodyTooLarge(Exception):
@@ -59,6 +60,8 @@ def request_bytes(method: str, target: str, headers: CIMultiDict[str], body: byt
     """The request's head and body as sent; refuses a method, header name or value that could split it."""
     if not _TOKEN.match(method):
         raise InvalidRequest("the request method is not an HTTP token")
+    if not target.startswith("/") or _UNSAFE_TARGET.search(target):
+        raise InvalidRequest("the request target is not an encoded path")
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers.items():
         if not _TOKEN.match(name):
@@ -178,6 +181,12 @@ class Connection(asyncio.Protocol):
                 self._fail(ProtocolError(f"the answer's head is larger than {MAX_HEAD_BYTES // 1024} KiB"))
 
     # -- httptools callbacks -----------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():  # a second answer to one request: out of step, dropped
+            self.usable = False
+            self._error = ProtocolError("more answers than requests")
+            raise self._error
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self._headers) >= MAX_HEADERS:

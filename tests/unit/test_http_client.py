@@ -233,3 +233,11 @@ async def test_read_body_false_answers_at_the_head_and_closes_the_connection() -
                 answer, _ = await client.request("POST", base, data=b"{}", read_body=False)
                 assert (answer.status, answer.body) == (200, b"")
             assert server.connections == 2
+
+
+async def test_a_second_answer_to_one_request_is_never_read_as_the_next_ones() -> None:
+    smuggled = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+    async with serving(answering(smuggled, OK)) as (server, base), HttpClient(policy=LOOPBACK) as client:
+        assert (await client.request("GET", base))[0].body == b"ok"
+        assert (await client.request("GET", base))[0].body == b"ok"  # not "smuggled": a new connection's answer
+        assert server.connections == 2
