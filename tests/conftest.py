@@ -11,12 +11,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 from hypothesis import settings
 
 from exporter.adapters.base import AdapterContext
+from exporter.adapters.client import HttpClient
 from exporter.demo.embedded_pg import LocalPostgres, embedded_bin_dir
 from exporter.demo.simulator import SimState
 from exporter.demo.simulator import create_app as create_simulator
@@ -145,13 +145,13 @@ async def store(db_dsn: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+async def http_session() -> AsyncIterator[HttpClient]:
     async with loopback_session() as session:
         yield session
 
 
 @pytest.fixture
-def ctx(http_session: aiohttp.ClientSession) -> AdapterContext:
+def ctx(http_session: HttpClient) -> AdapterContext:
     return AdapterContext(session=http_session)
 
 

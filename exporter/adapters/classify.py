@@ -109,7 +109,7 @@ def describe_exception(exc: BaseException) -> Failure:
             return HealthStatus.UNREACHABLE, Reason.CONNECT, "the answer was cut off (connection closed mid-body)"
         case TimeoutError():  # before OSError, whose subclass it is
             return HealthStatus.UNREACHABLE, Reason.TIMEOUT, "timed out"
-        case ConnectionError() | OSError():
+        case ConnectionError():
             return HealthStatus.UNREACHABLE, Reason.CONNECT, "connection closed or reset by the server"
         case TooManyRedirects():
             return HealthStatus.DEGRADED, Reason.BAD_RESPONSE, "too many redirects (redirect loop?)"

@@ -10,24 +10,36 @@ them itself, keeping credentials on their origin), no request body streaming.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json as jsonlib
+import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohappyeyeballs
 from multidict import CIMultiDict
 from yarl import URL
 
-from exporter.adapters.http1 import Answer, Connection, InvalidRequest, ServerDisconnected, request_bytes
+from exporter.adapters.http1 import (
+    FRAMING,
+    Answer,
+    Connection,
+    InvalidRequest,
+    ProtocolError,
+    ServerDisconnected,
+    request_bytes,
+)
 from exporter.core.egress import EgressPolicy, VendorHosts, literal_address
 
 USER_AGENT = "integration-health/0.1 (+health check)"
 KEEPALIVE_S = 15.0  # an idle pooled connection older than this is closed, not reused (aiohttp's default too)
 DNS_TTL_S = 300.0  # a name's addresses are asked again after this (aiohttp's ttl_dns_cache was the same)
+HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's: the next address is tried this long after the last, not after a timeout
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 Resolve = Callable[[str, int], Awaitable[tuple[str, ...]]]
@@ -97,6 +109,9 @@ class HttpClient:
         self._idle: dict[tuple[Any, ...], list[Connection]] = {}
         self._idle_count = 0
         self._dns: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
+        self._turn = 0  # rotates a name's addresses over its connections, as aiohttp's DNS cache did
+        self._swept_at = clock()
         self.closed = False
 
     @property
@@ -129,10 +144,10 @@ class HttpClient:
 
     async def request(self, method: str, url: str | URL, *, headers: Mapping[str, str] | None = None,
                       data: bytes | str | Mapping[str, str] | None = None, json: Any = None,
-                      params: Mapping[str, str] | None = None, ssl: bool = True, read_body: bool = True,
+                      params: Mapping[str, str] | None = None, verify: bool = True, read_body: bool = True,
                       vendor: VendorHosts | None = None) -> tuple[Answer, datetime | None]:
-        """Send one request and return its answer and, over TLS, the certificate's expiry. `ssl=False` trusts
-        any certificate (an integration's explicit choice); `vendor`: the hosts a vendor type may reach."""
+        """Send one request and return its answer and, over TLS, the certificate's expiry. `verify=False`
+        trusts any certificate (an integration's explicit choice); `vendor`: the hosts a vendor type may reach."""
         target = _url(url, params)
         if vendor is not None:
             self.check_request(target, vendor)
@@ -141,22 +156,30 @@ class HttpClient:
         head = CIMultiDict({"Host": _host_header(target), "User-Agent": USER_AGENT, "Accept": "*/*"})
         if content_type:
             head["Content-Type"] = content_type
-        head.update(headers or {})
+        if target.raw_user is not None:  # credentials in the URL: Basic auth, as aiohttp sent them
+            pair = f"{target.user or ''}:{target.password or ''}".encode()
+            head["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        for name, value in (headers or {}).items():
+            if name.lower() in FRAMING:
+                raise InvalidRequest(f"header {name} is the client's to set, not a check's")
+            head[name] = value
         if body or method in ("POST", "PUT", "PATCH"):
             head["Content-Length"] = str(len(body))
         wire = request_bytes(method, target.raw_path_qs or "/", head, body)
-        key = (tls, host, port, ssl)
+        key = (tls, host, port, verify)
         async with self._slots:
             for attempt in (1, 2):
                 conn = self._take(key) if attempt == 1 else None
                 reused = conn is not None
                 if conn is None:
-                    conn = await self._connect(host, port, self._context(ssl) if tls else None)
+                    conn = await self._connect(host, port, self._context(verify) if tls else None)
                 try:
                     answer = await conn.exchange(wire, head=method == "HEAD", read_body=read_body)
-                except ServerDisconnected:
+                except (ServerDisconnected, ProtocolError):
                     conn.close()
-                    if reused and method in IDEMPOTENT:  # the server closed it while idle: once more, anew
+                    # A pooled connection the server closed while idle, or one a late stray body (after a
+                    # HEAD's answer, say) put out of step before this answer's status: once more, anew.
+                    if reused and not conn.answering and method in IDEMPOTENT:
                         continue
                     raise
                 except BaseException:  # a deadline's cancellation too: a half-read answer is never reused
@@ -180,36 +203,42 @@ class HttpClient:
 
     async def _connect(self, host: str, port: int, context: ssl.SSLContext | None) -> Connection:
         self.permitted.check(("host", host, port), self.policy.check_host, host, port)
-        addresses = (host,) if literal_address(host) is not None else await self._addresses(host, port)
-        self.permitted.check(("addresses", host, port, addresses), self.policy.check_addresses, host, port,
-                             addresses)
-        last = "no address"
-        for address in addresses:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    transport, conn = await open_connection(address, port, context, host if context else None)
-            except ssl.SSLCertVerificationError:
-                raise CertificateError(host) from None
-            except ssl.SSLError:
-                raise
-            except TimeoutError:
-                last = "timed out"
-                continue
-            except OSError as exc:
-                last = exc.strerror or type(exc).__name__
-                continue
-            if context is not None:
-                conn.tls_expires_at = _cert_expiry(transport)
-            return conn
-        if last == "timed out":
-            raise TimeoutError(f"connecting to {host}:{port} timed out")
-        raise ConnectError(host, port, last)
+        literal = literal_address(host)  # connect to the address judged, never to a spelling resolved again
+        addresses = (str(literal),) if literal is not None else await self._addresses(host, port)
+        self.permitted.check(("addresses", host, port, tuple(sorted(addresses))), self.policy.check_addresses,
+                             host, port, addresses)  # sorted: the rotation must not make new entries
+        if len(addresses) > 1:
+            self._turn += 1
+            turn = self._turn % len(addresses)
+            addresses = addresses[turn:] + addresses[:turn]
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, conn = await open_connection(addresses, port, context, host if context else None)
+        except ssl.SSLCertVerificationError:
+            raise CertificateError(host) from None
+        except ssl.SSLError:
+            raise
+        except TimeoutError:
+            raise TimeoutError(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else exc.strerror or type(exc).__name__
+            raise ConnectError(host, port, why) from None
+        if context is not None:
+            conn.tls, conn.tls_expires_at = True, _cert_expiry(transport)
+        return conn
 
     async def _addresses(self, host: str, port: int) -> tuple[str, ...]:
+        """The name's addresses, from the cache while they are fresh; concurrent first lookups of one name
+        share one lookup (thousands of one vendor's checks start together)."""
         now, cached = self._clock(), self._dns.get((host, port))
         if cached is not None and cached[0] > now:
             return cached[1]
-        addresses = await self._resolve(host, port)
+        pending = self._resolving.get((host, port))
+        if pending is None:
+            pending = self._resolving[(host, port)] = asyncio.ensure_future(self._resolve(host, port))
+            pending.add_done_callback(lambda done: (self._resolving.pop((host, port), None),
+                                                    done.cancelled() or done.exception()))  # retrieved: no warning
+        addresses = await asyncio.shield(pending)  # one caller's deadline must not cancel the others' lookup
         if len(self._dns) >= 4096:
             self._dns.clear()
         self._dns[(host, port)] = (now + DNS_TTL_S, addresses)
@@ -239,7 +268,7 @@ class HttpClient:
         if self.force_close or self.closed or not conn.usable:
             conn.finish()
             return
-        if self._idle_count >= self.limit:
+        if self._idle_count >= self.limit or self._clock() - self._swept_at > KEEPALIVE_S:
             self._sweep()
             if self._idle_count >= self.limit:
                 conn.close()
@@ -250,7 +279,7 @@ class HttpClient:
 
     def _sweep(self) -> None:
         """Close the idle connections the server closed or that waited too long."""
-        now = self._clock()
+        now = self._swept_at = self._clock()
         for key, conns in list(self._idle.items()):
             keep = [c for c in conns if c.usable and now - c.idle_since < KEEPALIVE_S]
             for conn in conns:
@@ -269,11 +298,23 @@ class HttpClient:
         self._idle, self._idle_count = {}, 0
 
 
-async def open_connection(address: str, port: int, context: ssl.SSLContext | None,
+async def open_connection(addresses: Sequence[str], port: int, context: ssl.SSLContext | None,
                           server_hostname: str | None) -> tuple[asyncio.BaseTransport, Connection]:
-    """The one place a connection is opened, to an address the policy judged (tests guard it here)."""
-    return await asyncio.get_running_loop().create_connection(Connection, address, port, ssl=context,
-                                                              server_hostname=server_hostname)
+    """The one place a connection is opened, to addresses the policy judged (tests guard it here). Several
+    addresses race as RFC 8305 says (aiohappyeyeballs, as aiohttp did): a dead first one costs 0.25 s, not
+    the connect timeout."""
+    loop = asyncio.get_running_loop()
+    if len(addresses) == 1:
+        return await loop.create_connection(Connection, addresses[0], port, ssl=context,
+                                            server_hostname=server_hostname)
+    infos = [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+              (a, port, 0, 0) if ":" in a else (a, port)) for a in addresses]
+    sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S, interleave=1)
+    try:
+        return await loop.create_connection(Connection, sock=sock, ssl=context, server_hostname=server_hostname)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _url(url: str | URL, params: Mapping[str, str] | None) -> URL:

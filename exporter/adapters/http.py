@@ -10,11 +10,12 @@ import dataclasses
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, field_validator
 from yarl import URL
 
 from exporter.adapters.base import AdapterContext, AdapterSpec
 from exporter.adapters.classify import bad_response, classify_http, healthy_or_slow
+from exporter.adapters.http1 import FRAMING
 from exporter.adapters.transport import Response, TooManyRedirects, basic_auth_header, fetch
 from exporter.core.model import HealthResult, IntegrationConfigBase
 
@@ -41,6 +42,16 @@ class HttpConfig(IntegrationConfigBase):
     body_contains: str | None = Field(default=None, min_length=1, max_length=1024)  # the answer must contain this
     tls_verify: bool = True  # false trusts any certificate (self-signed, expired): an explicit, per-integration choice
 
+    @field_validator("auth_header")
+    @classmethod
+    def _not_framing(cls, name: str) -> str:
+        """Host, Content-Length and the like frame the request on a connection other checks share: never a
+        tenant's to set (http1.FRAMING)."""
+        if name.lower() in FRAMING:
+            raise ValueError("must not be a header the HTTP client sets itself (Host, Content-Length, "
+                             "Transfer-Encoding, Connection, Expect, ...)")
+        return name
+
 
 class HttpCheck:
     def __init__(self, ctx: AdapterContext) -> None:
@@ -50,7 +61,7 @@ class HttpCheck:
         headers = await self._auth_headers(org_id, config)
         url = str(config.url)
         method = "GET" if config.body_contains else config.method
-        options: dict[str, Any] = {} if config.tls_verify else {"ssl": False}
+        options: dict[str, Any] = {} if config.tls_verify else {"verify": False}
         try:
             resp = await self._follow(method, url, headers, options)  # a body after a HEAD's answer is dropped
             if method == "HEAD" and resp.status in (405, 501):  # HEAD not implemented: ask again with GET

@@ -21,9 +21,17 @@ from multidict import CIMultiDict, CIMultiDictProxy
 MAX_BODY_BYTES = 256 * 1024  # a health answer is small; a bigger body is refused, not buffered
 MAX_HEAD_BYTES = 64 * 1024  # the status line and headers together (aiohttp's limit was 8 KiB per line)
 MAX_HEADERS = 128
+MAX_WIRE_BYTES = MAX_HEAD_BYTES + 8 * MAX_BODY_BYTES  # an answer's bytes as sent (chunking, trailers, empty
+# deflate blocks): no true health answer comes near it, and a hostile one may not grow memory or CPU without end
+MAX_INTERIM = 8  # 100 Continue and the like before the answer: a server that sends them without end is refused
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: a method or a header name
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")  # a line break in a value would start a header of the caller's choosing
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")  # the target ends at a space; a line break would end the line
+# The request's framing and routing are the client's alone: a check that set Content-Length or
+# Transfer-Encoding on a body-less GET would make the server read the next request on that pooled
+# connection (another tenant's, with its credential) as this one's body.
+FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+                     "trailer", "expect", "proxy-authorization", "proxy-connection"})
 
 
 class BodyTooLarge(Exception):
@@ -101,13 +109,13 @@ class Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.usable = True
-        self.received_any = False  # in the current exchange: nothing received yet means a retry is safe
+        self.tls = False  # set by the client: a TLS connection is never closed politely (see finish)
         self.tls_expires_at: Any = None  # set by the client when the TLS handshake is done
         self.idle_since = 0.0
         self._waiter: asyncio.Future[Answer] | None = None
         self._parser: Any = None
-        self._head, self._read_body, self._head_bytes = False, True, 0
-        self._status, self._interim, self._until_eof = 0, False, False
+        self._head, self._read_body, self._head_bytes, self._wire_bytes = False, True, 0, 0
+        self._status, self._interim, self._interims, self._until_eof = 0, False, 0, False
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
         self._size, self._decode, self._error = 0, decoder(""), None
@@ -117,12 +125,19 @@ class Connection(asyncio.Protocol):
     async def exchange(self, request: bytes, *, head: bool, read_body: bool) -> Answer:
         """Send `request` and wait for its answer: its whole (decoded, capped) body, or only its head when
         `read_body` is false or it answers a HEAD (the connection is then not reused unless the answer ended)."""
-        assert self.transport is not None and self._waiter is None
+        assert self._waiter is None
+        self._status = 0  # `answering` speaks of this exchange from here on
+        if not self.usable or self.transport is None or self.transport.is_closing():
+            raise ServerDisconnected("the connection closed before the request")  # e.g. a server that spoke first
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        self._parser = httptools.HttpResponseParser(self)
-        self._head, self._read_body, self._head_bytes, self.received_any = head, read_body, 0, False
-        self._status, self._interim, self._until_eof = 0, False, False
+        self._parser = parser = httptools.HttpResponseParser(self)
+        # As lenient as aiohttp's parser was (folded or bare-LF header lines, a space after a chunk size), so a
+        # server that answered before still does; duplicate lengths and a length beside chunking stay refused.
+        parser.set_dangerous_leniencies(lenient_headers=True, lenient_optional_cr_before_lf=True,
+                                        lenient_spaces_after_chunk_size=True)
+        self._head, self._read_body, self._head_bytes, self._wire_bytes = head, read_body, 0, 0
+        self._status, self._interim, self._interims, self._until_eof = 0, False, 0, False
         self._headers, self._body, self._size, self._decode, self._error = [], [], 0, decoder(""), None
         self.transport.write(request)
         try:
@@ -136,11 +151,18 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def answering(self) -> bool:
+        """Whether the current answer's status line has been read (a failure before it may be a stale pool's)."""
+        return self._status != 0
+
     def finish(self) -> None:
-        """Close after a whole exchange, politely (FIN, not a reset): the server did nothing wrong."""
+        """Close after a whole exchange: politely over TCP (FIN, not a reset: the server did nothing wrong), at
+        once over TLS, whose polite close waits up to 30 s for the server's close_notify, a socket outside the
+        client's bound that a silent server could multiply."""
         self.usable = False
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort() if self.tls else self.transport.close()
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------------
 
@@ -163,7 +185,10 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done():  # unasked-for bytes: the connection is out of step, drop it
             self.close()
             return
-        self.received_any = True
+        self._wire_bytes += len(data)
+        if self._wire_bytes > MAX_WIRE_BYTES:
+            self._fail(ProtocolError(f"the answer is larger than {MAX_WIRE_BYTES // 1024} KiB as sent"))
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -198,21 +223,27 @@ class Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         self._interim = 100 <= status < 200
         if self._interim:  # 100 Continue and the like: the real answer follows on the same connection
-            self._headers, self._head_bytes = [], 0
+            self._interims += 1
+            if self._interims > MAX_INTERIM:
+                self._error = ProtocolError(f"more than {MAX_INTERIM} interim answers")
+                raise self._error
+            self._headers = []  # their bytes still count toward the head's cap
             return
         self._status = status
-        names = {name.lower() for name, _ in self._headers}
-        no_body = self._head or status in (204, 304)
-        self._until_eof = not no_body and "content-length" not in names and "transfer-encoding" not in names
+        fields = {name.lower(): value for name, value in self._headers}
+        length, coding = fields.get("content-length", "").strip(), fields.get("transfer-encoding", "")
+        no_body = self._head or status in (204, 304) or length == "0"
+        chunked = coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        self._until_eof = not no_body and not length and not chunked  # RFC 9112 6.3: the body runs to the close
         if no_body or not self._read_body:
             # A HEAD's answer has no body, whatever Content-Length says; a body someone sends anyway arrives
             # after the answer and closes the connection. Without read_body, the unread body does the same.
-            self._answer(keep_alive=no_body and not self._until_eof and self._parser.should_keep_alive())
-            if not (no_body and self._parser.should_keep_alive()):
+            keep_alive = no_body and self._persistent(fields.get("connection", ""))
+            self._answer(keep_alive=keep_alive)
+            if not keep_alive:
                 self.close()
             return
-        length = next((v for n, v in self._headers if n.lower() == "content-length"), None)
-        if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
             self._error = BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
             raise self._error
         encoding = next((v for n, v in reversed(self._headers) if n.lower() == "content-encoding"), "identity")
@@ -231,6 +262,8 @@ class Connection(asyncio.Protocol):
         except ValueError as exc:
             self._error = exc
             raise
+        if not chunk:
+            return
         self._size += len(chunk)
         if self._size > MAX_BODY_BYTES:
             self._error = BodyTooLarge(f"response body larger than {MAX_BODY_BYTES // 1024} KiB")
@@ -243,6 +276,13 @@ class Connection(asyncio.Protocol):
             return
         if self._waiter is not None and not self._waiter.done():
             self._answer(keep_alive=self._parser.should_keep_alive())
+
+    def _persistent(self, connection: str) -> bool:
+        """RFC 9112 9.3, for an answer without a body (llhttp's should_keep_alive also wants its length)."""
+        tokens = {t.strip().lower() for t in connection.split(",")}
+        if self._parser.get_http_version() == "1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
 
     # -- outcomes ------------------------------------------------------------------------------------------------------
 

@@ -95,9 +95,9 @@ async def own_addresses(listen_host: str) -> frozenset[IPAddress]:
 
 
 async def check_destination(policy: EgressPolicy, host: str, port: int) -> None:
-    """Judge a destination now, as the connector will when it connects: the name, then every address it
+    """Judge a destination now, as the check client (client.py) will when it connects: the name, then every address it
     resolves to; raises Blocked (refused) or OSError (does not resolve). For checks ahead of any request,
-    such as a webhook subscription; the connector still judges each connection again."""
+    such as a webhook subscription; the client still judges each connection again."""
     policy.check_host(host, port)
     if literal_address(host) is not None:
         return

@@ -1,7 +1,7 @@
 """The egress trust boundary: which destinations a tenant's configuration may make the exporter reach.
 
 Tenant admins write `integration_config` (URLs), so every destination is untrusted. Pure decisions, no I/O:
-`transport.EgressConnector` asks `check_host`/`check_addresses` on every connection (after DNS, on the
+`adapters.client.HttpClient` asks `check_host`/`check_addresses` on every connection (after DNS, on the
 addresses it then connects to) and `fetch` asks `check_request` before every request. Only the operator
 widens it, with EXPORTER_EGRESS_ALLOW; nothing widens it to the exporter's own port.
 """
@@ -32,7 +32,8 @@ FORBIDDEN: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
     ("multicast", _nets("224.0.0.0/4", "ff00::/8")),
 )
 OWN = "this exporter itself"
-NAT64 = _nets("64:ff9b::/96", "64:ff9b:1::/48")  # the IPv4 address is the last 32 bits
+# The IPv4 address is the last 32 bits: NAT64's prefixes and SIIT's IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
+NAT64 = _nets("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96")
 _LITERAL_CHARS = frozenset("0123456789abcdefx.:")  # a host with any other character is a name (or has a %zone)
 CACHE_SIZE = 4096  # decisions per distinct address, so a check costs a lookup, not a walk over the ranges
 
@@ -166,7 +167,7 @@ class EgressPolicy:
         return forbidden(ip)
 
     def allowed(self, address: str | IPAddress, port: int | None = None) -> bool:
-        """May a connection go to `address` (on `port`)? The decision the connector enforces."""
+        """May a connection go to `address` (on `port`)? The decision the check client enforces."""
         return self.refusal(address, port) is None
 
     def allows_name(self, host: str) -> bool:

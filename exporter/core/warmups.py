@@ -65,7 +65,7 @@ def parse_warmup_url(value: object) -> str:
 
 def check_destination(url: str, policy: EgressPolicy) -> None:
     """Raise Blocked unless the URL may be sent: https, or http to a host the operator allowed by name or
-    network (an in-cluster function). The connector then judges every address as for any tenant URL."""
+    network (an in-cluster function). The check client then judges every address as for any tenant URL."""
     parts = urlsplit(url)
     if parts.scheme != "https" and not policy.allows_name(parts.hostname or ""):
         raise Blocked(f"destination http://{host_name(parts.hostname or '')} is not allowed (https only); "

@@ -43,7 +43,7 @@ class Destination:
 def destination(url: str, policy: EgressPolicy) -> Destination:
     """Parse and judge a subscription URL before any DNS: shape, scheme and IP literals; BadWebhookUrl if refused.
 
-    The addresses a name resolves to are judged by the caller (the API, after DNS) and by the connector.
+    The addresses a name resolves to are judged by the caller (the API, after DNS) and by the check client.
     """
     if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_CHARS:
         raise BadWebhookUrl(f"url must be 1 to {MAX_URL_CHARS} characters")

@@ -1,7 +1,7 @@
 """/api/v1/orgs/{org_id}/webhooks: an organisation's webhook subscriptions (create, list, delete).
 
 The URL is judged by the egress policy here, after DNS, so a forbidden destination is refused when it is
-subscribed, not only when a delivery would reach for it (the connector judges every connection again).
+subscribed, not only when a delivery would reach for it (the check client judges every connection again).
 The signing secret is generated here and returned once, in the 201; nothing returns it afterwards (the
 row holds it sealed under the operator's key, storage/webhooks).
 """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
+from exporter.adapters.client import HttpClient
 from exporter.storage.store import create_pool
 from tests.support.fakes import loopback_session
 from tests.support.receiver import Receiver
@@ -27,7 +27,7 @@ async def receiver(aiohttp_server) -> tuple[Receiver, str]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
+async def session() -> AsyncIterator[HttpClient]:
     """An HTTP session that enforces the egress policy and allows the loopback receiver."""
     async with loopback_session() as s:
         yield s

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
-import aiohttp
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.adapters.client import HttpClient
 from exporter.core.events import EventType, VendorIncident, make_event
 from exporter.core.sealing import Keyring
 from exporter.core.webhooks import RetrySchedule, new_secret
@@ -37,7 +37,7 @@ IMPOSTOR = Keyring.parse("test-1:" + base64.b64encode(bytes(range(200, 232))).de
 FEW = RetrySchedule(max_attempts=2, min_s=0.01, max_s=0.05)
 
 
-def notifier(pool: asyncpg.Pool, keys: Keyring | None, session: aiohttp.ClientSession) -> Notifier:
+def notifier(pool: asyncpg.Pool, keys: Keyring | None, session: HttpClient) -> Notifier:
     return Notifier(Webhooks(pool, keys), session, Instruments(CollectorRegistry(), "test"), schedule=FEW,
                     timeout_s=5.0)
 

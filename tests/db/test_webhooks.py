@@ -11,11 +11,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
-import aiohttp
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.adapters.client import HttpClient
 from exporter.adapters.transport import make_session
 from exporter.core.egress import EgressPolicy
 from exporter.core.events import EventType, VendorIncident, make_event
@@ -62,7 +62,7 @@ async def webhooks(store: Store) -> Webhooks:
     return Webhooks(store.pool, KEYRING)
 
 
-def notifier_for(webhooks: Webhooks, session: aiohttp.ClientSession, **options) -> Notifier:
+def notifier_for(webhooks: Webhooks, session: HttpClient, **options) -> Notifier:
     options = {"schedule": FAST, "timeout_s": 5.0} | options
     return Notifier(webhooks, session, Instruments(CollectorRegistry(), "test"), **options)
 

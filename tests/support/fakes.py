@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import aiohttp
 from pydantic import SecretStr
 
 from exporter.adapters import ADAPTERS
 from exporter.adapters.base import Adapter, AdapterContext, HealthCheck, build_adapters
+from exporter.adapters.client import HttpClient
 from exporter.adapters.transport import make_session
 from exporter.core.egress import EgressPolicy
 from exporter.core.model import CREDENTIAL_REFUSED, CredentialError, IntegrationResult
@@ -22,7 +22,7 @@ from exporter.storage.store import Store
 LOOPBACK = EgressPolicy.from_allow(["127.0.0.0/8", "::1"])
 
 
-def loopback_session(**options: Any) -> aiohttp.ClientSession:
+def loopback_session(**options: Any) -> HttpClient:
     """The service's session (make_session, so the egress policy is enforced) with loopback allowed."""
     return make_session(policy=LOOPBACK, **options)
 

@@ -77,11 +77,11 @@ class ConnectionGuard:
     attempts: list[str] = field(default_factory=list)
     lookups: list[str] = field(default_factory=list)
 
-    async def __call__(self, address: str, *args: Any) -> Any:
-        self.attempts.append(address)
-        if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
-            raise ConnectionRefusedError(f"the test guard refused a connection outside loopback: {address}")
-        return await self.real(address, *args)
+    async def __call__(self, addresses: Any, *args: Any) -> Any:
+        self.attempts += addresses
+        if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+            raise ConnectionRefusedError(f"the test guard refused a connection outside loopback: {addresses}")
+        return await self.real(addresses, *args)
 
 
     def resolver(self) -> Any:

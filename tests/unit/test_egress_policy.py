@@ -33,7 +33,7 @@ REFUSED = [  # address, the word the refusal uses
     # IPv4 inside IPv6: mapped, compatible (deprecated), 6to4, NAT64 (well-known and local-use), Teredo
     ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("::ffff:169.254.169.254", "link-local"),
     ("::ffff:100.64.0.1", "shared"), ("::127.0.0.1", "loopback"), ("::8.8.8.8", "reserved"),
-    ("2002:7f00:1::", "loopback"), ("2002:a00:1::1", "private"), ("64:ff9b::7f00:1", "loopback"),
+    ("2002:7f00:1::", "loopback"), ("2002:a00:1::1", "private"), ("64:ff9b::7f00:1", "loopback"), ("::ffff:0:7f00:1", "loopback"),
     ("64:ff9b::a9fe:a9fe", "link-local"), ("64:ff9b:1::a00:1", "private"),
     ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "reserved"),
 ]
