@@ -4,7 +4,7 @@
     .venv/bin/python bench/cycle.py --integrations 100000 --orgs 20000 --runs 1 --history-slots 96  # issue 18
 
 Embedded PostgreSQL, the simulator as a separate process (50 ms per answer, 1 % of targets hanging),
-the service's own scheduler in this process (max concurrency 256, 10 s timeout). Reports cycle wall
+the service's own scheduler in this process (EXPORTER_MAX_CONCURRENCY's default, 10 s timeout). Reports cycle wall
 time, exporter CPU per check, persistence time, peak RSS, /metrics render time and size (the exposition
 kept fresh in the background, as the service keeps it), the longest event-loop lag the service's own probe
 (integration_health_event_loop_lag_seconds) saw during each cycle and its first scrape, and the loop's
@@ -137,6 +137,7 @@ class Timeline:
         self.starts: list[float] = []
         self.ends: list[tuple[float, float, bool]] = []  # (started, ended, timed out)
         self.batches: list[tuple[float, int]] = []
+        self.caps: list[tuple[int, int | None]] = []  # each run's (slow checks, slots they may hold at once)
         self.t0 = 0.0
         runner, scheduler, store, outbox = services.runner, services.scheduler, services.store, services.outbox
         timeout_ms = runner.timeout * 1000
@@ -151,6 +152,7 @@ class Timeline:
             return result
 
         async def timed_batches(integrations, **kw):
+            self.caps.append((kw.get("slow", 0), kw.get("slow_slots")))
             async for batch in batches(integrations, **kw):
                 self.batches.append((self.now(), len(batch)))
                 yield batch
@@ -174,6 +176,7 @@ class Timeline:
 
     def begin(self) -> None:
         self.marks, self.starts, self.ends, self.batches, self.t0 = {}, [], [], [], time.perf_counter()
+        self.caps = []
 
     def note(self, name: str) -> None:
         self.marks[name] = self.now()
@@ -192,8 +195,8 @@ class Timeline:
             points["last other check ends"] = max(rest)
         if self.batches:
             points |= {f"first of {len(self.batches)} batches": self.batches[0][0], "last batch": self.batches[-1][0]}
-        print("    timeline: " + "; ".join(f"{name} {at:.3f}" for name, at in sorted(points.items(), key=lambda x: x[1])),
-              flush=True)
+        print("    timeline: " + "; ".join(f"{name} {at:.3f}" for name, at in sorted(points.items(), key=lambda x: x[1]))
+              + "".join(f"; {slow} slow, at most {cap} at once" for slow, cap in self.caps if slow), flush=True)
 
 
 async def timed(render) -> tuple[float, bytes]:
@@ -238,7 +241,7 @@ def print_holders(before, after, top: int = 12) -> None:
 
 async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_stalls: bool = False,
                settle_heap: bool = True, history_slots: int = 0, trace_memory: bool = False,
-               prefetch: bool = True, timeline: bool = False) -> None:
+               prefetch: bool = True, timeline: bool = False, max_concurrency: int | None = None) -> None:
     load_before = load()
     server = LocalPostgres(scratch_dir() / "pg", embedded_bin_dir(), settings=BENCH_PG)
     dsn = server.start()
@@ -260,9 +263,10 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
         await conn.close()
         await set_modes(sim_port, hanging)
         print(f"{integrations:,} integrations in {orgs:,} orgs, {len(hanging)} hanging, simulator +{latency_ms} ms; "
-              f"{runs} cycles", flush=True)
-        settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, max_concurrency=256,
-                            egress_allow=("127.0.0.1",))
+              f"{runs} cycles, max concurrency {max_concurrency or Settings.model_fields['max_concurrency'].default}",
+              flush=True)
+        settings = Settings(database_url=dsn, check_interval=900, type_intervals={}, egress_allow=("127.0.0.1",),
+                            **({} if max_concurrency is None else {"max_concurrency": max_concurrency}))
         pool = await create_pool(dsn, max_size=10)
         gc.collect()
         rss_base = memory_mb()[0]  # before the service holds anything: the bench's own seeding leftovers too
@@ -457,6 +461,8 @@ if __name__ == "__main__":
                         help="no credential read-ahead: each check reads its secret and expiry alone, to compare")
     parser.add_argument("--timeline", action="store_true",
                         help="also print when each step of each cycle happened (checks, batches, publish, persist)")
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="EXPORTER_MAX_CONCURRENCY for the service (default: the setting's default)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also print the lines holding the most memory after the cycles (slow)")
     args = parser.parse_args()
@@ -465,7 +471,7 @@ if __name__ == "__main__":
     print(f"event loop: {args.loop}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     run = main(args.integrations, args.orgs, args.runs, args.latency_ms, args.debug_stalls, not args.no_settle,
                args.history_slots, args.tracemalloc, not args.no_prefetch,
-               args.timeline)
+               args.timeline, args.max_concurrency)
     if args.loop == "uvloop":
         import uvloop
 

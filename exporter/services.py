@@ -135,7 +135,7 @@ def build_services(settings: Settings, *, store: Store, session: HttpClient,
     ctx = AdapterContext(session=session, credentials=credentials, clock=clock)
     runner = Runner(build_adapters(specs, ctx), timeout=settings.check_timeout_seconds,
                     limiter=asyncio.Semaphore(settings.max_concurrency), clock=clock,
-                    window=max(1024, 2 * settings.max_concurrency), slow_slots=max(1, settings.max_concurrency // 2))
+                    window=max(1024, 2 * settings.max_concurrency), slots=settings.max_concurrency)
     snapshot = Snapshot()
     instruments = Instruments(CollectorRegistry(), __version__, known_types=specs.keys())
     instruments.interval.set(settings.check_interval)

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from exporter.adapters.base import Adapter, HealthCheck
 from exporter.adapters.classify import Failure, describe_exception
+from exporter.core import concurrency
 from exporter.core.model import (
     HealthResult,
     HealthStatus,
@@ -35,15 +36,17 @@ class Runner:
     def __init__(self, adapters: Mapping[str, Adapter], *, timeout: float = DEFAULT_TIMEOUT_S,
                  limiter: asyncio.Semaphore | None = None, clock: Callable[[], datetime] = utcnow,
                  monotonic: Callable[[], float] = time.monotonic, window: int = 1024,
-                 slow_slots: int | None = None) -> None:
+                 slow_slots: int | None = None, slots: int | None = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
         if window <= 0:
             raise ValueError("window must be > 0 (checks alive at once; at least the limiter's size)")
-        if slow_slots is not None and slow_slots <= 0:
-            raise ValueError("slow_slots must be > 0 (or None: no cap)")
+        _check_slow_slots(slow_slots)
+        if slots is not None and slots <= 0:
+            raise ValueError("slots must be > 0 (the limiter's size), or None: unknown")
         self.window = window
         self.slow_slots = slow_slots  # checks expected slow (see batches) running at once at most; None: any
+        self.slots = slots  # the limiter's size: with it, `slow_cap` plans the cap for each run instead
         self.adapters, self.timeout, self.limiter = adapters, timeout, limiter
         self.clock, self.monotonic = clock, monotonic
         self.models = {name: a.config for name, a in adapters.items()}
@@ -54,12 +57,22 @@ class Runner:
         results = await asyncio.gather(*(self._run_one(i) for i in integrations))
         return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
 
-    def start_order(self, integrations: Sequence[Integration], slow: int = 0) -> list[Integration]:
+    def slow_cap(self, slow_s: Sequence[float], rest_s: float) -> int | None:
+        """The slots the slow checks may hold in a run (`batches(slow_slots=)`), when they are expected to take
+        `slow_s` seconds each and the others `rest_s` seconds in all: planned so both end together when the
+        limiter's size is known (core/concurrency.py), else the fixed `slow_slots`."""
+        if self.slots is None or not slow_s:
+            return self.slow_slots
+        return concurrency.slow_slots(self.slots, slow_s, rest_s)
+
+    def start_order(self, integrations: Sequence[Integration], slow: int = 0,
+                    slow_slots: int | None = None) -> list[Integration]:
         """The order `batches` starts these checks in, as near as it can be known before they run: the first
         window exactly (at most `slow_slots` of the `slow` first ones, the others' checks filling the rest),
         then the two queues taken in turn. The credential read-ahead reads in this order, so the checks that
         start first never wait for a batch read far down the list."""
-        cap = slow if self.slow_slots is None else min(slow, self.slow_slots)
+        slow_slots = self.slow_slots if slow_slots is None else _check_slow_slots(slow_slots)
+        cap = slow if slow_slots is None else min(slow, slow_slots)
         fast_first = max(0, self.window - cap)
         slowest, others = integrations[:slow], integrations[slow:]
         order = [*slowest[:cap], *others[:fast_first]]
@@ -70,7 +83,7 @@ class Runner:
         return order
 
     async def batches(self, integrations: Sequence[Integration], *, every_s: float = 0.25,
-                      slow: int = 0) -> AsyncIterator[list[IntegrationResult]]:
+                      slow: int = 0, slow_slots: int | None = None) -> AsyncIterator[list[IntegrationResult]]:
         """Check all concurrently, as `run`, but yield the results in batches as checks finish, at most one
         batch per `every_s` (the first at once), so a cycle can show them while slower checks still run.
         Every result comes once; leaving early cancels the checks still running and waits for them to end:
@@ -80,13 +93,15 @@ class Runner:
         in one go held the event loop ~100 ms, and all but the limiter's few would only have waited.
 
         The first `slow` integrations (the scheduler's, slowest first) start first, but at most `slow_slots` of
-        them run at once, the others' checks filling the rest: at 100,000, 1,000 hanging targets held all 256
-        slots for 40 s (four rounds of their 10 s timeout) while no other check could run."""
+        them run at once (the runner's own, or this run's `slow_slots`: see `slow_cap`), the others' checks
+        filling the rest: at 100,000, 1,000 hanging targets held all 256 slots for 40 s (four rounds of their
+        10 s timeout) while no other check could run."""
+        slow_slots = self.slow_slots if slow_slots is None else _check_slow_slots(slow_slots)
         done: list[IntegrationResult] = []
         failed: list[BaseException] = []
         ready, everything = asyncio.Event(), asyncio.Event()  # a check finished; all have
         slowest, waiting, tasks, finished = iter(integrations[:slow]), iter(integrations[slow:]), set(), [0]
-        cap, running_slow = len(integrations) if self.slow_slots is None else self.slow_slots, [0]
+        cap, running_slow = len(integrations) if slow_slots is None else slow_slots, [0]
 
         def start_next() -> None:
             is_slow = running_slow[0] < cap and (i := next(slowest, None)) is not None
@@ -175,6 +190,12 @@ class Runner:
     def _failure(self, latency_ms: float, failure: Failure) -> HealthResult:
         status, reason, message = failure
         return make_result(status, latency_ms, self.clock(), message, reason)
+
+
+def _check_slow_slots(slow_slots: int | None) -> int | None:
+    if slow_slots is not None and slow_slots <= 0:
+        raise ValueError("slow_slots must be > 0 (or None: no cap)")
+    return slow_slots
 
 
 async def _finished_within(task: asyncio.Future[HealthResult], timeout: float) -> bool:

@@ -251,9 +251,13 @@ async def test_the_last_results_come_once_the_last_check_is_in_not_a_batch_inter
     assert batches[0] == ["xledger"] and sorted(sum(batches[1:], [])) == ["fiken", "http"]
 
 
-async def test_the_slowest_start_first_but_never_take_more_than_their_slots_from_the_others(ctx) -> None:
+@pytest.mark.parametrize(("runner_cap", "run_cap"), [(1, None), (None, 1), (3, 1)],
+                         ids=["the-runners-cap", "the-runs-cap", "the-runs-cap-over-the-runners"])
+async def test_the_slowest_start_first_but_never_take_more_than_their_slots_from_the_others(
+        ctx, runner_cap: int | None, run_cap: int | None) -> None:
     """1,000 hanging targets at 100,000 held all 256 slots for 40 s: at most `slow_slots` of the `slow` first
-    run at once while other checks are left, those filling the rest; then the slow ones take every slot."""
+    run at once while other checks are left (the runner's, or the run's own: the scheduler plans one per
+    run), those filling the rest; then the slow ones take every slot."""
     running, entered, order, fast_done = [0], [], [], []
     release = asyncio.Event()
 
@@ -280,11 +284,13 @@ async def test_the_slowest_start_first_but_never_take_more_than_their_slots_from
                 release.set()
             return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
 
-    runner = runner_for(ctx, {"http": Slow, "xledger": Fast}, limiter=asyncio.Semaphore(3), window=3, slow_slots=1)
+    runner = runner_for(ctx, {"http": Slow, "xledger": Fast}, limiter=asyncio.Semaphore(3), window=3,
+                        slow_slots=runner_cap)
     slow = [Integration(UUID(int=n), "http", HTTP_CONFIG) for n in range(1, 4)]
     fast = [Integration(UUID(int=n), "xledger", {}) for n in range(10, 14)]
     async with asyncio.timeout(60):
-        seen = [r.org_id.int async for batch in runner.batches(slow + fast, slow=len(slow)) for r in batch]
+        seen = [r.org_id.int async for batch in runner.batches(slow + fast, slow=len(slow), slow_slots=run_cap)
+                for r in batch]
     assert sorted(seen) == [1, 2, 3, 10, 11, 12, 13]
     assert order[0] == ("slow", 1), "the slowest starts first"
     assert all(n == 1 for n, fast_seen in entered if fast_seen < 4), f"more than one slow beside the others: {entered}"
@@ -323,6 +329,23 @@ async def test_the_read_ahead_order_starts_with_the_checks_batches_start_first(c
     assert sorted(seen) == list(range(1, 11))
     with pytest.raises(ValueError, match="slow_slots"):
         runner_for(ctx, {"http": Held}, slow_slots=0)
+    with pytest.raises(ValueError, match="slow_slots"):
+        runner.start_order(everything, slow=3, slow_slots=0)
+    with pytest.raises(ValueError, match="slow_slots"):
+        await anext(runner.batches(everything, slow=3, slow_slots=0))
+
+
+def test_the_slow_cap_is_planned_from_the_slots_when_the_runner_knows_them(ctx) -> None:
+    """Six checks of 10 s beside 20 s of others on 8 slots: 6 slots end both in 10 s (half of them, 4, would
+    leave the slow ones a second round); without the slot count, the fixed cap stands."""
+    planned = runner_for(ctx, {"http": Recorder().sleeper("x", 0.0)}, limiter=asyncio.Semaphore(8), slots=8,
+                         slow_slots=4)
+    assert planned.slow_cap([10.0] * 6, 20.0) == 6
+    assert planned.slow_cap([], 20.0) == 4, "no slow ones: nothing to plan"
+    fixed = runner_for(ctx, {"http": Recorder().sleeper("x", 0.0)}, limiter=asyncio.Semaphore(8), slow_slots=4)
+    assert fixed.slow_cap([10.0] * 6, 20.0) == 4
+    with pytest.raises(ValueError, match="slots"):
+        runner_for(ctx, {"http": Recorder().sleeper("x", 0.0)}, slots=0)
 
 
 async def test_a_bug_in_a_check_fails_the_batches_as_it_fails_run(ctx, monkeypatch) -> None:

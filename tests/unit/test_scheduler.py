@@ -526,3 +526,25 @@ async def test_a_cycle_cut_at_the_shutdown_grace_keeps_its_early_writes_and_leav
     counted = {s.labels["status"]: s.value for s in services.instruments.checks.collect()[0].samples
                if s.name.endswith("_total")}
     assert counted == {"healthy": 1.0}, "counted once, when handed early; the hanging check never came in"
+
+
+async def test_a_cycle_caps_the_slow_checks_so_they_end_with_the_others_by_last_cycles_seconds() -> None:
+    """Six integrations took 10 s last time, forty 0.5 s (20 s in all), and one is new (counted as their mean):
+    on 8 slots, 6 slow ones at once end with the others (~10.5 s); half the slots (the fixed cap before)
+    would have given them a second round. The runner gets the planned cap, and the slowest start first."""
+    day = Day(max_concurrency=8)
+    orgs = [UUID(int=n) for n in range(1, 48)]
+    day.store.integrations[:] = [Integration(o, "http", {"url": "https://vendor.example/health"}) for o in orgs]
+    day.services.snapshot.update(
+        IntegrationResult(o, "http", make_result(HealthStatus.HEALTHY, 10_000 if n < 6 else 500, at(-15)),
+                          CheckState(next_check_at=at(0)))
+        for n, o in enumerate(orgs[:-1]))
+    runner, seen = day.services.scheduler.runner, []
+    real = runner.batches
+
+    def noting(integrations, **kwargs):
+        seen.append((kwargs, [i.org_id for i in integrations[:6]]))
+        return real(integrations, **kwargs)
+    runner.batches = noting
+    assert await day.cycle(0) == 47
+    assert seen == [({"slow": 6, "slow_slots": 6}, orgs[:6])]
