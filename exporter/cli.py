@@ -19,8 +19,9 @@ from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
 from exporter import logs
+from exporter.core import concurrency
 from exporter.core.model import HealthStatus, IntegrationResult
-from exporter.services import Services, open_services
+from exporter.services import POOL_SIZE, WEBHOOK_POOL_SIZE, Services, open_services
 from exporter.settings import MIN_TOKEN_CHARS, Settings, describe_settings_error
 from exporter.storage.migrate import MigrationError, migrate
 from exporter.storage.store import TRANSIENT_ERRORS, PersistError
@@ -176,6 +177,7 @@ async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | Non
                 banner: Callable[[Services], None] | None = None, grace_s: float | None = None) -> int:
     """Run the service until SIGTERM/SIGINT; shutdown lets the running cycle finish (up to `grace_s`, by
     default the check timeout + 5 s) and flushes results."""
+    raise_descriptor_limit(descriptors_needed(settings))
     async with open_services(settings, dsn, on_cycle=on_cycle) as services:
         app = create_app(settings, services, shutdown_grace_s=grace_s)
         runner = await start_site(app, settings.host, settings.port, http_limits(settings),
@@ -189,6 +191,35 @@ async def serve(settings: Settings, dsn: str, on_cycle: Callable[..., Any] | Non
         finally:
             await runner.cleanup()
     return EXIT_OK
+
+
+def descriptors_needed(settings: Settings) -> int:
+    return concurrency.descriptors_needed(checks=settings.max_concurrency, webhooks=settings.webhook_concurrency,
+                                          served=settings.http_max_connections,
+                                          database=POOL_SIZE + WEBHOOK_POOL_SIZE)
+
+
+def raise_descriptor_limit(needed: int, limits: Any = None) -> int:
+    """Raise this process's soft limit on open files to `needed` (up to the hard limit, which needs no
+    privilege): at the 1,024 many systems start with, the checks' sockets, the connections served and the
+    pools can run out of descriptors, and every check then fails as unreachable. Warns when the hard limit
+    is lower. `limits`: the `resource` module (tests pass a fake); the soft limit in force is returned."""
+    if limits is None:
+        try:
+            import resource as limits
+        except ImportError:  # Windows: no such limit to raise
+            return needed
+    soft, hard = limits.getrlimit(limits.RLIMIT_NOFILE)
+    if soft == limits.RLIM_INFINITY or soft >= needed:
+        return soft
+    target = needed if hard == limits.RLIM_INFINITY else min(hard, needed)
+    if target > soft:
+        limits.setrlimit(limits.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("the open-files limit is %d (hard limit %d); EXPORTER_MAX_CONCURRENCY, "
+                    "EXPORTER_HTTP_MAX_CONNECTIONS and EXPORTER_WEBHOOK_CONCURRENCY may need %d: raise it "
+                    "(ulimit -n, LimitNOFILE=) or lower those", target, hard, needed)
+    return target
 
 
 def http_limits(settings: Settings) -> HttpLimits:

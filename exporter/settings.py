@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     type_intervals: dict[str, int] | None = Field(
         default=None, description="per-type intervals (JSON); unset: each type's own default (xledger hourly)")
     check_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    max_concurrency: int = Field(default=256, ge=1, le=10_000)
+    max_concurrency: int = Field(default=512, ge=1, le=10_000, description="checks in flight at once")
     api_token: SecretStr | None = None
     api_enabled: bool = Field(default=True, description="false serves /metrics without the /api/v1 routes")
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret of the app's (Supabase) JWTs")

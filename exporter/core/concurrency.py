@@ -14,6 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+DESCRIPTOR_SLACK = 64  # listening sockets, log files, the event loop's own, pipes to its threads
 TICKS = 1  # durations are planned in whole seconds (rounded up): near-equal ones end together, in one round
 
 
@@ -87,3 +88,10 @@ def _smallest(low: int, high: int, holds) -> int:
         else:
             low = mid + 1
     return low
+
+
+def descriptors_needed(*, checks: int, webhooks: int, served: int, database: int) -> int:
+    """File descriptors a process may hold at once: each check's socket and as many kept alive for the next
+    (`checks`: EXPORTER_MAX_CONCURRENCY), the webhook deliveries', the connections served and the database
+    pools'. 512 checks alone pass the 1,024 soft limit many systems start a process with."""
+    return 2 * checks + 2 * webhooks + served + database + DESCRIPTOR_SLACK

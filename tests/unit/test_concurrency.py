@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.concurrency import slow_makespan, slow_slots
+from exporter.cli import raise_descriptor_limit
+from exporter.core.concurrency import descriptors_needed, slow_makespan, slow_slots
 
 HANGING = [10.0] * 1_000  # 1 % of 100,000 hanging: each holds its slot for the 10 s timeout
 REST_S = 99_000 * 0.06  # the other 99,000 answer in ~60 ms (slot-seconds in all)
@@ -63,3 +64,39 @@ def test_impossible_inputs_are_refused(slots: int, rest_s: float) -> None:
         slow_slots(slots, [10.0], rest_s)
     with pytest.raises(ValueError):
         slow_makespan([1.0], 0)
+
+
+def test_the_descriptors_a_service_needs_pass_the_common_soft_limit_at_the_default_concurrency() -> None:
+    needed = descriptors_needed(checks=512, webhooks=16, served=256, database=13)
+    assert needed == 2 * 512 + 2 * 16 + 256 + 13 + 64
+    assert needed > 1024, "512 checks and their kept-alive sockets alone pass a 1,024 soft limit"
+
+
+class Limits:
+    """A stand-in for the `resource` module: a soft and a hard limit on open files, and what was set."""
+
+    RLIMIT_NOFILE, RLIM_INFINITY = 7, -1
+
+    def __init__(self, soft: int, hard: int) -> None:
+        self.soft, self.hard = soft, hard
+        self.set: list[tuple[int, int]] = []
+
+    def getrlimit(self, which: int) -> tuple[int, int]:
+        assert which == self.RLIMIT_NOFILE
+        return self.soft, self.hard
+
+    def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
+        self.set.append(limits)
+
+
+def test_the_soft_open_files_limit_is_raised_to_what_the_service_needs_within_the_hard_one(caplog) -> None:
+    roomy = Limits(1024, 1_048_576)
+    assert raise_descriptor_limit(1500, roomy) == 1500 and roomy.set == [(1500, 1_048_576)]
+    enough = Limits(4096, 4096)
+    assert raise_descriptor_limit(1500, enough) == 4096 and enough.set == [], "never lowered"
+    unbounded = Limits(1024, Limits.RLIM_INFINITY)
+    assert raise_descriptor_limit(1500, unbounded) == 1500 and unbounded.set == [(1500, Limits.RLIM_INFINITY)]
+    tight = Limits(1024, 1200)
+    with caplog.at_level("WARNING"):
+        assert raise_descriptor_limit(1500, tight) == 1200 and tight.set == [(1200, 1200)]
+    assert "EXPORTER_MAX_CONCURRENCY" in caplog.text and "1500" in caplog.text
