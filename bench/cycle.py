@@ -98,13 +98,15 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.longest, self._start = 0.0, 0.0
+        self.total_ms, self.count = 0.0, 0  # every collection's pause, summed: a cycle's share of its CPU
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._start = time.perf_counter()
         else:
-            self.longest = max(self.longest, (time.perf_counter() - self._start) * 1000)
+            pause = (time.perf_counter() - self._start) * 1000
+            self.longest, self.total_ms, self.count = max(self.longest, pause), self.total_ms + pause, self.count + 1
 
 
 class StallMeter:
@@ -317,6 +319,7 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
             services.outbox.submit_timeout_s = 600  # the service stops waiting after 15 s and retries the
             # write from its background task; here the cycle waits, so a slow persist is measured, not cut
             walls, cpus, firsts, plains, lags, refresh_cpus, full_collections = [], [], [], [], [], [], []
+            collecting: list[tuple[float, int]] = []  # (ms, collections) of the garbage collector in each cycle
             exposition = Exposition(services.instruments, services.snapshot)  # as the service has it:
             keeper = asyncio.create_task(exposition.keep_fresh())  # kept fresh while cycles publish
             refreshes: list[tuple[float, int]] = []  # (wall ms, keys formatted) of each refresh, in its thread
@@ -340,6 +343,7 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 since[0] = (at - slot).total_seconds()
                 cpu0, wall0, queried, ahead_s[0] = time.process_time(), time.perf_counter(), vault.queries, 0.0
                 refresh0, full0 = refresh_cpu[0], gc.get_stats()[2]["collections"]
+                gc0 = (gc_pauses.total_ms, gc_pauses.count)
                 if steps:
                     steps.begin()
                 persisting[:] = [0.0, 0]
@@ -354,6 +358,7 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                 cpus.append((time.process_time() - cpu0) / len(results) * 1000)
                 refresh_cpus.append((refresh_cpu[0] - refresh0) / len(results) * 1000)
                 full_collections.append(gc.get_stats()[2]["collections"] - full0)
+                collecting.append((gc_pauses.total_ms - gc0[0], gc_pauses.count - gc0[1]))
                 if settle_heap:  # as the service does after each cycle (engine/heap.py); --no-settle to compare
                     heap.settle()
                 return results, await timed(exposition.render_off_loop(compressed=True))  # Prometheus asks gzip
@@ -369,7 +374,8 @@ async def main(integrations: int, orgs: int, runs: int, latency_ms: int, debug_s
                       f"{persist_calls[-1]} parts, first /metrics "
                       f"{first:.0f} ms, longest event-loop lag {lags[-1]:.0f} ms, {queries[-1]} credential "
                       f"queries ({aheads[-1] * 1000:.0f} ms reading them ahead), refreshes {refresh_cpus[-1]:.3f} "
-                      f"CPU-ms/check, {full_collections[-1]} full collections", flush=True)
+                      f"CPU-ms/check, {full_collections[-1]} full collections, garbage collection "
+                      f"{collecting[-1][0]:.0f} ms in {collecting[-1][1]} collections", flush=True)
                 if steps:
                     steps.print()
             keeper.cancel()
