@@ -139,7 +139,8 @@ class Timeline:
         self.starts: list[float] = []
         self.ends: list[tuple[float, float, bool]] = []  # (started, ended, timed out)
         self.batches: list[tuple[float, int]] = []
-        self.caps: list[tuple[int, int | None]] = []  # each run's (slow checks, slots they may hold at once)
+        self.caps: list[tuple[int, int | None, int | None]] = []  # each run's (slow checks, slots they may hold
+        # at once, slots it used)
         self.t0 = 0.0
         runner, scheduler, store, outbox = services.runner, services.scheduler, services.store, services.outbox
         timeout_ms = runner.timeout * 1000
@@ -154,7 +155,7 @@ class Timeline:
             return result
 
         async def timed_batches(integrations, **kw):
-            self.caps.append((kw.get("slow", 0), kw.get("slow_slots")))
+            self.caps.append((kw.get("slow", 0), kw.get("slow_slots"), kw.get("slots")))
             async for batch in batches(integrations, **kw):
                 self.batches.append((self.now(), len(batch)))
                 yield batch
@@ -198,7 +199,8 @@ class Timeline:
         if self.batches:
             points |= {f"first of {len(self.batches)} batches": self.batches[0][0], "last batch": self.batches[-1][0]}
         print("    timeline: " + "; ".join(f"{name} {at:.3f}" for name, at in sorted(points.items(), key=lambda x: x[1]))
-              + "".join(f"; {slow} slow, at most {cap} at once" for slow, cap in self.caps if slow), flush=True)
+              + "".join(f"; {slots} slots" + (f", {slow} slow, at most {cap} at once" if slow else "")
+                        for slow, cap, slots in self.caps), flush=True)
 
 
 async def timed(render) -> tuple[float, bytes]:

@@ -14,8 +14,22 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+BASE_SLOTS = 256  # the slots a run uses at least (see run_slots)
 DESCRIPTOR_SLACK = 64  # listening sockets, log files, the event loop's own, pipes to its threads
 TICKS = 1  # durations are planned in whole seconds (rounded up): near-equal ones end together, in one round
+
+
+def run_slots(slots: int, expected_s: float, within_s: float, floor: int = BASE_SLOTS) -> int:
+    """The slots a run uses of the `slots` it may: as many as end its checks' `expected_s` (their seconds,
+    summed) within `within_s` (the check timeout: no run ends before its slowest check, so more slots only
+    add), never fewer than `floor` nor more than `slots`.
+
+    Slots are not free: checks started together answer together, and one turn of the event loop takes every
+    answer that came meanwhile. At 10,000 integrations 512 slots made turns of 73 ms against 24 ms at 256; at
+    100,000 the 1,000 hanging checks' 10,000 slot-seconds alone need 512 to end within a minute."""
+    if slots <= 0 or within_s <= 0 or expected_s < 0:
+        raise ValueError("slots and within_s must be > 0, expected_s >= 0")
+    return max(min(floor, slots), min(slots, math.ceil(expected_s / within_s)))
 
 
 def slow_makespan(seconds: Sequence[float], slots: int) -> float:

@@ -57,23 +57,31 @@ class Runner:
         results = await asyncio.gather(*(self._run_one(i) for i in integrations))
         return [IntegrationResult(i.org_id, i.integration_type, r) for i, r in zip(integrations, results, strict=True)]
 
-    def slow_cap(self, slow_s: Sequence[float], rest_s: float) -> int | None:
-        """The slots the slow checks may hold in a run (`batches(slow_slots=)`), when they are expected to take
-        `slow_s` seconds each and the others `rest_s` seconds in all: planned so both end together when the
-        limiter's size is known (core/concurrency.py), else the fixed `slow_slots`."""
-        if self.slots is None or not slow_s:
-            return self.slow_slots
-        return concurrency.slow_slots(self.slots, slow_s, rest_s)
+    def run_slots(self, expected_s: float) -> int | None:
+        """The slots a run of checks expected to take `expected_s` seconds in all uses (`batches(slots=)`): as
+        many as end it within one check timeout, at least concurrency.BASE_SLOTS (core/concurrency.py); None
+        when the limiter's size is not known (all of it)."""
+        return None if self.slots is None else concurrency.run_slots(self.slots, expected_s, self.timeout)
 
-    def start_order(self, integrations: Sequence[Integration], slow: int = 0,
-                    slow_slots: int | None = None) -> list[Integration]:
+    def slow_cap(self, slow_s: Sequence[float], rest_s: float, slots: int | None = None) -> int | None:
+        """The slots the slow checks may hold in a run (`batches(slow_slots=)`), when they are expected to take
+        `slow_s` seconds each and the others `rest_s` seconds in all: planned so both end together on the
+        run's `slots` (default: the limiter's size) when that is known (core/concurrency.py), else the fixed
+        `slow_slots`."""
+        slots = slots or self.slots
+        if slots is None or not slow_s:
+            return self.slow_slots
+        return concurrency.slow_slots(slots, slow_s, rest_s)
+
+    def start_order(self, integrations: Sequence[Integration], slow: int = 0, slow_slots: int | None = None,
+                    slots: int | None = None) -> list[Integration]:
         """The order `batches` starts these checks in, as near as it can be known before they run: the first
         window exactly (at most `slow_slots` of the `slow` first ones, the others' checks filling the rest),
         then the two queues taken in turn. The credential read-ahead reads in this order, so the checks that
         start first never wait for a batch read far down the list."""
         slow_slots = self.slow_slots if slow_slots is None else _check_slow_slots(slow_slots)
         cap = slow if slow_slots is None else min(slow, slow_slots)
-        fast_first = max(0, self.window - cap)
+        fast_first = max(0, (self.window if slots is None else min(self.window, slots)) - cap)
         slowest, others = integrations[:slow], integrations[slow:]
         order = [*slowest[:cap], *others[:fast_first]]
         rest_slow, rest_other = slowest[cap:], others[fast_first:]
@@ -82,8 +90,9 @@ class Runner:
             order += rest_other[n:n + 1]
         return order
 
-    async def batches(self, integrations: Sequence[Integration], *, every_s: float = 0.25,
-                      slow: int = 0, slow_slots: int | None = None) -> AsyncIterator[list[IntegrationResult]]:
+    async def batches(self, integrations: Sequence[Integration], *, every_s: float = 0.25, slow: int = 0,
+                      slow_slots: int | None = None,
+                      slots: int | None = None) -> AsyncIterator[list[IntegrationResult]]:
         """Check all concurrently, as `run`, but yield the results in batches as checks finish, at most one
         batch per `every_s` (the first at once), so a cycle can show them while slower checks still run.
         Every result comes once; leaving early cancels the checks still running and waits for them to end:
@@ -95,7 +104,9 @@ class Runner:
         The first `slow` integrations (the scheduler's, slowest first) start first, but at most `slow_slots` of
         them run at once (the runner's own, or this run's `slow_slots`: see `slow_cap`), the others' checks
         filling the rest: at 100,000, 1,000 hanging targets held all 256 slots for 40 s (four rounds of their
-        10 s timeout) while no other check could run."""
+        10 s timeout) while no other check could run. `slots`: at most this many of this run's checks are
+        started at once (see `run_slots`), whatever the limiter leaves; a check run now meanwhile has its own.
+        """
         slow_slots = self.slow_slots if slow_slots is None else _check_slow_slots(slow_slots)
         done: list[IntegrationResult] = []
         failed: list[BaseException] = []
@@ -125,7 +136,7 @@ class Runner:
             ready.set()
             start_next()
 
-        for _ in range(self.window):
+        for _ in range(self.window if slots is None else min(self.window, slots)):
             start_next()
         loop = asyncio.get_running_loop()
         left, last = len(integrations), loop.time() - every_s

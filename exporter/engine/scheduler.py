@@ -221,25 +221,25 @@ class Scheduler:
         if not integrations:
             return []
         slow = sum(1 for _ in itertools.takewhile(lambda i: self._slowness(i) > 0, integrations))  # slowest first
-        cap = self._slow_cap(integrations, slow)
-        ahead = self.read_ahead(self.runner.start_order(integrations, slow, cap)) if self.read_ahead else None
+        slots, cap = self._plan(integrations, slow)
+        ahead = self.read_ahead(self.runner.start_order(integrations, slow, cap, slots)) if self.read_ahead else None
         async with ahead or contextlib.nullcontext():  # credentials read in the order the checks start
-            return await self._run_checks(integrations, slow, cap, slot, shown, early)
+            return await self._run_checks(integrations, slow, slots, cap, slot, shown, early)
 
-    def _slow_cap(self, integrations: Sequence[Integration], slow: int) -> int | None:
-        """The slots the `slow` first (slowest first) may hold at once, from the seconds each check took last
-        time: the slow group's rounds planned to end with the others (the runner's `slow_cap`). One never
-        checked counts as the others' mean (a second if none was checked: it is not known to be slow)."""
-        if not slow:
-            return None
+    def _plan(self, integrations: Sequence[Integration], slow: int) -> tuple[int | None, int | None]:
+        """The slots this run uses and of them the ones the `slow` first (slowest first) may hold at once, from
+        the seconds each check took last time (the runner's `run_slots` and `slow_cap`). One never checked
+        counts as the others' mean (a second if none was checked: a new fleet's first cycle uses every slot)."""
         last = self.snapshot.results
         slow_s = [last[key_of(i)].result.latency_ms / 1000 for i in integrations[:slow]]
         known = [r.result.latency_ms for i in integrations[slow:] if (r := last.get(key_of(i))) is not None]
         rest_ms = sum(known) + (len(integrations) - slow - len(known)) * (sum(known) / len(known) if known else 1000)
-        return self.runner.slow_cap(slow_s, rest_ms / 1000)
+        slots = self.runner.run_slots(sum(slow_s) + rest_ms / 1000)
+        return slots, self.runner.slow_cap(slow_s, rest_ms / 1000, slots) if slow else None
 
-    async def _run_checks(self, integrations: Sequence[Integration], slow: int, cap: int | None, slot: datetime,
-                          shown: dict[Key, IntegrationResult | None], early: Handoff) -> list[IntegrationResult]:
+    async def _run_checks(self, integrations: Sequence[Integration], slow: int, slots: int | None, cap: int | None,
+                          slot: datetime, shown: dict[Key, IntegrationResult | None],
+                          early: Handoff) -> list[IntegrationResult]:
         by_key = {key_of(i): i for i in integrations}
         early.expect(by_key.values())
         order = {key: n for n, key in enumerate(by_key)}  # as checked, not as finished
@@ -247,7 +247,7 @@ class Scheduler:
         known = {key for key in by_key if key in self.snapshot.results}
         stated: list[IntegrationResult] = []
         new: list[IntegrationResult] = []  # shown last, slowest first: where they land in the snapshot matters
-        async with contextlib.aclosing(self.runner.batches(integrations, slow=slow, slow_slots=cap)) as batches:  # a failure stops them
+        async with contextlib.aclosing(self.runner.batches(integrations, slow=slow, slow_slots=cap, slots=slots)) as batches:  # a failure stops them
             async for batch in batches:
                 for at in range(0, len(batch), CHUNK):
                     await asyncio.sleep(0)  # a batch can be thousands: let the loop in between

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.cli import raise_descriptor_limit
+from exporter.core import concurrency
 from exporter.core.concurrency import descriptors_needed, slow_makespan, slow_slots
 
 HANGING = [10.0] * 1_000  # 1 % of 100,000 hanging: each holds its slot for the 10 s timeout
@@ -100,3 +101,15 @@ def test_the_soft_open_files_limit_is_raised_to_what_the_service_needs_within_th
     with caplog.at_level("WARNING"):
         assert raise_descriptor_limit(1500, tight) == 1200 and tight.set == [(1200, 1200)]
     assert "EXPORTER_MAX_CONCURRENCY" in caplog.text and "1500" in caplog.text
+
+
+def test_a_run_uses_the_slots_that_end_it_within_the_timeout_between_the_base_and_the_maximum() -> None:
+    # 100,000: 1,000 timeouts of 10 s and 99,000 answers of 0.06 s = 15,940 slot-seconds -> 1,594 wanted
+    assert concurrency.run_slots(512, 1_000 * 10 + 99_000 * 0.06, 10) == 512
+    # 10,000: 100 timeouts and 9,900 answers = 1,594 slot-seconds -> 160 wanted, the base 256 used
+    assert concurrency.run_slots(512, 100 * 10 + 9_900 * 0.06, 10) == 256
+    assert concurrency.run_slots(512, 3_000, 10) == 300
+    assert concurrency.run_slots(64, 0, 10) == 64, "never more than the maximum, even the base"
+    for bad in ((0, 1, 10), (512, -1, 10), (512, 1, 0)):
+        with pytest.raises(ValueError):
+            concurrency.run_slots(*bad)

@@ -401,3 +401,33 @@ async def test_closing_the_batches_early_cancels_the_checks_still_running_and_wa
             async for _ in batches:
                 raise LookupError("the consumer failed")
     assert ended == [hanging.org_id], "the hanging check ended before the batches did"
+
+
+async def test_a_run_starts_no_more_checks_at_once_than_its_slots_and_the_read_ahead_knows_it(ctx) -> None:
+    """A run's `slots` bound its checks in flight below the limiter's size (a cycle that needs fewer slots
+    answers in smaller bursts), and start_order plans that smaller first window."""
+    running, most, release = [0], [0], asyncio.Event()
+
+    class Counted:
+        def __init__(self, ctx: AdapterContext) -> None:
+            pass
+
+        async def check(self, org_id: UUID, config: object) -> HealthResult:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            await release.wait()
+            running[0] -= 1
+            return make_result(HealthStatus.HEALTHY, 1, datetime.now(UTC))
+
+    runner = runner_for(ctx, {"http": Counted}, limiter=asyncio.Semaphore(8), window=8, slots=8)
+    everything = [Integration(UUID(int=n), "http", HTTP_CONFIG) for n in range(1, 21)]
+    assert [i.org_id.int for i in runner.start_order(everything, slots=3)][:3] == [1, 2, 3]
+    async with asyncio.timeout(60):
+        batches = runner.batches(everything, slots=3)
+        first = asyncio.ensure_future(anext(batches))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert most[0] == 3, "three of the limiter's eight"
+        release.set()
+        seen = [r.org_id.int for r in await first] + [r.org_id.int async for b in batches for r in b]
+    assert sorted(seen) == list(range(1, 21)) and most[0] == 3

@@ -547,4 +547,25 @@ async def test_a_cycle_caps_the_slow_checks_so_they_end_with_the_others_by_last_
         return real(integrations, **kwargs)
     runner.batches = noting
     assert await day.cycle(0) == 47
-    assert seen == [({"slow": 6, "slow_slots": 6}, orgs[:6])]
+    assert seen == [({"slow": 6, "slow_slots": 6, "slots": 8}, orgs[:6])]  # all 8: fewer than the base 256
+
+
+async def test_a_cycle_uses_only_the_slots_its_checks_need_and_a_run_now_meanwhile_has_its_own() -> None:
+    """Last cycle's seconds (300 checks of 0.5 s: 150 s, 15 slots within the 10 s timeout) ask for fewer
+    slots than EXPORTER_MAX_CONCURRENCY's 600: the cycle uses the base 256, so its answers come in smaller
+    bursts (shorter loop turns); a run-now during it is not held up by it."""
+    day = Day(max_concurrency=600)
+    orgs = [UUID(int=n) for n in range(1, 301)]
+    day.store.integrations[:] = [Integration(o, "http", {"url": "https://vendor.example/health"}) for o in orgs]
+    day.services.snapshot.update(
+        IntegrationResult(o, "http", make_result(HealthStatus.HEALTHY, 500, at(-15)), CheckState(next_check_at=at(0)))
+        for o in orgs)
+    runner, seen = day.services.scheduler.runner, []
+    real = runner.batches
+
+    def noting(integrations, **kwargs):
+        seen.append(kwargs["slots"])
+        return real(integrations, **kwargs)
+    runner.batches = noting
+    assert await day.cycle(0) == 300
+    assert seen == [256]
