@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 BASE_SLOTS = 256  # the slots a run uses at least (see run_slots)
+UNKNOWN_S = 0.25  # a check never seen is planned as a typical API answer; the first cycle learns the real ones
 DESCRIPTOR_SLACK = 64  # listening sockets, log files, the event loop's own, pipes to its threads
 TICKS = 1  # durations are planned in whole seconds (rounded up): near-equal ones end together, in one round
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
-from exporter.core import maintenance, policy, syncs
+from exporter.core import concurrency, maintenance, policy, syncs
 from exporter.core.incidents import IncidentRules
 from exporter.core.model import (
     CheckState,
@@ -229,11 +229,12 @@ class Scheduler:
     def _plan(self, integrations: Sequence[Integration], slow: int) -> tuple[int | None, int | None]:
         """The slots this run uses and of them the ones the `slow` first (slowest first) may hold at once, from
         the seconds each check took last time (the runner's `run_slots` and `slow_cap`). One never checked
-        counts as the others' mean (a second if none was checked: a new fleet's first cycle uses every slot)."""
+        counts as the others' mean, or as concurrency.UNKNOWN_S when none was (a new fleet's first cycle)."""
         last = self.snapshot.results
         slow_s = [last[key_of(i)].result.latency_ms / 1000 for i in integrations[:slow]]
         known = [r.result.latency_ms for i in integrations[slow:] if (r := last.get(key_of(i))) is not None]
-        rest_ms = sum(known) + (len(integrations) - slow - len(known)) * (sum(known) / len(known) if known else 1000)
+        unknown_ms = sum(known) / len(known) if known else concurrency.UNKNOWN_S * 1000
+        rest_ms = sum(known) + (len(integrations) - slow - len(known)) * unknown_ms
         slots = self.runner.run_slots(sum(slow_s) + rest_ms / 1000)
         return slots, self.runner.slow_cap(slow_s, rest_ms / 1000, slots) if slow else None
 
