@@ -214,7 +214,10 @@ def raise_descriptor_limit(needed: int, limits: Any = None) -> int:
         return soft
     target = needed if hard == limits.RLIM_INFINITY else min(hard, needed)
     if target > soft:
-        limits.setrlimit(limits.RLIMIT_NOFILE, (target, hard))
+        try:
+            limits.setrlimit(limits.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # macOS refuses a soft limit above OPEN_MAX even under an infinite hard one
+            target = soft
     if target < needed:
         log.warning("the open-files limit is %d (hard limit %d); EXPORTER_MAX_CONCURRENCY, "
                     "EXPORTER_HTTP_MAX_CONNECTIONS and EXPORTER_WEBHOOK_CONCURRENCY may need %d: raise it "

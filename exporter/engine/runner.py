@@ -105,7 +105,7 @@ class Runner:
         them run at once (the runner's own, or this run's `slow_slots`: see `slow_cap`), the others' checks
         filling the rest: at 100,000, 1,000 hanging targets held all 256 slots for 40 s (four rounds of their
         10 s timeout) while no other check could run. `slots`: at most this many of this run's checks are
-        started at once (see `run_slots`), whatever the limiter leaves; a check run now meanwhile has its own.
+        started at once (see `run_slots`, which leaves some of the limiter's for checks run now meanwhile).
         """
         slow_slots = self.slow_slots if slow_slots is None else _check_slow_slots(slow_slots)
         done: list[IntegrationResult] = []

@@ -222,6 +222,7 @@ class Scheduler:
             return []
         slow = sum(1 for _ in itertools.takewhile(lambda i: self._slowness(i) > 0, integrations))  # slowest first
         slots, cap = self._plan(integrations, slow)
+        await asyncio.sleep(0)  # the plan and the start order each walk the fleet: 25-35 ms at 100,000
         ahead = self.read_ahead(self.runner.start_order(integrations, slow, cap, slots)) if self.read_ahead else None
         async with ahead or contextlib.nullcontext():  # credentials read in the order the checks start
             return await self._run_checks(integrations, slow, slots, cap, slot, shown, early)
@@ -230,9 +231,12 @@ class Scheduler:
         """The slots this run uses and of them the ones the `slow` first (slowest first) may hold at once, from
         the seconds each check took last time (the runner's `run_slots` and `slow_cap`). One never checked
         counts as the others' mean, or as concurrency.UNKNOWN_S when none was (a new fleet's first cycle)."""
-        last = self.snapshot.results
-        slow_s = [last[key_of(i)].result.latency_ms / 1000 for i in integrations[:slow]]
-        known = [r.result.latency_ms for i in integrations[slow:] if (r := last.get(key_of(i))) is not None]
+        last, most_ms = self.snapshot.results, self.runner.timeout * 1000  # no check holds a slot longer
+        # Each latency between 1 ms and the timeout: a passive result's comes from the tenant's own sync report
+        # (a 30-day "run" would plan one check as 2**31 ms), and 0 would read as "no other checks".
+        slow_s = [min(max(1, last[key_of(i)].result.latency_ms), most_ms) / 1000 for i in integrations[:slow]]
+        known = [min(max(1, r.result.latency_ms), most_ms) for i in integrations[slow:]
+                 if (r := last.get(key_of(i))) is not None]
         unknown_ms = sum(known) / len(known) if known else concurrency.UNKNOWN_S * 1000
         rest_ms = sum(known) + (len(integrations) - slow - len(known)) * unknown_ms
         slots = self.runner.run_slots(sum(slow_s) + rest_ms / 1000)

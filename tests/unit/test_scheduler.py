@@ -530,9 +530,10 @@ async def test_a_cycle_cut_at_the_shutdown_grace_keeps_its_early_writes_and_leav
 
 async def test_a_cycle_caps_the_slow_checks_so_they_end_with_the_others_by_last_cycles_seconds() -> None:
     """Six integrations took 10 s last time, forty 0.5 s (20 s in all), and one is new (counted as their mean):
-    on 8 slots, 6 slow ones at once end with the others (~10.5 s); half the slots (the fixed cap before)
-    would have given them a second round. The runner gets the planned cap, and the slowest start first."""
-    day = Day(max_concurrency=8)
+    on 8 slots (9 less the one kept for run-now checks), 6 slow ones at once end with the others (~10.5 s);
+    half the slots (the fixed cap before) would have given them a second round. The runner gets the planned
+    cap, and the slowest start first."""
+    day = Day(max_concurrency=9)
     orgs = [UUID(int=n) for n in range(1, 48)]
     day.store.integrations[:] = [Integration(o, "http", {"url": "https://vendor.example/health"}) for o in orgs]
     day.services.snapshot.update(
@@ -550,10 +551,10 @@ async def test_a_cycle_caps_the_slow_checks_so_they_end_with_the_others_by_last_
     assert seen == [({"slow": 6, "slow_slots": 6, "slots": 8}, orgs[:6])]  # all 8: fewer than the base 256
 
 
-async def test_a_cycle_uses_only_the_slots_its_checks_need_and_a_run_now_meanwhile_has_its_own() -> None:
+async def test_a_cycle_uses_only_the_slots_its_checks_need() -> None:
     """Last cycle's seconds (300 checks of 0.5 s: 150 s, 15 slots within the 10 s timeout) ask for fewer
     slots than EXPORTER_MAX_CONCURRENCY's 600: the cycle uses the base 256, so its answers come in smaller
-    bursts (shorter loop turns); a run-now during it is not held up by it."""
+    bursts (shorter loop turns)."""
     day = Day(max_concurrency=600)
     orgs = [UUID(int=n) for n in range(1, 301)]
     day.store.integrations[:] = [Integration(o, "http", {"url": "https://vendor.example/health"}) for o in orgs]
@@ -569,3 +570,71 @@ async def test_a_cycle_uses_only_the_slots_its_checks_need_and_a_run_now_meanwhi
     runner.batches = noting
     assert await day.cycle(0) == 300
     assert seen == [256]
+
+
+def noting_slots(day: Day) -> list[dict]:
+    runner, seen = day.services.scheduler.runner, []
+    real = runner.batches
+
+    def noting(integrations, **kwargs):
+        seen.append({k: kwargs[k] for k in ("slots", "slow_slots")})
+        return real(integrations, **kwargs)
+    runner.batches = noting
+    return seen
+
+
+async def test_a_new_fleets_first_cycle_plans_its_unknown_checks_at_a_typical_answers_time() -> None:
+    """Nothing known yet: 300 checks at concurrency.UNKNOWN_S (0.25 s) are 75 s, 8 slots: the base 256 of 600."""
+    day = Day(max_concurrency=600)
+    day.store.integrations[:] = [Integration(UUID(int=n), "http", {"url": "https://vendor.example/health"})
+                                 for n in range(1, 301)]
+    seen = noting_slots(day)
+    assert await day.cycle(0) == 300
+    assert seen == [{"slots": 256, "slow_slots": None}]
+
+
+async def test_a_planted_latency_is_planned_as_at_most_the_timeout() -> None:
+    """A passive result's latency is the tenant's own sync report's (a 30-day "run": 2**31 - 1 ms). Planned
+    as it is, it asked for every slot and left the six hanging checks two; as the timeout it changes nothing."""
+    day = Day(max_concurrency=600)
+    orgs = [UUID(int=n) for n in range(1, 302)]
+    day.store.integrations[:] = [Integration(o, "http", {"url": "https://vendor.example/health"}) for o in orgs]
+    latency = {0: 2**31 - 1, **{n: 10_000 for n in range(1, 7)}}
+    day.services.snapshot.update(
+        IntegrationResult(o, "http", make_result(HealthStatus.HEALTHY, latency.get(n, 60), at(-15)),
+                          CheckState(next_check_at=at(0)))
+        for n, o in enumerate(orgs))
+    seen = noting_slots(day)
+    assert await day.cycle(0) == 301
+    assert seen == [{"slots": 256, "slow_slots": 7}]
+
+
+async def test_a_run_now_during_a_cycle_that_needs_every_slot_is_not_held_up_by_it() -> None:
+    """The cycle's checks all hang and ask for every slot; a run-now meanwhile still gets one of the slots
+    run_slots keeps back (a "test connection" must not wait for a 100,000 cycle)."""
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    class Hanging(Vendor):
+        async def check(self, org_id, config):
+            if org_id != ORG:
+                entered.set()
+                await release.wait()
+            return await super().check(org_id, config)
+
+    day = Day(Hanging, max_concurrency=4)
+    others = [Integration(UUID(int=n), "http", {"url": "https://vendor.example/health"}) for n in range(1, 9)]
+    day.store.integrations[:] = [*others, Integration(ORG, "http", {"url": "https://vendor.example/health"})]
+    day.services.snapshot.update(
+        IntegrationResult(i.org_id, "http", make_result(HealthStatus.HEALTHY, 10_000, at(-15)),
+                          CheckState(next_check_at=at(0))) for i in others)
+    seen = noting_slots(day)
+    day.now = at(0)
+    cycle = asyncio.create_task(day.services.scheduler.run_cycle(day.now, day.now))
+    try:
+        await asyncio.wait_for(entered.wait(), 30)
+        async with asyncio.timeout(30):  # would wait for the cycle's hanging checks without the kept slot
+            [checked] = await day.services.scheduler.run_health_checks(ORG)
+        assert checked.org_id == ORG and seen[0]["slots"] == 3
+    finally:
+        release.set()
+        await cycle
