@@ -38,6 +38,12 @@ def _exit_on_term(signum: int, frame: object) -> None:
 
 
 def start_simulator(port: int, latency_ms: int) -> subprocess.Popen:
+    """The simulator in its own process (it raises its own open-files limit); this process's checks need as
+    many descriptors as it serves, which Debian's default 1,024 is not at 496 slots and their kept-alive sockets."""
+    from exporter.cli import SIMULATOR_LIMITS, raise_descriptor_limit
+    from exporter.core.concurrency import DESCRIPTOR_SLACK
+
+    raise_descriptor_limit(SIMULATOR_LIMITS.max_connections + DESCRIPTOR_SLACK)
     return start_process([sys.executable, "-m", "exporter", "simulate", "--port", str(port), "--latency-ms",
                           str(latency_ms)], ready="listening")
 

@@ -331,6 +331,9 @@ async def cmd_simulate(host: str, port: int, latency_ms: int, with_demo: bool) -
 
     state = demo.simulator_state() if with_demo else SimState()
     state.latency_ms = latency_ms
+    # It serves up to SIMULATOR_LIMITS' connections: at Debian's default 1,024 open files, a bench's 496
+    # checks and their kept-alive sockets would find accepts failing.
+    raise_descriptor_limit(SIMULATOR_LIMITS.max_connections + concurrency.DESCRIPTOR_SLACK)
     runner, port = await start_simulator(state, port=port, host=host)
     print(f"simulator listening on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     try:

@@ -112,6 +112,7 @@ class HttpClient:
         self._resolving: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
         self._turn = 0  # rotates a name's addresses over its connections, as aiohttp's DNS cache did
         self._swept_at = clock()
+        self._generation = 0  # the policy's: a connection opened under an earlier one is never reused
         self.closed = False
 
     @property
@@ -121,8 +122,9 @@ class HttpClient:
     @policy.setter
     def policy(self, policy: EgressPolicy) -> None:
         """A new policy forgets every remembered permission (what the old one allowed, it may refuse) and
-        closes the idle connections opened under it."""
+        every connection opened under the old one: the idle ones now, those in use when they come back."""
         self._policy, self.permitted = policy, PermittedCache()
+        self._generation += 1
         self._drop_idle()
 
     async def __aenter__(self) -> HttpClient:
@@ -225,6 +227,7 @@ class HttpClient:
             raise ConnectError(host, port, why) from None
         if context is not None:
             conn.tls, conn.tls_expires_at = True, _cert_expiry(transport)
+        conn.generation = self._generation
         return conn
 
     async def _addresses(self, host: str, port: int) -> tuple[str, ...]:
@@ -248,7 +251,7 @@ class HttpClient:
     async def _getaddrinfo(host: str, port: int) -> tuple[str, ...]:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
+        except OSError:  # socket.gaierror, or the resolver's own failure: the name did not resolve
             raise DNSError(host) from None
         return tuple(dict.fromkeys(str(info[4][0]) for info in infos))  # in the resolver's order, once each
 
@@ -265,7 +268,7 @@ class HttpClient:
         return None
 
     def _release(self, key: tuple[Any, ...], conn: Connection) -> None:
-        if self.force_close or self.closed or not conn.usable:
+        if self.force_close or self.closed or not conn.usable or conn.generation != self._generation:
             conn.finish()
             return
         if self._idle_count >= self.limit or self._clock() - self._swept_at > KEEPALIVE_S:
@@ -320,8 +323,8 @@ async def open_connection(addresses: Sequence[str], port: int, context: ssl.SSLC
 def _url(url: str | URL, params: Mapping[str, str] | None) -> URL:
     try:
         target = url if isinstance(url, URL) else URL(url)
-    except (ValueError, TypeError) as exc:
-        raise InvalidURL(f"not a URL: {exc}") from None
+    except (ValueError, TypeError):
+        raise InvalidURL("not a URL") from None  # yarl's text can quote the netloc, credentials and all
     if target.scheme not in ("http", "https") or not target.raw_host:
         raise InvalidURL("only http and https URLs with a host can be checked")
     return target.extend_query(params) if params else target

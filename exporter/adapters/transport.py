@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDictProxy
 
-from exporter.adapters.client import HttpClient, PermittedCache  # noqa: F401 (PermittedCache: found here too)
+from exporter.adapters.client import HttpClient
 from exporter.adapters.http1 import MAX_BODY_BYTES, BodyTooLarge  # noqa: F401 (classify and tests find them here)
 from exporter.core.egress import Blocked, EgressPolicy, IPAddress, literal_address
 

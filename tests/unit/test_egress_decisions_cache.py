@@ -1,4 +1,4 @@
-"""The client remembers the egress decisions that permitted (transport.PermittedCache), and only those:
+"""The client remembers the egress decisions that permitted (client.PermittedCache), and only those:
 a refused destination is refused every time, and a name that resolves to other addresses is judged again."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from yarl import URL
 
 from exporter.adapters.base import AdapterContext
-from exporter.adapters.client import HttpClient
-from exporter.adapters.transport import PermittedCache, fetch
+from exporter.adapters.client import HttpClient, PermittedCache
+from exporter.adapters.transport import fetch
 from exporter.core.egress import Blocked, EgressPolicy, VendorHosts
 from tests.support.listener import Listener
 
@@ -65,32 +65,32 @@ async def test_a_name_rebound_to_a_refused_address_is_refused_after_it_was_permi
 
 
 async def test_a_refused_literal_address_is_refused_on_every_request(listener) -> None:
-    async with HttpClient(policy=EgressPolicy(), force_close=True) as connector:
-        ctx = AdapterContext(session=connector)
+    async with HttpClient(policy=EgressPolicy(), force_close=True) as client:
+        ctx = AdapterContext(session=client)
         for _ in range(3):
             with pytest.raises(Blocked, match="loopback"):
                 await fetch(ctx, "GET", f"http://127.0.0.1:{listener.port}/")
     assert listener.connections == 0
-    assert connector.permitted.permitted == {}
+    assert client.permitted.permitted == {}
 
 
 async def test_a_vendor_request_permitted_for_one_host_does_not_open_another(listener) -> None:
     vendor = VendorHosts(("api.vendor.example",))
-    async with HttpClient(policy=EgressPolicy()) as connector:
-        ctx = AdapterContext(session=connector, vendor=vendor)
-        connector.check_request(URL("https://api.vendor.example/v1"), vendor)
+    async with HttpClient(policy=EgressPolicy()) as client:
+        ctx = AdapterContext(session=client, vendor=vendor)
+        client.check_request(URL("https://api.vendor.example/v1"), vendor)
         for url in ("https://other.example/v1", "http://api.vendor.example/v1", "https://api.vendor.example:8443/"):
             with pytest.raises(Blocked):
                 await fetch(ctx, "GET", url)
         with pytest.raises(Blocked):  # another vendor's hosts are its own, whatever this one was permitted
-            connector.check_request(URL("https://api.vendor.example/v1"), VendorHosts(("x.example",)))
+            client.check_request(URL("https://api.vendor.example/v1"), VendorHosts(("x.example",)))
 
 
 async def test_a_new_policy_forgets_what_the_old_one_permitted(listener) -> None:
-    async with loopback_names() as (ctx, connector, _):
+    async with loopback_names() as (ctx, client, _):
         url = f"http://loopback.example:{listener.port}/"
         assert (await fetch(ctx, "GET", url)).status == 200
-        connector.policy = EgressPolicy()  # loopback no longer allowed
+        client.policy = EgressPolicy()  # loopback no longer allowed
         with pytest.raises(Blocked, match="loopback.example"):
             await fetch(ctx, "GET", url)
     assert listener.connections == 1

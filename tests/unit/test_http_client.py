@@ -564,3 +564,25 @@ async def test_a_tls_connection_closed_after_its_answer_leaves_no_socket_waiting
                 await gone.wait()
     finally:
         server.close()
+
+
+async def test_a_new_policy_retires_connections_opened_under_the_old_one_even_those_in_use() -> None:
+    go = asyncio.Event()
+
+    async def first_waits(reader, writer, server) -> None:
+        for n in range(100):
+            await server.read_request(reader)
+            if n == 0 and server.connections == 1:
+                await go.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    async with serving(first_waits) as (server, base), HttpClient(policy=LOOPBACK) as client:
+        in_use = asyncio.ensure_future(client.request("GET", base))
+        while not server.requests:
+            await asyncio.sleep(0.01)
+        client.policy = EgressPolicy.from_allow(["127.0.0.0/8"])  # judged again from here on
+        go.set()
+        assert (await in_use)[0].status == 200
+        assert (await client.request("GET", base))[0].status == 200
+        assert server.connections == 2, "the connection opened under the old policy went back, not into the pool"
