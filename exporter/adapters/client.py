@@ -204,11 +204,14 @@ class HttpClient:
         return context
 
     async def _connect(self, host: str, port: int, context: ssl.SSLContext | None) -> Connection:
-        self.permitted.check(("host", host, port), self.policy.check_host, host, port)
+        # One policy judges the whole connection, and the connection is marked with it: a policy set while the
+        # lookup or the handshake is under way must find it of the old generation, never pooled again.
+        generation, policy, permitted = self._generation, self._policy, self.permitted
+        permitted.check(("host", host, port), policy.check_host, host, port)
         literal = literal_address(host)  # connect to the address judged, never to a spelling resolved again
         addresses = (str(literal),) if literal is not None else await self._addresses(host, port)
-        self.permitted.check(("addresses", host, port, tuple(sorted(addresses))), self.policy.check_addresses,
-                             host, port, addresses)  # sorted: the rotation must not make new entries
+        permitted.check(("addresses", host, port, tuple(sorted(addresses))), policy.check_addresses,
+                        host, port, addresses)  # sorted: the rotation must not make new entries
         if len(addresses) > 1:
             self._turn += 1
             turn = self._turn % len(addresses)
@@ -227,7 +230,7 @@ class HttpClient:
             raise ConnectError(host, port, why) from None
         if context is not None:
             conn.tls, conn.tls_expires_at = True, _cert_expiry(transport)
-        conn.generation = self._generation
+        conn.generation = generation
         return conn
 
     async def _addresses(self, host: str, port: int) -> tuple[str, ...]:
@@ -251,7 +254,7 @@ class HttpClient:
     async def _getaddrinfo(host: str, port: int) -> tuple[str, ...]:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError:  # socket.gaierror, or the resolver's own failure: the name did not resolve
+        except (OSError, UnicodeError):  # gaierror, the resolver's own failure, a label IDNA refuses
             raise DNSError(host) from None
         return tuple(dict.fromkeys(str(info[4][0]) for info in infos))  # in the resolver's order, once each
 
@@ -262,7 +265,7 @@ class HttpClient:
             self._idle_count -= 1
             if not conns:
                 del self._idle[key]
-            if conn.usable and now - conn.idle_since < KEEPALIVE_S:
+            if conn.usable and conn.generation == self._generation and now - conn.idle_since < KEEPALIVE_S:
                 return conn
             conn.close()
         return None

@@ -18,10 +18,18 @@ import trustme
 from yarl import URL
 
 from exporter.adapters.classify import describe_exception
-from exporter.adapters.client import KEEPALIVE_S, CertificateError, ConnectError, HttpClient, InvalidURL, _host_header
+from exporter.adapters.client import (
+    KEEPALIVE_S,
+    CertificateError,
+    ConnectError,
+    DNSError,
+    HttpClient,
+    InvalidURL,
+    _host_header,
+)
 from exporter.adapters.http import HttpConfig
 from exporter.adapters.http1 import MAX_HEAD_BYTES, InvalidRequest, PayloadError, ProtocolError, ServerDisconnected
-from exporter.core.egress import EgressPolicy
+from exporter.core.egress import Blocked, EgressPolicy
 from exporter.core.model import HealthStatus, Reason
 
 LOOPBACK = EgressPolicy.from_allow(["127.0.0.0/8"])
@@ -586,3 +594,36 @@ async def test_a_new_policy_retires_connections_opened_under_the_old_one_even_th
         assert (await in_use)[0].status == 200
         assert (await client.request("GET", base))[0].status == 200
         assert server.connections == 2, "the connection opened under the old policy went back, not into the pool"
+
+
+async def test_a_policy_set_while_a_connection_is_being_opened_retires_that_connection_too(monkeypatch) -> None:
+    """The connection is marked with the policy it was judged under when the judging starts, not when the
+    connect ends: set meanwhile, the new policy must find it old and never reuse it."""
+    from exporter.adapters import client as client_module
+
+    real, opening, go = client_module.open_connection, asyncio.Event(), asyncio.Event()
+
+    async def slow(addresses, *args):
+        opening.set()
+        await go.wait()
+        return await real(addresses, *args)
+
+    monkeypatch.setattr(client_module, "open_connection", slow)
+    async with serving(answering(OK)) as (server, base), HttpClient(policy=LOOPBACK) as client:
+        first = asyncio.ensure_future(client.request("GET", base))
+        await opening.wait()
+        client.policy = EgressPolicy()  # loopback refused from here on
+        go.set()
+        assert (await first)[0].status == 200  # judged and opened under the old policy
+        with pytest.raises(Blocked):  # not served from the pool: judged anew, and refused
+            await client.request("GET", base)
+        assert server.connections == 1
+
+
+async def test_an_unresolvable_or_invalid_name_is_a_dns_failure_and_a_bad_url_is_not_quoted() -> None:
+    async with HttpClient(policy=EgressPolicy.from_allow(["127.0.0.0/8"])) as client:
+        with pytest.raises(DNSError):
+            await client.request("GET", f"http://{'a' * 64}.invalid/")  # a label IDNA refuses
+        with pytest.raises(InvalidURL) as refused:
+            await client.request("GET", "http://user:s3cret\uff0f@host/")
+    assert str(refused.value) == "not a URL" and "s3cret" not in str(refused.value)
