@@ -2,8 +2,9 @@
 
 Why not aiohttp here: a check is one small request and one small answer, and aiohttp's general request and
 response path was most of a pooled check's CPU (5,000 GETs at 256 at once: 0.18-0.21 CPU-ms a request in
-aiohttp, 0.065-0.075 in this client; README, "The check client"). The parser is llhttp's; what is left is what a check needs: one request at a time per connection,
-caps on the head and the decoded body, and an answer that says whether the connection may be used again.
+aiohttp, 0.065-0.075 in this client; README, "The check client"). The parser is llhttp's; what is left is
+what a check needs: one request at a time per connection, caps on the head and the decoded body, and an
+answer that says whether the connection may be used again.
 """
 
 from __future__ import annotations
